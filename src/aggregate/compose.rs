@@ -1,0 +1,651 @@
+//! Composing one page: every fragment slot becomes a task started at once
+//! (nested ones as soon as their parent's body is in), each under its own
+//! deadline; the output follows document order, a slot waiting only for its
+//! own task; `async` slots get an empty placeholder and are streamed before
+//! `</body>` in the order they become ready. A fragment is written whole or
+//! replaced whole by its fallback. Dropping a [`Page`] aborts its tasks.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
+use super::spec::{resolve_target, FragmentSpec};
+use super::split::{split, Item, RawFragment};
+use super::templates::{builtin_placeholder, Templates};
+use crate::config::{Config, FailureClass};
+use crate::rewrite::{merge_query, needs_html_pass};
+
+/// Flush the output buffer once it holds this much, even if the next
+/// fragment is ready.
+const FLUSH_BYTES: usize = 32 << 10;
+
+/// What one page request shares with all its fragment tasks.
+pub struct PageContext {
+    /// The configuration in force when the request came.
+    pub cfg: Arc<Config>,
+    /// The templates of that configuration.
+    pub templates: Arc<Templates>,
+    /// Where fragments are fetched from (carries the user's request context).
+    pub source: Arc<dyn FragmentSource>,
+    /// The page's raw query, forwarded to fragments (minus `rain.*`).
+    pub page_query: Option<String>,
+    started: AtomicUsize,
+}
+
+impl PageContext {
+    /// A context for one page request.
+    pub fn new(
+        cfg: Arc<Config>,
+        templates: Arc<Templates>,
+        source: Arc<dyn FragmentSource>,
+        page_query: Option<String>,
+    ) -> Arc<PageContext> {
+        Arc::new(PageContext {
+            cfg,
+            templates,
+            source,
+            page_query,
+            started: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// How a fragment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its content is shown.
+    Ok,
+    /// It failed; its fallback is shown.
+    Failed(FailureClass),
+    /// Its origin redirected out of the origin (to this absolute URL).
+    Redirect(String),
+}
+
+/// A fragment's content (or fallback) and how it ended.
+struct Resolved {
+    nodes: Vec<Node>,
+    outcome: Outcome,
+}
+
+enum Node {
+    Static(Bytes),
+    BodyEnd,
+    Slot(Slot),
+}
+
+struct Slot {
+    id: String,
+    is_async: bool,
+    primary: bool,
+    state: SlotState,
+}
+
+enum SlotState {
+    Pending(Task),
+    Ready(Resolved),
+}
+
+impl Slot {
+    fn is_ready(&self) -> bool {
+        match &self.state {
+            SlotState::Ready(_) => true,
+            SlotState::Pending(t) => t.0.is_finished(),
+        }
+    }
+
+    async fn resolve(self) -> Resolved {
+        match self.state {
+            SlotState::Ready(r) => r,
+            SlotState::Pending(t) => t.await,
+        }
+    }
+}
+
+/// A fragment task that is aborted when dropped (the browser went away, or a
+/// failed parent's content is discarded).
+struct Task(JoinHandle<Resolved>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for Task {
+    type Output = Resolved;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resolved> {
+        Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                tracing::error!(error = %e, "fragment task failed");
+                Resolved {
+                    nodes: vec![Node::Static(builtin_placeholder(FailureClass::Error))],
+                    outcome: Outcome::Failed(FailureClass::Error),
+                }
+            }
+        })
+    }
+}
+
+/// Where a set of slots sits in the page.
+#[derive(Clone)]
+struct Level {
+    /// Nesting depth of the slots (1 for the layout's own).
+    depth: usize,
+    /// Id of the fragment whose body holds them (`None` for the layout).
+    parent: Option<String>,
+    /// URLs of the fragments above them, for cycle detection.
+    ancestors: Arc<Vec<Url>>,
+}
+
+/// A page being composed.
+pub struct Page {
+    nodes: Vec<Node>,
+}
+
+/// The browser went away (or its connection failed) while writing.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the page failed: {0}")]
+pub struct PageWriteError(pub String);
+
+/// Where a page's bytes go (the browser connection, or a test buffer).
+#[async_trait]
+pub trait PageWriter: Send {
+    /// Writes and flushes one chunk.
+    async fn write(&mut self, data: Bytes) -> Result<(), PageWriteError>;
+}
+
+impl Page {
+    /// Starts every fragment of a split layout at once.
+    pub fn start(ctx: &Arc<PageContext>, items: &[Item]) -> Page {
+        let level = Level {
+            depth: 1,
+            parent: None,
+            ancestors: Arc::new(Vec::new()),
+        };
+        Page {
+            nodes: build_nodes(ctx, items.to_vec(), &level),
+        }
+    }
+
+    /// Waits for the layout's `primary` fragments and returns the first
+    /// outcome that is not `Ok` (or `Ok`). Returns at once without primaries.
+    pub async fn primary_outcome(&mut self) -> Outcome {
+        let mut result = Outcome::Ok;
+        for node in &mut self.nodes {
+            let Node::Slot(slot) = node else { continue };
+            if !slot.primary {
+                continue;
+            }
+            let state = std::mem::replace(
+                &mut slot.state,
+                SlotState::Ready(Resolved {
+                    nodes: Vec::new(),
+                    outcome: Outcome::Ok,
+                }),
+            );
+            let resolved = match state {
+                SlotState::Ready(r) => r,
+                SlotState::Pending(t) => t.await,
+            };
+            if result == Outcome::Ok {
+                result = resolved.outcome.clone();
+            }
+            slot.state = SlotState::Ready(resolved);
+        }
+        result
+    }
+
+    /// Writes the page in document order, `async` fragments before `</body>`.
+    pub async fn write_to(self, w: &mut dyn PageWriter) -> Result<(), PageWriteError> {
+        let mut out = Output {
+            w,
+            buf: BytesMut::with_capacity(16 << 10),
+            asyncs: Vec::new(),
+        };
+        out.write_nodes(self.nodes).await?;
+        out.drain_asyncs().await?;
+        out.flush().await
+    }
+}
+
+struct Output<'w> {
+    w: &'w mut dyn PageWriter,
+    buf: BytesMut,
+    asyncs: Vec<Slot>,
+}
+
+impl Output<'_> {
+    async fn flush(&mut self) -> Result<(), PageWriteError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = self.buf.split().freeze();
+        self.w.write(data).await
+    }
+
+    async fn push(&mut self, data: &[u8]) -> Result<(), PageWriteError> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn write_nodes(
+        &mut self,
+        nodes: Vec<Node>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PageWriteError>> + Send + '_>> {
+        Box::pin(async move {
+            for node in nodes {
+                match node {
+                    Node::Static(b) => self.push(&b).await?,
+                    Node::BodyEnd => self.drain_asyncs().await?,
+                    Node::Slot(slot) if slot.is_async => {
+                        let ph =
+                            format!("<div id=\"rain-async-{}\" data-rain-async></div>", slot.id);
+                        self.push(ph.as_bytes()).await?;
+                        self.asyncs.push(slot);
+                    }
+                    Node::Slot(slot) => {
+                        if !slot.is_ready() {
+                            // Everything before this slot goes out now.
+                            self.flush().await?;
+                        }
+                        let resolved = slot.resolve().await;
+                        self.write_nodes(resolved.nodes).await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Streams the `async` fragments seen so far (and any found inside them),
+    /// each as soon as it is ready.
+    async fn drain_asyncs(&mut self) -> Result<(), PageWriteError> {
+        while !self.asyncs.is_empty() {
+            let Some(i) = self.asyncs.iter().position(Slot::is_ready) else {
+                self.flush().await?;
+                self.wait_any_async().await;
+                continue;
+            };
+            let slot = self.asyncs.remove(i);
+            let id = slot.id.clone();
+            let resolved = slot.resolve().await;
+            self.push(format!("<template id=\"rain-t-{id}\">").as_bytes())
+                .await?;
+            self.write_nodes(resolved.nodes).await?;
+            let script = format!(
+                "</template><script>(function(){{var t=document.getElementById(\"rain-t-{id}\"),\
+                 s=document.getElementById(\"rain-async-{id}\");if(t&&s){{s.replaceWith(t.content)}}\
+                 if(t){{t.remove()}}}})();</script>"
+            );
+            self.push(script.as_bytes()).await?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_any_async(&mut self) {
+        let pending: Vec<(usize, &mut Task)> = self
+            .asyncs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| match &mut s.state {
+                SlotState::Pending(t) => Some((i, t)),
+                SlotState::Ready(_) => None,
+            })
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let (indices, tasks): (Vec<usize>, Vec<&mut Task>) = pending.into_iter().unzip();
+        let (resolved, k, _) = futures_util::future::select_all(tasks).await;
+        if let Some(slot) = indices.get(k).and_then(|&i| self.asyncs.get_mut(i)) {
+            slot.state = SlotState::Ready(resolved);
+        }
+    }
+}
+
+/// Turns split items into nodes, starting a task for every slot.
+fn build_nodes(ctx: &Arc<PageContext>, items: Vec<Item>, level: &Level) -> Vec<Node> {
+    let mut ids = IdAllocator::new(&items, level.parent.as_deref());
+    items
+        .into_iter()
+        .map(|item| match item {
+            Item::Static(b) => Node::Static(b),
+            Item::BodyEnd => Node::BodyEnd,
+            Item::Slot(raw) => Node::Slot(start_slot(ctx, raw, level, &mut ids)),
+        })
+        .collect()
+}
+
+/// Default fragment ids: the origin's name, then `-2`, `-3`; below a parent
+/// fragment, prefixed with the parent's id and a dot, so that they do not
+/// depend on the order in which parallel fragments arrive.
+struct IdAllocator<'p> {
+    used: HashSet<String>,
+    counts: HashMap<String, usize>,
+    parent: Option<&'p str>,
+}
+
+impl<'p> IdAllocator<'p> {
+    fn new(items: &[Item], parent: Option<&'p str>) -> Self {
+        let used = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Slot(raw) => raw.attr("id").map(|s| s.trim().to_string()),
+                _ => None,
+            })
+            .collect();
+        IdAllocator {
+            used,
+            counts: HashMap::new(),
+            parent,
+        }
+    }
+
+    fn default_id(&mut self, base: &str) -> String {
+        let base = match self.parent {
+            Some(p) => format!("{p}.{base}"),
+            None => base.to_string(),
+        };
+        loop {
+            let n = self.counts.entry(base.clone()).or_insert(0);
+            *n += 1;
+            let id = if *n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            if self.used.insert(id.clone()) {
+                return id;
+            }
+        }
+    }
+}
+
+fn start_slot(
+    ctx: &Arc<PageContext>,
+    raw: RawFragment,
+    level: &Level,
+    ids: &mut IdAllocator,
+) -> Slot {
+    let spec = FragmentSpec::parse(&raw);
+    let origin_hint = raw.attr("origin").map(str::to_string);
+    let id = match &spec {
+        Ok(FragmentSpec { id: Some(id), .. }) => id.clone(),
+        _ => {
+            let base = origin_hint
+                .clone()
+                .or_else(|| {
+                    spec.as_ref()
+                        .ok()
+                        .and_then(|s| resolve_target(&ctx.cfg, None, &s.src).ok())
+                        .map(|t| t.origin.name.clone())
+                })
+                .filter(|o| super::spec::valid_id(o))
+                .unwrap_or_else(|| "fragment".to_string());
+            ids.default_id(&base)
+        }
+    };
+    let (is_async, primary) = spec
+        .as_ref()
+        .map(|s| (s.is_async, s.primary))
+        .unwrap_or((false, false));
+    // Nested `primary` fragments do not decide the page status.
+    let primary = primary && level.depth == 1;
+    let n = ctx.started.fetch_add(1, Ordering::Relaxed);
+    let refusal = match &spec {
+        Err(e) => Some(format!("invalid <fragment>: {e}")),
+        Ok(_) if n >= ctx.cfg.fragments.max_per_page => Some(format!(
+            "more than {} fragments in the page",
+            ctx.cfg.fragments.max_per_page
+        )),
+        Ok(_) if level.depth > ctx.cfg.fragments.max_depth => Some(format!(
+            "nested deeper than {}",
+            ctx.cfg.fragments.max_depth
+        )),
+        Ok(_) => None,
+    };
+    let task_ctx = ctx.clone();
+    let level = level.clone();
+    let task_id = id.clone();
+    let handle = tokio::spawn(async move {
+        match (spec, refusal) {
+            (Ok(spec), None) => run_fragment(&task_ctx, &spec, &task_id, &level).await,
+            (spec, reason) => {
+                let reason = reason.unwrap_or_default();
+                tracing::warn!(fragment = %task_id, %reason, "fragment refused");
+                let spec = spec.ok();
+                let nodes = fallback_nodes(
+                    &task_ctx,
+                    spec.as_ref(),
+                    &raw.children,
+                    origin_hint.as_deref(),
+                    FailureClass::Error,
+                    None,
+                )
+                .await;
+                Resolved {
+                    nodes,
+                    outcome: Outcome::Failed(FailureClass::Error),
+                }
+            }
+        }
+    });
+    Slot {
+        id,
+        is_async,
+        primary,
+        state: SlotState::Pending(Task(handle)),
+    }
+}
+
+async fn run_fragment(
+    ctx: &Arc<PageContext>,
+    spec: &FragmentSpec,
+    id: &str,
+    level: &Level,
+) -> Resolved {
+    let target = match resolve_target(&ctx.cfg, spec.origin.as_deref(), &spec.src) {
+        Ok(t) => t,
+        Err((class, reason)) => {
+            tracing::warn!(fragment = %id, %reason, "fragment has no valid target");
+            return failed(ctx, spec, None, class, None).await;
+        }
+    };
+    let origin = target.origin.clone();
+    let mut url = target.url;
+    if origin.forward_params && !spec.public {
+        let q = merge_query(url.query(), ctx.page_query.as_deref());
+        url.set_query(q.as_deref());
+    }
+    if level.ancestors.contains(&url) {
+        tracing::warn!(fragment = %id, %url, "fragment cycle");
+        return failed(ctx, spec, Some(&origin.name), FailureClass::Error, None).await;
+    }
+    let timeout = spec.timeout.unwrap_or(origin.timeout);
+    let req = FetchRequest {
+        origin: origin.clone(),
+        url: url.clone(),
+        fragment_id: id.to_string(),
+        public: spec.public,
+        max_bytes: ctx.cfg.fragments.max_bytes,
+        chain_cookies: Vec::new(),
+    };
+    let fetched = tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req))
+        .await
+        .unwrap_or_else(|_| {
+            Fetched::Failed(
+                FailureClass::Timeout,
+                format!("no answer within {timeout:?}"),
+            )
+        });
+    match fetched {
+        Fetched::Content {
+            url: final_url,
+            body,
+            ..
+        } => match content_nodes(ctx, body, level, &url, &final_url, id) {
+            Ok(nodes) => Resolved {
+                nodes,
+                outcome: Outcome::Ok,
+            },
+            Err(reason) => {
+                tracing::warn!(fragment = %id, %reason, "fragment body rejected");
+                failed(
+                    ctx,
+                    spec,
+                    Some(&origin.name),
+                    FailureClass::Error,
+                    Some(level),
+                )
+                .await
+            }
+        },
+        Fetched::ClientError { status, .. } => {
+            tracing::warn!(fragment = %id, origin = %origin.name, status, "fragment answered a client error");
+            failed(
+                ctx,
+                spec,
+                Some(&origin.name),
+                class_of_status(status),
+                Some(level),
+            )
+            .await
+        }
+        Fetched::Redirect(location) => {
+            tracing::warn!(fragment = %id, %location, "fragment redirected out of its origin");
+            let mut r = failed(
+                ctx,
+                spec,
+                Some(&origin.name),
+                FailureClass::Error,
+                Some(level),
+            )
+            .await;
+            r.outcome = Outcome::Redirect(location);
+            r
+        }
+        Fetched::Failed(class, reason) => {
+            tracing::warn!(fragment = %id, origin = %origin.name, class = class.key(), %reason, "fragment failed");
+            failed(ctx, spec, Some(&origin.name), class, Some(level)).await
+        }
+    }
+}
+
+/// A fragment body as nodes: split for nested fragments and stripped of a
+/// document shell when it has one; a plain snippet is passed through whole.
+fn content_nodes(
+    ctx: &Arc<PageContext>,
+    body: Bytes,
+    level: &Level,
+    url: &Url,
+    final_url: &Url,
+    id: &str,
+) -> Result<Vec<Node>, String> {
+    if !needs_html_pass(&body) {
+        return Ok(vec![Node::Static(body)]);
+    }
+    let items = split(&body, true).map_err(|e| e.to_string())?;
+    let mut ancestors = Vec::with_capacity(level.ancestors.len() + 2);
+    ancestors.extend(level.ancestors.iter().cloned());
+    ancestors.push(url.clone());
+    if final_url != url {
+        ancestors.push(final_url.clone());
+    }
+    let inner = Level {
+        depth: level.depth + 1,
+        parent: Some(id.to_string()),
+        ancestors: Arc::new(ancestors),
+    };
+    Ok(build_nodes(ctx, items, &inner))
+}
+
+async fn failed(
+    ctx: &Arc<PageContext>,
+    spec: &FragmentSpec,
+    origin: Option<&str>,
+    class: FailureClass,
+    level: Option<&Level>,
+) -> Resolved {
+    let nodes = fallback_nodes(ctx, Some(spec), &spec.children, origin, class, level).await;
+    Resolved {
+        nodes,
+        outcome: Outcome::Failed(class),
+    }
+}
+
+/// The fallback of a failed fragment, in the contract's order: `fallback-src`
+/// (fetched when `level` allows), the `fallback` file, the inline children,
+/// the origin's placeholder, the platform's, the built-in one.
+async fn fallback_nodes(
+    ctx: &Arc<PageContext>,
+    spec: Option<&FragmentSpec>,
+    children: &Bytes,
+    origin: Option<&str>,
+    class: FailureClass,
+    level: Option<&Level>,
+) -> Vec<Node> {
+    if let (Some(spec), Some(level)) = (spec, level) {
+        if let Some(fb) = &spec.fallback_src {
+            if let Some(nodes) = fetch_fallback_src(ctx, spec, fb, level).await {
+                return nodes;
+            }
+        }
+    }
+    if let Some(file) = spec.and_then(|s| s.fallback.as_deref()) {
+        match ctx.templates.get(file) {
+            Some(b) => return vec![Node::Static(b)],
+            None => tracing::warn!(%file, "fallback template not found"),
+        }
+    }
+    if children.iter().any(|b| !b.is_ascii_whitespace()) {
+        return vec![Node::Static(children.clone())];
+    }
+    vec![Node::Static(
+        ctx.templates.placeholder(&ctx.cfg, origin, class),
+    )]
+}
+
+async fn fetch_fallback_src(
+    ctx: &Arc<PageContext>,
+    spec: &FragmentSpec,
+    src: &str,
+    level: &Level,
+) -> Option<Vec<Node>> {
+    let target = resolve_target(&ctx.cfg, spec.origin.as_deref(), src).ok()?;
+    let timeout = target.origin.timeout;
+    let req = FetchRequest {
+        origin: target.origin.clone(),
+        url: target.url.clone(),
+        fragment_id: spec
+            .id
+            .clone()
+            .unwrap_or_else(|| target.origin.name.clone()),
+        public: spec.public,
+        max_bytes: ctx.cfg.fragments.max_bytes,
+        chain_cookies: Vec::new(),
+    };
+    match tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req)).await {
+        Ok(Fetched::Content { url, body, .. }) => {
+            let id = spec
+                .id
+                .clone()
+                .unwrap_or_else(|| target.origin.name.clone());
+            content_nodes(ctx, body, level, &target.url, &url, &id).ok()
+        }
+        _ => None,
+    }
+}

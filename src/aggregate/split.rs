@@ -1,0 +1,223 @@
+//! The splitter: turns HTML (a layout or a fragment body), fed in chunks of
+//! any size, into a sequence of [`Item`]s: static runs of bytes, fragment
+//! slots (the `<fragment>` elements, with their attributes and their children
+//! as inline fallback), and the point just before `</body>` where `async`
+//! fragments go. Synchronous; it never fetches anything.
+//!
+//! Streaming caveat: a slot's children are complete only once its end tag
+//! (or the end of input) has been seen; items are handed out in document order
+//! as soon as they are complete.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use lol_html::html_content::Element;
+use lol_html::{element, end_tag, HtmlRewriter, OutputSink, Settings};
+
+/// One piece of a split document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// Bytes to copy to the output as they are.
+    Static(Bytes),
+    /// A `<fragment>` element.
+    Slot(RawFragment),
+    /// Just before `</body>`: where `async` fragments are streamed.
+    BodyEnd,
+}
+
+/// A `<fragment>` element as written: attributes and children, unvalidated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFragment {
+    /// Attributes, names lower-cased, in source order.
+    pub attrs: Vec<(String, String)>,
+    /// The element's children (its inline fallback), as written.
+    pub children: Bytes,
+    /// Byte offset of the start tag in the source (for error messages).
+    pub offset: usize,
+}
+
+impl RawFragment {
+    /// The value of attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An error of the HTML parser (only resource limits; HTML itself never fails).
+#[derive(Debug, thiserror::Error)]
+#[error("the HTML could not be parsed: {0}")]
+pub struct SplitError(String);
+
+#[derive(Default)]
+struct State {
+    items: Vec<Item>,
+    pending: BytesMut,
+    /// Index in `items` of the slot whose children are being captured.
+    capturing: Option<usize>,
+    children: BytesMut,
+}
+
+impl State {
+    fn flush_static(&mut self) {
+        if !self.pending.is_empty() {
+            let b = self.pending.split().freeze();
+            self.items.push(Item::Static(b));
+        }
+    }
+
+    fn close_capture(&mut self) {
+        if let Some(i) = self.capturing.take() {
+            let kids = self.children.split().freeze();
+            if let Some(Item::Slot(f)) = self.items.get_mut(i) {
+                f.children = kids;
+            }
+        }
+    }
+}
+
+struct Sink(Rc<RefCell<State>>);
+
+impl OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        let mut st = self.0.borrow_mut();
+        if st.capturing.is_some() {
+            st.children.extend_from_slice(chunk);
+        } else {
+            st.pending.extend_from_slice(chunk);
+        }
+    }
+}
+
+/// Splits HTML fed in chunks. With `strip_document`, an origin's whole
+/// document is reduced to its body (plus head stylesheets) in the same pass.
+pub struct Splitter {
+    rewriter: HtmlRewriter<'static, Sink>,
+    state: Rc<RefCell<State>>,
+}
+
+impl Splitter {
+    /// A splitter for a layout (`strip_document = false`) or a fragment body.
+    pub fn new(strip_document: bool) -> Self {
+        let state = Rc::new(RefCell::new(State::default()));
+        let on_fragment = {
+            let state = state.clone();
+            element!("fragment", move |el: &mut Element| {
+                let mut st = state.borrow_mut();
+                if st.capturing.is_some() {
+                    // A <fragment> inside another's inline fallback stays text.
+                    return Ok(());
+                }
+                st.flush_static();
+                let attrs = el
+                    .attributes()
+                    .iter()
+                    .map(|a| (a.name(), a.value()))
+                    .collect();
+                let offset = el.source_location().bytes().start;
+                st.items.push(Item::Slot(RawFragment {
+                    attrs,
+                    children: Bytes::new(),
+                    offset,
+                }));
+                el.remove_and_keep_content();
+                // NOTE: `<fragment ... />` is not self-closing in HTML; treat it
+                // as empty and leave whatever follows as ordinary content.
+                if !el.is_self_closing() {
+                    st.capturing = Some(st.items.len() - 1);
+                    let state = state.clone();
+                    el.on_end_tag(end_tag!(move |_end| {
+                        state.borrow_mut().close_capture();
+                        Ok(())
+                    }))?;
+                }
+                Ok(())
+            })
+        };
+        let on_body = {
+            let state = state.clone();
+            element!("body", move |el: &mut Element| {
+                let state = state.clone();
+                el.on_end_tag(end_tag!(move |_end| {
+                    let mut st = state.borrow_mut();
+                    if st.capturing.is_none() {
+                        st.flush_static();
+                        st.items.push(Item::BodyEnd);
+                    }
+                    Ok(())
+                }))?;
+                Ok(())
+            })
+        };
+        let mut elements = vec![on_fragment];
+        let mut document = Vec::new();
+        if strip_document {
+            let (els, doc) = crate::rewrite::strip_document();
+            elements.extend(els);
+            document.push(doc);
+        } else {
+            elements.push(on_body);
+        }
+        let mut settings = Settings::new();
+        for (selector, handlers) in elements {
+            settings = settings.append_element_content_handler((selector, handlers));
+        }
+        for handlers in document {
+            settings = settings.append_document_content_handler(handlers);
+        }
+        let rewriter = HtmlRewriter::new(settings, Sink(state.clone()));
+        Splitter { rewriter, state }
+    }
+
+    /// Feeds the next chunk of input.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SplitError> {
+        self.rewriter
+            .write(chunk)
+            .map_err(|e| SplitError(e.to_string()))
+    }
+
+    /// Takes the items completed so far (a trailing static run may still grow,
+    /// so it is kept back until more input or [`Splitter::end`]).
+    pub fn take_ready(&mut self) -> Vec<Item> {
+        std::mem::take(&mut self.state.borrow_mut().items)
+    }
+
+    /// Ends the input and returns the remaining items.
+    pub fn end(self) -> Result<Vec<Item>, SplitError> {
+        let Splitter { rewriter, state } = self;
+        rewriter.end().map_err(|e| SplitError(e.to_string()))?;
+        let mut st = state.borrow_mut();
+        st.close_capture();
+        st.flush_static();
+        Ok(std::mem::take(&mut st.items))
+    }
+}
+
+/// Splits a complete document in one call.
+pub fn split(html: &[u8], strip_document: bool) -> Result<Vec<Item>, SplitError> {
+    let mut s = Splitter::new(strip_document);
+    s.write(html)?;
+    let mut items = s.take_ready();
+    items.extend(s.end()?);
+    Ok(merge_statics(items))
+}
+
+/// Joins adjacent static runs (chunked input may split them).
+pub fn merge_statics(items: Vec<Item>) -> Vec<Item> {
+    let mut out: Vec<Item> = Vec::with_capacity(items.len());
+    for item in items {
+        match (out.last_mut(), item) {
+            (Some(Item::Static(prev)), Item::Static(next)) => {
+                let mut b = BytesMut::with_capacity(prev.len() + next.len());
+                b.extend_from_slice(prev);
+                b.extend_from_slice(&next);
+                *prev = b.freeze();
+            }
+            (_, item) => out.push(item),
+        }
+    }
+    out
+}

@@ -1,0 +1,16 @@
+//! Configuration: strict parsing of the TOML file, then validation of every
+//! key with all errors reported at once (file + key + what to do). The result
+//! is plain data that every other module may read; this module depends on no
+//! other part of rain-edge except URL containment from `rewrite`.
+
+mod load;
+mod model;
+mod units;
+
+pub(crate) use load::template_file_problem;
+pub use load::{load, parse, parse_origin_url, ConfigError, ConfigErrors};
+pub use model::{
+    Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, Route, RouteTarget,
+    ServerConfig, SessionConfig,
+};
+pub use units::{parse_duration, parse_size, parse_timeout_attr};

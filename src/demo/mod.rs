@@ -1,0 +1,120 @@
+//! The bundled demo: a few small origins (a shop, a news desk, a profile
+//! service and a deliberately slow one) served in-process next to rain-edge,
+//! so that `rain-edge demo` shows composition, parallel fetches, async
+//! fragments and fallbacks with one command. [`origin`] is also the test
+//! origin server.
+
+pub mod origin;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use origin::{handler, Handler, OriginRequest, Reply};
+
+fn shop(req: OriginRequest) -> Reply {
+    match req.path.as_str() {
+        "/shop/cart/mini" => Reply::html(
+            "<div class=\"cart\"><strong>Cart</strong>: 2 items, 38.90 EUR <a href=\"/shop/cart\">view</a></div>",
+        )
+        .after(Duration::from_millis(40)),
+        "/shop/recommendations" => Reply::html(
+            "<ul class=\"recs\"><li>Rain boots</li><li>Umbrella (large)</li><li>Waxed jacket</li></ul>",
+        )
+        .after(Duration::from_millis(400)),
+        _ => Reply::status(404, "<p>not found</p>"),
+    }
+}
+
+fn news(req: OriginRequest) -> Reply {
+    match req.path.as_str() {
+        "/news/headlines" => Reply::html(
+            "<!DOCTYPE html><html><head><title>News</title><style>.headlines li{margin:.2em 0}</style></head>\
+             <body><ul class=\"headlines\"><li>Light rain expected all week</li>\
+             <li>City opens three new bike lanes</li><li>Local bakery wins award</li></ul></body></html>",
+        )
+        .after(Duration::from_millis(80)),
+        "/news/ticker" => Reply::html("<p class=\"ticker\">Markets calm. <fragment origin=\"shop\" src=\"/cart/mini\"></fragment></p>"),
+        _ => Reply::status(404, "<p>not found</p>"),
+    }
+}
+
+fn profile(req: OriginRequest) -> Reply {
+    let lang = req
+        .header("accept-language")
+        .unwrap_or("en")
+        .split(',')
+        .next()
+        .unwrap_or("en")
+        .to_string();
+    let hello = if lang.starts_with("de") {
+        "Hallo"
+    } else if lang.starts_with("fr") {
+        "Bonjour"
+    } else {
+        "Hello"
+    };
+    match req.path.as_str() {
+        "/profile/greeting" => Reply::html(format!(
+            "<p class=\"greeting\">{hello}, guest! (language: {lang})</p>"
+        )),
+        _ => Reply::status(404, "<p>not found</p>"),
+    }
+}
+
+fn slow(_req: OriginRequest) -> Reply {
+    Reply::html("<p>This took far too long.</p>").after(Duration::from_secs(5))
+}
+
+/// The demo handler for an origin name, if the demo has one.
+pub fn app(name: &str) -> Option<Handler> {
+    Some(match name {
+        "shop" => handler(shop),
+        "news" => handler(news),
+        "profile" => handler(profile),
+        "slow" => handler(slow),
+        _ => return None,
+    })
+}
+
+/// Starts the demo origins that the config at `path` names (by origin name,
+/// on the host and port of its URL) on a background thread.
+pub fn start_origins(path: &Path) -> Result<Vec<SocketAddr>, String> {
+    let cfg = crate::config::load(path).map_err(|e| e.to_string())?;
+    let mut wanted = Vec::new();
+    for (name, o) in &cfg.origins {
+        let Some(h) = app(name) else { continue };
+        let addr: SocketAddr = format!("{}:{}", o.host, o.port).parse().map_err(|_| {
+            format!(
+                "demo origin `{name}` must use an IP address, not `{}`",
+                o.host
+            )
+        })?;
+        wanted.push((addr, h));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
+    for (addr, h) in wanted {
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| format!("cannot start the demo origin on {addr}: {e}"))?;
+        bound.push(addr);
+        listeners.push((l, h));
+    }
+    std::thread::Builder::new()
+        .name("demo-origins".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for (l, h) in listeners {
+                    tokio::spawn(origin::serve(l, h));
+                }
+                std::future::pending::<()>().await;
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(bound)
+}

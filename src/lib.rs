@@ -1,0 +1,13 @@
+//! rain-edge: a reverse proxy that composes pages from remote fragments.
+//!
+//! `config` reads and validates the TOML file; `aggregate` turns layouts into
+//! pages of parallel fragments; `rewrite` holds the URL and HTML rules;
+//! `session` the user's state; `proxy` is the only module that speaks HTTP
+//! (pingora) to browsers and origins; `demo` serves the bundled demo origins.
+
+pub mod aggregate;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod rewrite;
+pub mod session;

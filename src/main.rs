@@ -1,0 +1,126 @@
+//! The `rain-edge` command: argument parsing, logging, and the three modes
+//! (run, `--check`, `demo`). anyhow is used here only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rain_edge::{demo, proxy};
+
+const USAGE: &str = "\
+usage: rain-edge [--config PATH] [--check]
+       rain-edge demo [--config PATH]
+       rain-edge --version
+
+  --config PATH   the configuration file (default: config/rain-edge.toml;
+                  for `demo`: config/demo.toml)
+  --check         validate the config, its templates and their fragments;
+                  print every error and exit 1, or exit 0
+  demo            start the bundled demo origins and rain-edge together
+  --version       print the version
+
+Logging: RUST_LOG (default `info`); `RUST_LOG=info,rain_edge::access=debug`
+logs every request.";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+    demo: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check: false,
+        demo: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                let p = it.next().ok_or("--config needs a path")?;
+                args.config = Some(PathBuf::from(p));
+            }
+            s if s.starts_with("--config=") => {
+                args.config = Some(PathBuf::from(&s["--config=".len()..]))
+            }
+            "--check" => args.check = true,
+            "demo" => args.demo = true,
+            "--version" | "-V" => {
+                println!("rain-edge {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rain-edge: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let default = if args.demo {
+        "config/demo.toml"
+    } else {
+        "config/rain-edge.toml"
+    };
+    let config = args.config.unwrap_or_else(|| PathBuf::from(default));
+    if args.check {
+        return match proxy::load_snapshot(&config) {
+            Ok(snap) => {
+                println!(
+                    "{}: OK ({} origins, {} routes)",
+                    config.display(),
+                    snap.cfg.origins.len(),
+                    snap.cfg.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s)", errors.0.len());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging();
+    match run(config, args.demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rain-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: PathBuf, with_demo: bool) -> anyhow::Result<()> {
+    if with_demo {
+        let bound = demo::start_origins(&config).map_err(anyhow::Error::msg)?;
+        for addr in bound {
+            tracing::info!(%addr, "demo origin started");
+        }
+        tracing::info!("open http://127.0.0.1:8080/ (and /tailor); Ctrl-C stops the demo");
+    }
+    proxy::run(config)?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The origin client: pingora's HTTP/1.1 connector with its keep-alive pool,
+//! one peer per origin, a cap on concurrent connections per origin, and a
+//! bounded body read. A connection goes back to the pool only when its
+//! answer was read to the end; a timed-out or failed exchange is dropped
+//! (closed), never reused.
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue};
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::sync::Semaphore;
+
+use super::decode::{decode_content, to_utf8};
+use crate::aggregate::{FetchFailure, FetchResponse};
+use crate::config::{Config, Origin};
+
+/// How long an idle pooled connection to an origin is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle connections kept in the pool, over all origins.
+const POOL_SIZE: usize = 4096;
+
+/// One origin's connection target and its concurrency cap.
+struct OriginConn {
+    peer: Option<HttpPeer>,
+    resolve_error: Option<String>,
+    limit: Arc<Semaphore>,
+    max: usize,
+}
+
+/// Pooled HTTP/1.1 client to the configured origins.
+pub struct OriginClient {
+    connector: Connector,
+    origins: std::sync::RwLock<HashMap<String, Arc<OriginConn>>>,
+}
+
+/// One request to send.
+pub struct OriginRequest<'a> {
+    /// The origin.
+    pub origin: &'a Origin,
+    /// Method.
+    pub method: &'a str,
+    /// Path and query, percent-encoded.
+    pub path_and_query: &'a str,
+    /// Headers besides `Host`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Largest body accepted (raw and decoded).
+    pub max_bytes: u64,
+}
+
+impl OriginClient {
+    /// A client for the origins of `cfg`.
+    pub fn new(cfg: &Config) -> OriginClient {
+        let mut opts = ConnectorOptions::new(POOL_SIZE);
+        opts.keepalive_pool_size = POOL_SIZE;
+        let client = OriginClient {
+            connector: Connector::new(Some(opts)),
+            origins: Default::default(),
+        };
+        client.configure(cfg);
+        client
+    }
+
+    /// Re-reads the origins of a new configuration (names are resolved now;
+    /// the pool of idle connections is kept).
+    pub fn configure(&self, cfg: &Config) {
+        let mut map = HashMap::new();
+        let old = self.origins.read().map(|m| m.clone()).unwrap_or_default();
+        for (name, o) in &cfg.origins {
+            let (peer, resolve_error) = match (o.host.as_str(), o.port).to_socket_addrs() {
+                Ok(mut addrs) => match addrs.next() {
+                    Some(addr) => {
+                        let mut peer = HttpPeer::new(addr, false, o.host.clone());
+                        peer.options.idle_timeout = Some(POOL_IDLE);
+                        peer.options.connection_timeout = Some(o.timeout);
+                        (Some(peer), None)
+                    }
+                    None => (None, Some(format!("`{}` resolves to no address", o.host))),
+                },
+                Err(e) => (None, Some(format!("cannot resolve `{}`: {e}", o.host))),
+            };
+            // Keep the old semaphore when the cap did not change, so that
+            // requests in flight across a reload still count against it.
+            let limit = old
+                .get(name)
+                .filter(|c| c.max == o.max_connections)
+                .map(|c| c.limit.clone())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections)));
+            if let Some(e) = &resolve_error {
+                tracing::warn!(origin = %name, error = %e, "origin address not resolved; its fragments fail as unavailable");
+            }
+            map.insert(
+                name.clone(),
+                Arc::new(OriginConn {
+                    peer,
+                    resolve_error,
+                    limit,
+                    max: o.max_connections,
+                }),
+            );
+        }
+        if let Ok(mut m) = self.origins.write() {
+            *m = map;
+        }
+    }
+
+    fn conn(&self, name: &str) -> Option<Arc<OriginConn>> {
+        self.origins.read().ok()?.get(name).cloned()
+    }
+
+    /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
+    pub async fn send(&self, req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
+        let conn = self.conn(&req.origin.name).ok_or_else(|| {
+            FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
+        })?;
+        let peer = conn.peer.as_ref().ok_or_else(|| {
+            FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
+        })?;
+        let _permit = conn
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
+        let header = build_request(&req)?;
+        // A pooled connection may have been closed by the origin meanwhile:
+        // such a failure before any answer is retried on a fresh connection.
+        let mut attempts = 0;
+        let mut session = loop {
+            attempts += 1;
+            let (mut session, reused) =
+                self.connector.get_http_session(peer).await.map_err(|e| {
+                    FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
+                })?;
+            let sent = match session.write_request_header(Box::new(header.clone())).await {
+                Ok(_) => session.read_response().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => break session,
+                Err(e) if reused && attempts < 3 => {
+                    tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
+                }
+                Err(e) => {
+                    return Err(FetchFailure::Unavailable(format!(
+                        "no answer from `{}`: {e}",
+                        req.origin.name
+                    )));
+                }
+            }
+        };
+        let Some(resp) = session.resp_header() else {
+            return Err(FetchFailure::Error("no response header".into()));
+        };
+        let status = resp.status.as_u16();
+        let get = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = get("location");
+        let content_type = get("content-type");
+        let content_encoding = get("content-encoding");
+        let set_cookies = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        if let Some(len) = get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+            if len > req.max_bytes {
+                return Err(FetchFailure::Error(format!(
+                    "body of {len} bytes is over the {} byte limit",
+                    req.max_bytes
+                )));
+            }
+        }
+        let raw = read_body(&mut session, req.max_bytes).await?;
+        self.connector
+            .release_http_session(session, peer, Some(POOL_IDLE))
+            .await;
+        let decoded = decode_content(raw, content_encoding.as_deref(), req.max_bytes)
+            .map_err(|e| FetchFailure::Error(e.to_string()))?;
+        let body = to_utf8(decoded, content_type.as_deref());
+        Ok(FetchResponse {
+            status,
+            location,
+            set_cookies,
+            body,
+        })
+    }
+}
+
+fn build_request(req: &OriginRequest<'_>) -> Result<RequestHeader, FetchFailure> {
+    let bad = |e: pingora::BError| FetchFailure::Error(format!("cannot build the request: {e}"));
+    let mut h = RequestHeader::build(
+        req.method,
+        req.path_and_query.as_bytes(),
+        Some(req.headers.len() + 1),
+    )
+    .map_err(bad)?;
+    h.insert_header(http::header::HOST, req.origin.authority.as_str())
+        .map_err(bad)?;
+    for (name, value) in &req.headers {
+        h.append_header(name.clone(), value.clone()).map_err(bad)?;
+    }
+    Ok(h)
+}
+
+async fn read_body(session: &mut HttpSession, max: u64) -> Result<Bytes, FetchFailure> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_body_ref().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > max {
+                    return Err(FetchFailure::Error(format!(
+                        "body over the {max} byte limit"
+                    )));
+                }
+                body.extend_from_slice(chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(FetchFailure::Error(format!("body broken off: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! What an origin receives (CONTRACT §6): the fixed set of browser headers,
+//! the origin's `forward_headers` and `forward_cookies`, the forwarding
+//! headers (`X-Forwarded-*`, with the client's value kept only from a trusted
+//! proxy) and the context headers. Never the browser's session cookie, its
+//! `Authorization`, hop-by-hop, conditional or range headers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::client::{OriginClient, OriginRequest};
+use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource};
+use crate::config::{Cidr, Config};
+use crate::session::forwarded_cookies;
+
+/// Headers never passed to an origin, even when `forward_headers` names them.
+const NEVER_FORWARDED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+    "accept-encoding",
+];
+
+/// What rain-edge knows of the browser's request, as origins may see it.
+pub struct BrowserContext {
+    headers: HeaderMap,
+    /// `X-Forwarded-For` to send: the client's address, appended to a trusted
+    /// proxy's list.
+    forwarded_for: String,
+    forwarded_proto: String,
+    forwarded_host: Option<String>,
+    /// Same for every fragment of one page request.
+    pub request_id: String,
+    /// The page's path and query, `rain.*` parameters removed.
+    pub page_url: String,
+    node_id: String,
+    session_cookie: String,
+}
+
+fn trusted(cfg: &Config, ip: IpAddr) -> bool {
+    cfg.server
+        .trusted_proxies
+        .iter()
+        .any(|c: &Cidr| c.contains(ip))
+}
+
+impl BrowserContext {
+    /// Captures a browser request's context.
+    pub fn new(
+        cfg: &Config,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        page_url: String,
+    ) -> BrowserContext {
+        let from_proxy = client.is_some_and(|ip| trusted(cfg, ip));
+        let client_ip = client.map(|ip| match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        });
+        let header_str = |name: &str| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        };
+        let mut forwarded_for = String::new();
+        if from_proxy {
+            if let Some(prior) = header_str("x-forwarded-for") {
+                forwarded_for.push_str(&prior);
+            }
+        }
+        if let Some(ip) = client_ip {
+            if !forwarded_for.is_empty() {
+                forwarded_for.push_str(", ");
+            }
+            forwarded_for.push_str(&ip.to_string());
+        }
+        let forwarded_proto = from_proxy
+            .then(|| header_str("x-forwarded-proto"))
+            .flatten()
+            .unwrap_or_else(|| "http".to_string());
+        let forwarded_host = from_proxy
+            .then(|| header_str("x-forwarded-host"))
+            .flatten()
+            .or_else(|| header_str("host"));
+        let request_id = from_proxy
+            .then(|| header_str("x-request-id"))
+            .flatten()
+            .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or_else(new_request_id);
+        BrowserContext {
+            headers: headers.clone(),
+            forwarded_for,
+            forwarded_proto,
+            forwarded_host,
+            request_id,
+            page_url,
+            node_id: cfg.server.node_id.clone(),
+            session_cookie: cfg.session.cookie_name.clone(),
+        }
+    }
+
+    /// The headers for one fragment (or layout) request.
+    pub fn origin_headers(&self, req: &FetchRequest) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(16);
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                out.push((HeaderName::from_static(name), v));
+            }
+        };
+        put("accept-encoding", "gzip, br");
+        put("x-request-id", &self.request_id);
+        put("x-rain-fragment-id", &req.fragment_id);
+        put("x-rain-node", &self.node_id);
+        let mut cookies = req.chain_cookies.clone();
+        if !req.public {
+            put("x-rain-page-url", &self.page_url);
+            if !self.forwarded_for.is_empty() {
+                put("x-forwarded-for", &self.forwarded_for);
+            }
+            put("x-forwarded-proto", &self.forwarded_proto);
+            if let Some(h) = &self.forwarded_host {
+                put("x-forwarded-host", h);
+            }
+            let mut pass = |name: &HeaderName| {
+                for v in self.headers.get_all(name) {
+                    out.push((name.clone(), v.clone()));
+                }
+            };
+            pass(&http::header::USER_AGENT);
+            pass(&http::header::ACCEPT_LANGUAGE);
+            for name in &req.origin.forward_headers {
+                let n = name.as_str();
+                let fixed = matches!(n, "user-agent" | "accept-language")
+                    || n.starts_with("x-forwarded-")
+                    || n.starts_with("x-rain-")
+                    || n == "x-request-id";
+                if !fixed && !NEVER_FORWARDED.contains(&n) {
+                    pass(name);
+                }
+            }
+            let browser = self
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            let mut allowed =
+                forwarded_cookies(browser, &req.origin.forward_cookies, &self.session_cookie);
+            allowed.retain(|c| {
+                let name = c.split('=').next().unwrap_or_default();
+                !cookies.iter().any(|k| k.split('=').next() == Some(name))
+            });
+            cookies.extend(allowed);
+        }
+        if !cookies.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+                out.push((http::header::COOKIE, v));
+            }
+        }
+        out
+    }
+}
+
+/// A random request id (128 bits, hex).
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The [`FragmentSource`] of one browser request: pooled connections plus
+/// that request's context.
+pub struct RequestSource {
+    /// The shared origin client.
+    pub client: Arc<OriginClient>,
+    /// The browser request's context.
+    pub browser: Arc<BrowserContext>,
+}
+
+#[async_trait]
+impl FragmentSource for RequestSource {
+    async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
+        let path_and_query = match req.url.query() {
+            Some(q) => format!("{}?{q}", req.url.path()),
+            None => req.url.path().to_string(),
+        };
+        self.client
+            .send(OriginRequest {
+                origin: &req.origin,
+                method: "GET",
+                path_and_query: &path_and_query,
+                headers: self.browser.origin_headers(req),
+                max_bytes: req.max_bytes,
+            })
+            .await
+    }
+}

@@ -1,0 +1,15 @@
+//! The HTTP face of rain-edge and the only module that imports pingora:
+//! listeners and connections, routing, origin connections (a pooled
+//! [`OriginClient`]), what origins receive, and the mapping of aggregation
+//! outcomes to HTTP statuses.
+
+mod client;
+mod decode;
+mod forward;
+mod page;
+mod server;
+
+pub use client::{OriginClient, OriginRequest};
+pub use decode::{decode_content, to_utf8, DecodeError};
+pub use forward::{new_request_id, BrowserContext, RequestSource};
+pub use server::{load_snapshot, run, App, RunError, Snapshot};

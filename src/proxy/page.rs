@@ -1,0 +1,249 @@
+//! Serving one browser request: find the route, get the layout (from the
+//! templates, or fetched from an origin), start every fragment, decide the
+//! status (the layout's, or a `primary` fragment's), then stream the page.
+//! The only place where aggregation outcomes become HTTP statuses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+
+use super::forward::{BrowserContext, RequestSource};
+use super::server::App;
+use crate::aggregate::{
+    fetch_following, split, FetchRequest, Fetched, Item, Outcome, Page, PageContext,
+    PageWriteError, PageWriter,
+};
+use crate::config::{FailureClass, RouteTarget};
+use crate::rewrite::{resolve_src, strip_rain_params};
+
+/// Writes page chunks to the browser, one flushed HTTP chunk each.
+struct SessionWriter<'s>(&'s mut ServerSession);
+
+#[async_trait]
+impl PageWriter for SessionWriter<'_> {
+    async fn write(&mut self, data: Bytes) -> Result<(), PageWriteError> {
+        self.0
+            .write_response_body(data, false)
+            .await
+            .map_err(|e| PageWriteError(e.to_string()))
+    }
+}
+
+fn html_page(title: &str, message: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{message}</p></body></html>\n"
+    )
+}
+
+/// Answers with a small complete HTML page. Returns whether it was written.
+pub async fn respond_simple(
+    session: &mut ServerSession,
+    status: u16,
+    title: &str,
+    message: &str,
+) -> bool {
+    let body = Bytes::from(html_page(title, message));
+    respond_bytes(session, status, body, &[]).await
+}
+
+async fn respond_bytes(
+    session: &mut ServerSession,
+    status: u16,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> bool {
+    let Ok(mut h) = ResponseHeader::build(status, Some(4 + extra.len())) else {
+        return false;
+    };
+    let head_only = session.req_header().method == http::Method::HEAD;
+    let ok = h
+        .insert_header("content-type", "text/html; charset=utf-8")
+        .is_ok()
+        && h.insert_header("content-length", body.len().to_string())
+            .is_ok()
+        && extra
+            .iter()
+            .all(|(k, v)| h.insert_header(k.to_string(), v.as_str()).is_ok());
+    if !ok || session.write_response_header(Box::new(h)).await.is_err() {
+        return false;
+    }
+    if head_only || body.is_empty() {
+        return session.finish_body().await.is_ok();
+    }
+    session.write_response_body(body, true).await.is_ok()
+}
+
+/// Serves one request. Returns whether the connection may be kept alive.
+pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -> bool {
+    let snap = app.snapshot();
+    let cfg = snap.cfg.clone();
+    let req = session.req_header();
+    let method = req.method.clone();
+    let path = req.uri.path().to_string();
+    let query = req.uri.query().map(str::to_string);
+    let headers = req.headers.clone();
+    tracing::debug!(target: "rain_edge::access", %client, %method, %path, "request");
+
+    if path == "/_rain" || path.starts_with("/_rain/") {
+        return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;
+    }
+    let Some((route, rest)) = cfg.route_for(&path) else {
+        return respond_simple(session, 404, "Not Found", "No page is routed here.").await;
+    };
+    if method != http::Method::GET && method != http::Method::HEAD {
+        let body = Bytes::from(html_page(
+            "Method Not Allowed",
+            "Pages answer GET and HEAD.",
+        ));
+        respond_bytes(session, 405, body, &[("allow", "GET, HEAD".to_string())]).await;
+        return false;
+    }
+    let page_query = strip_rain_params(query.as_deref());
+    let page_url = match &page_query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let browser = Arc::new(BrowserContext::new(
+        &cfg,
+        &headers,
+        Some(client.ip()),
+        page_url,
+    ));
+    let request_id = browser.request_id.clone();
+    let source = Arc::new(RequestSource {
+        client: app.client.clone(),
+        browser,
+    });
+
+    let (items, layout_status): (Arc<Vec<Item>>, u16) = match &route.target {
+        RouteTarget::Layout(name) => match snap.templates.layout(name) {
+            Some(items) => (items, 200),
+            None => {
+                return respond_simple(
+                    session,
+                    500,
+                    "Internal Server Error",
+                    "The layout is missing.",
+                )
+                .await
+            }
+        },
+        RouteTarget::Origin { origin, src } => {
+            let Some(origin) = cfg.origins.get(origin).cloned() else {
+                return respond_simple(
+                    session,
+                    502,
+                    "Bad Gateway",
+                    "The layout's origin is not configured.",
+                )
+                .await;
+            };
+            let mut layout_src = format!("{}{}", src.trim_end_matches('/'), rest);
+            if layout_src.is_empty() || (rest.is_empty() && src.ends_with('/')) {
+                layout_src = src.clone();
+            }
+            if let Some(q) = &page_query {
+                layout_src = format!("{layout_src}?{q}");
+            }
+            let url = match resolve_src(&origin.url, &layout_src) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::info!(%client, %path, error = %e, "rejected path");
+                    return respond_simple(
+                        session,
+                        400,
+                        "Bad Request",
+                        "This path cannot be served.",
+                    )
+                    .await;
+                }
+            };
+            let fetch = FetchRequest {
+                origin: origin.clone(),
+                url,
+                fragment_id: "layout".to_string(),
+                public: false,
+                max_bytes: cfg.fragments.max_bytes,
+                chain_cookies: Vec::new(),
+            };
+            let fetched =
+                tokio::time::timeout(origin.timeout, fetch_following(source.as_ref(), fetch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Fetched::Failed(FailureClass::Timeout, "layout timed out".into())
+                    });
+            let (body, status) = match fetched {
+                Fetched::Content { body, status, .. } => (body, status),
+                Fetched::ClientError { body, status } => (body, status),
+                Fetched::Redirect(location) => {
+                    return respond_bytes(session, 302, Bytes::new(), &[("location", location)])
+                        .await;
+                }
+                Fetched::Failed(class, reason) => {
+                    tracing::warn!(origin = %origin.name, class = class.key(), %reason, "layout failed");
+                    let (status, title) = match class {
+                        FailureClass::Timeout => (504, "Gateway Timeout"),
+                        _ => (502, "Bad Gateway"),
+                    };
+                    return respond_simple(
+                        session,
+                        status,
+                        title,
+                        "The page layout could not be loaded.",
+                    )
+                    .await;
+                }
+            };
+            match split(&body, false) {
+                Ok(items) => (Arc::new(items), status),
+                Err(e) => {
+                    tracing::warn!(origin = %origin.name, error = %e, "layout could not be parsed");
+                    return respond_simple(
+                        session,
+                        502,
+                        "Bad Gateway",
+                        "The page layout could not be parsed.",
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+
+    let ctx = PageContext::new(cfg.clone(), snap.templates.clone(), source, page_query);
+    let mut page = Page::start(&ctx, &items);
+    let status = match page.primary_outcome().await {
+        Outcome::Ok => layout_status,
+        Outcome::Failed(FailureClass::NotFound) => 404,
+        Outcome::Failed(FailureClass::Timeout) => 504,
+        Outcome::Failed(_) => 502,
+        Outcome::Redirect(location) => {
+            return respond_bytes(session, 302, Bytes::new(), &[("location", location)]).await;
+        }
+    };
+    let Ok(mut h) = ResponseHeader::build(status, Some(4)) else {
+        return false;
+    };
+    let ok = h
+        .insert_header("content-type", "text/html; charset=utf-8")
+        .is_ok()
+        && h.insert_header("transfer-encoding", "chunked").is_ok()
+        && h.insert_header("x-request-id", request_id.as_str()).is_ok();
+    if !ok || session.write_response_header(Box::new(h)).await.is_err() {
+        return false;
+    }
+    if method == http::Method::HEAD {
+        return session.finish_body().await.is_ok();
+    }
+    let mut writer = SessionWriter(session);
+    if let Err(e) = page.write_to(&mut writer).await {
+        tracing::debug!(%client, error = %e, "browser went away");
+        return false;
+    }
+    session.finish_body().await.is_ok()
+}

@@ -1,0 +1,330 @@
+//! Listening and connection handling: our own accept loops on a tokio
+//! runtime, pingora's HTTP/1.1 sessions for framing, keep-alive with an idle
+//! limit, a header deadline from the accept, SIGHUP reloads, and a SIGTERM
+//! drain (no new connections, idle ones closed, in-flight ones finished,
+//! then exit 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use super::client::OriginClient;
+use super::page;
+use crate::aggregate::{check_templates, Templates};
+use crate::config::{self, Config, ConfigError, ConfigErrors};
+
+/// How long a SIGTERM waits for in-flight requests before exiting anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A configuration and its templates, swapped whole on reload.
+pub struct Snapshot {
+    /// The validated configuration.
+    pub cfg: Arc<Config>,
+    /// Its templates folder, in memory.
+    pub templates: Arc<Templates>,
+}
+
+/// Everything a connection needs.
+pub struct App {
+    config_path: PathBuf,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Pooled client to the origins (kept across reloads).
+    pub client: Arc<OriginClient>,
+}
+
+impl App {
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file; on any error the old one stays in force.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let snap = load_snapshot(&self.config_path)?;
+        self.client.configure(&snap.cfg);
+        match self.snapshot.write() {
+            Ok(mut s) => *s = Arc::new(snap),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(snap),
+        }
+        Ok(())
+    }
+}
+
+/// Loads and checks a config and its templates: every error at once.
+pub fn load_snapshot(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+    let cfg = config::load(path)?;
+    let templates = Templates::load(&cfg).map_err(|e| ConfigErrors(vec![e]))?;
+    let errors: Vec<ConfigError> = check_templates(&cfg, &templates);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Snapshot {
+        cfg: Arc::new(cfg),
+        templates: Arc::new(templates),
+    })
+}
+
+/// Why rain-edge could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr}: {source}. Consider another address in server.listen")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Counts live connections so that a drain can wait for them.
+#[derive(Default)]
+struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+struct TrackGuard(Arc<Tracker>);
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    fn enter(self: &Arc<Self>) -> TrackGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TrackGuard(self.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs rain-edge with the config at `path` until SIGTERM or SIGINT.
+pub fn run(path: PathBuf) -> Result<(), RunError> {
+    let snap = load_snapshot(&path)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("rain-edge")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    rt.block_on(serve(path, snap))
+}
+
+async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
+    let mut listeners = Vec::new();
+    for addr in &snap.cfg.server.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr: *addr,
+                source,
+            })?;
+        listeners.push(l);
+    }
+    if snap.cfg.server.admin_listen.is_some() {
+        tracing::warn!(
+            "server.admin_listen is set, but this build has no admin API yet; ignoring it"
+        );
+    }
+    let client = Arc::new(OriginClient::new(&snap.cfg));
+    let app = Arc::new(App {
+        config_path: path,
+        snapshot: RwLock::new(Arc::new(snap)),
+        client,
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tracker = Arc::new(Tracker::default());
+    for l in listeners {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "rain-edge listening");
+        }
+        tokio::spawn(accept_loop(
+            l,
+            app.clone(),
+            shutdown_rx.clone(),
+            tracker.clone(),
+        ));
+    }
+    wait_for_termination(&app).await;
+    tracing::info!(
+        live = tracker.live.load(Ordering::Acquire),
+        "shutting down: draining in-flight requests"
+    );
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; exiting with requests in flight");
+    }
+    tracing::info!("rain-edge stopped");
+    Ok(())
+}
+
+/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+async fn wait_for_termination(app: &Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop rain-edge with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match app.reload() {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(errors) => {
+                    for e in &errors.0 {
+                        tracing::error!("reload rejected, old configuration kept: {e}");
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    tracker: Arc<Tracker>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let guard = tracker.enter();
+                    let app = app.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        handle_connection(app, tcp, addr, shutdown).await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_connection(
+    app: Arc<App>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stream: pingora::protocols::Stream =
+        Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
+    let mut session = ServerSession::new_http1(stream);
+    let mut first = true;
+    loop {
+        let snap = app.snapshot();
+        let server = &snap.cfg.server;
+        // NOTE: the first request's head must arrive within header_timeout of
+        // the accept; a kept-alive connection may idle for idle_timeout.
+        let wait = if first {
+            server.header_timeout
+        } else {
+            server.idle_timeout
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, session.read_request()) => r,
+            _ = shutdown.wait_for(|s| *s), if !first => return,
+        };
+        match read {
+            Err(_) => {
+                if first {
+                    page::respond_simple(
+                        &mut session,
+                        408,
+                        "Request Timeout",
+                        "The request head did not arrive in time.",
+                    )
+                    .await;
+                }
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(client = %addr, error = %e, "bad request");
+                page::respond_simple(
+                    &mut session,
+                    400,
+                    "Bad Request",
+                    "The request could not be parsed.",
+                )
+                .await;
+                return;
+            }
+            Ok(Ok(false)) => return,
+            Ok(Ok(true)) => {}
+        }
+        first = false;
+        let keepalive = (!*shutdown.borrow()).then_some(server.idle_timeout.as_secs().max(1));
+        session.set_keepalive(keepalive);
+        drop(snap);
+        if !page::serve(&app, &mut session, addr).await {
+            return;
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        let reusable = match session.finish().await {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        let (stream, settings) =
+            ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
+        session = ServerSession::new_http1(stream);
+        if let Some(s) = settings {
+            s.apply_to_session(&mut session);
+        }
+    }
+}

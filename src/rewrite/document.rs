@@ -1,0 +1,84 @@
+//! Embedding a whole document as a fragment (CONTRACT §4): an origin answer
+//! with a doctype, `<html>`, `<head>` or `<body>` keeps only its body's
+//! content, plus the stylesheets (`<link rel=stylesheet>`, `<style>`) of its head.
+//! The handlers are meant to be added to a rewriter that also does other work,
+//! so that a fragment body is parsed once.
+
+use std::borrow::Cow;
+
+use lol_html::html_content::Element;
+use lol_html::{doctype, element, DocumentContentHandlers, ElementContentHandlers, Selector};
+
+/// Element handlers that strip the document shell from a fragment body.
+pub fn strip_document() -> (
+    Vec<(Cow<'static, Selector>, ElementContentHandlers<'static>)>,
+    DocumentContentHandlers<'static>,
+) {
+    let elements = vec![
+        element!("html, body", |el: &mut Element| {
+            el.remove_and_keep_content();
+            Ok(())
+        }),
+        element!("head", |el: &mut Element| {
+            el.remove_and_keep_content();
+            Ok(())
+        }),
+        element!("head > *", |el: &mut Element| {
+            if !is_stylesheet(el) {
+                el.remove();
+            }
+            Ok(())
+        }),
+    ];
+    let docs = doctype!(|d| {
+        d.remove();
+        Ok(())
+    });
+    (elements, docs)
+}
+
+/// `<style>`, or `<link rel="stylesheet">` (rel is a token list).
+fn is_stylesheet(el: &Element) -> bool {
+    match el.tag_name().as_str() {
+        "style" => true,
+        "link" => el.get_attribute("rel").is_some_and(|r| {
+            r.split_ascii_whitespace()
+                .any(|t| t.eq_ignore_ascii_case("stylesheet"))
+        }),
+        _ => false,
+    }
+}
+
+/// Whether a body may need the HTML pass: it mentions `<fragment`, or a
+/// document shell tag. A plain snippet (the common case) skips the parser.
+pub fn needs_html_pass(body: &[u8]) -> bool {
+    const TAGS: [&[u8]; 5] = [b"fragment", b"html", b"head", b"body", b"!doctype"];
+    let mut i = 0;
+    while let Some(pos) = body[i..].iter().position(|&b| b == b'<') {
+        let rest = &body[i + pos + 1..];
+        if TAGS
+            .iter()
+            .any(|t| rest.len() >= t.len() && rest[..t.len()].eq_ignore_ascii_case(t))
+        {
+            return true;
+        }
+        i += pos + 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippet_detection() {
+        assert!(!needs_html_pass(b"<div class=a>hi</div>"));
+        assert!(needs_html_pass(b"<div><FRAGMENT src=x></div>"));
+        assert!(needs_html_pass(b"<!DOCTYPE html><p>"));
+        assert!(needs_html_pass(b"x<body>"));
+        assert!(!needs_html_pass(
+            b"<header>x</header><bodyguard>"[..8].as_ref()
+        ));
+    }
+}

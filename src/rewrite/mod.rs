@@ -1,0 +1,13 @@
+//! Rewriting of origin content, synchronous and chunk-oriented: URL rules that
+//! keep fetches inside their origin, and the whole-document stripping that
+//! embeds an origin's page as a fragment. No tokio, no pingora, no session.
+//! (Class scoping and link, resource and form rewriting build on this module.)
+
+mod document;
+mod url;
+
+pub use self::document::{needs_html_pass, strip_document};
+pub use self::url::{
+    is_rain_param, is_under_base, merge_query, resolve_src, resolve_within, strip_rain_params,
+    UrlError,
+};

@@ -1,0 +1,273 @@
+//! URL rules that keep every fetch inside its origin: resolving a fragment's
+//! `src` below the origin's base URL, checking that a URL (an absolute `src`,
+//! a redirect's `Location`) stays under a base, and merging page parameters
+//! into a fragment's query. Pure functions: no I/O.
+
+use std::fmt;
+
+use url::Url;
+
+/// Why a `src` or a redirect cannot be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// A `..` (plain or percent-encoded) would climb above the origin's base.
+    EscapesBase(String),
+    /// An encoded `/` or `\`, a backslash, or a control character in the path.
+    BadPath(String),
+    /// An absolute URL that is not under the origin's base URL.
+    ForeignUrl(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::EscapesBase(s) => write!(f, "`{s}` climbs above its origin's base path"),
+            UrlError::BadPath(s) => write!(
+                f,
+                "`{s}` has an encoded slash, a backslash or a control character in its path"
+            ),
+            UrlError::ForeignUrl(s) => write!(f, "`{s}` is not under any configured origin's URL"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// Whether `url` lies under `base` (same scheme, host and port; path below the
+/// base path, or the base path itself without its trailing `/`).
+pub fn is_under_base(base: &Url, url: &Url) -> bool {
+    if base.scheme() != url.scheme()
+        || base.host_str() != url.host_str()
+        || base.port_or_known_default() != url.port_or_known_default()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return false;
+    }
+    let bp = base.path();
+    let p = url.path();
+    p.starts_with(bp) || bp.strip_suffix('/') == Some(p)
+}
+
+/// Whether a path segment is `.` or `..` once `%2e` is decoded.
+fn dot_segment(seg: &str) -> Option<usize> {
+    let lower = seg.to_ascii_lowercase();
+    match lower.as_str() {
+        "." | "%2e" => Some(1),
+        ".." | ".%2e" | "%2e." | "%2e%2e" => Some(2),
+        _ => None,
+    }
+}
+
+/// Resolves a fragment's `src` (a path and query, with or without a leading
+/// `/`) below `base`. A leading `/` does not leave the base; `.` and `..`
+/// segments (also percent-encoded) are resolved and may not climb above it.
+pub fn resolve_src(base: &Url, src: &str) -> Result<Url, UrlError> {
+    let src = src.trim();
+    let (path, query) = match src.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (src, None),
+    };
+    let path = path.split('#').next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\')
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.chars().any(|c| c.is_control())
+    {
+        return Err(UrlError::BadPath(src.to_string()));
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let last = raw.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in raw.iter().enumerate() {
+        match dot_segment(seg) {
+            Some(1) => trailing_slash = i == last,
+            Some(_) => {
+                if segs.pop().is_none() {
+                    return Err(UrlError::EscapesBase(src.to_string()));
+                }
+                trailing_slash = i == last;
+            }
+            _ if seg.is_empty() && i != last => {}
+            _ => {
+                segs.push(seg);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut full = String::from(base.path());
+    full.push_str(&segs.join("/"));
+    if trailing_slash && !segs.is_empty() {
+        full.push('/');
+    }
+    let mut url = base.clone();
+    url.set_path(&full);
+    url.set_query(query.filter(|q| !q.is_empty()));
+    // NOTE: `set_path` percent-encodes what must be; check again that the
+    // result is still below the base, whatever the input was.
+    if !is_under_base(base, &url) {
+        return Err(UrlError::EscapesBase(src.to_string()));
+    }
+    Ok(url)
+}
+
+/// Resolves an absolute URL (a Tailor-style `src`, a redirect's `Location`)
+/// and checks that it stays under `base`.
+pub fn resolve_within(base: &Url, current: &Url, reference: &str) -> Result<Url, UrlError> {
+    let reference = reference.trim();
+    let lower = reference.to_ascii_lowercase();
+    let path_part = lower.split(['?', '#']).next().unwrap_or_default();
+    if path_part.contains("%2f")
+        || path_part.contains("%5c")
+        || reference.chars().any(|c| c.is_control())
+    {
+        return Err(UrlError::BadPath(reference.to_string()));
+    }
+    let url = current
+        .join(reference)
+        .map_err(|_| UrlError::ForeignUrl(reference.to_string()))?;
+    if is_under_base(base, &url) {
+        Ok(url)
+    } else {
+        Err(UrlError::ForeignUrl(reference.to_string()))
+    }
+}
+
+/// Builds a fragment URL's query: the page's parameters (minus every `rain.*`
+/// one, and minus the names the fragment's own query already has), followed by
+/// the fragment's own. Both inputs are raw (still percent-encoded) queries.
+pub fn merge_query(own: Option<&str>, page: Option<&str>) -> Option<String> {
+    let own = own.filter(|q| !q.is_empty());
+    let own_names: Vec<&str> = own
+        .map(|q| {
+            q.split('&')
+                .map(|kv| kv.split('=').next().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out: Vec<&str> = Vec::new();
+    if let Some(page) = page {
+        for kv in page.split('&') {
+            if kv.is_empty() {
+                continue;
+            }
+            let name = kv.split('=').next().unwrap_or_default();
+            if is_rain_param(name) || own_names.contains(&name) {
+                continue;
+            }
+            out.push(kv);
+        }
+    }
+    if let Some(own) = own {
+        out.extend(own.split('&').filter(|kv| !kv.is_empty()));
+    }
+    (!out.is_empty()).then(|| out.join("&"))
+}
+
+/// Whether a raw query parameter name is rain-edge's own (`rain.*`, also when
+/// the dot is percent-encoded).
+pub fn is_rain_param(raw_name: &str) -> bool {
+    let lower = raw_name.to_ascii_lowercase();
+    lower.starts_with("rain.") || lower.starts_with("rain%2e")
+}
+
+/// The query with every `rain.*` parameter removed (for `X-Rain-Page-Url`
+/// and layout fetches).
+pub fn strip_rain_params(query: Option<&str>) -> Option<String> {
+    merge_query(None, query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        Url::parse("http://h:81/shop/").expect("url")
+    }
+
+    #[test]
+    fn src_resolves_below_the_base() {
+        let b = base();
+        assert_eq!(
+            resolve_src(&b, "/cart").expect("ok").as_str(),
+            "http://h:81/shop/cart"
+        );
+        assert_eq!(
+            resolve_src(&b, "cart/mini?size=s").expect("ok").as_str(),
+            "http://h:81/shop/cart/mini?size=s"
+        );
+        assert_eq!(
+            resolve_src(&b, "/a/../b").expect("ok").as_str(),
+            "http://h:81/shop/b"
+        );
+        assert_eq!(
+            resolve_src(&b, "/").expect("ok").as_str(),
+            "http://h:81/shop/"
+        );
+        assert_eq!(
+            resolve_src(&b, "/dir/").expect("ok").as_str(),
+            "http://h:81/shop/dir/"
+        );
+        assert_eq!(
+            resolve_src(&b, "//evil.example/x").expect("ok").as_str(),
+            "http://h:81/shop/evil.example/x"
+        );
+    }
+
+    #[test]
+    fn src_cannot_climb_or_smuggle() {
+        let b = base();
+        for bad in [
+            "/../admin",
+            "..",
+            "/a/../../x",
+            "/%2e%2e/x",
+            "/.%2E/x",
+            "/%2E./x",
+        ] {
+            assert!(
+                matches!(resolve_src(&b, bad), Err(UrlError::EscapesBase(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["/a%2f..%2f..%2fx", "/a\\..\\x", "/a%5cb", "/a\u{0}b"] {
+            assert!(
+                matches!(resolve_src(&b, bad), Err(UrlError::BadPath(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_urls_must_stay_under_the_base() {
+        let b = base();
+        let cur = Url::parse("http://h:81/shop/cart").expect("url");
+        assert!(resolve_within(&b, &cur, "http://h:81/shop/x").is_ok());
+        assert!(resolve_within(&b, &cur, "./y?z=1").is_ok());
+        assert!(resolve_within(&b, &cur, "/shop").is_ok());
+        for bad in [
+            "http://h:82/shop/x",
+            "http://evil/shop/x",
+            "/other",
+            "../x",
+            "/shop/%2e%2e/x",
+            "//evil/shop/",
+            "http://u@h:81/shop/",
+        ] {
+            assert!(resolve_within(&b, &cur, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_merging() {
+        assert_eq!(
+            merge_query(Some("size=s"), Some("q=1&rain.cart=/x&size=l")),
+            Some("q=1&size=s".into())
+        );
+        assert_eq!(merge_query(None, Some("rain.a=1&rain%2Eb=2")), None);
+        assert_eq!(merge_query(Some("a=1"), None), Some("a=1".into()));
+        assert_eq!(strip_rain_params(Some("x=1&rain.y=2")), Some("x=1".into()));
+    }
+}
