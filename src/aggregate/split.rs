@@ -179,10 +179,18 @@ impl Splitter {
             .map_err(|e| SplitError(e.to_string()))
     }
 
-    /// Takes the items completed so far (a trailing static run may still grow,
-    /// so it is kept back until more input or [`Splitter::end`]).
+    /// Takes the items completed so far, in document order. A slot whose
+    /// children are still being read is kept back, with everything after it.
     pub fn take_ready(&mut self) -> Vec<Item> {
-        std::mem::take(&mut self.state.borrow_mut().items)
+        let mut st = self.state.borrow_mut();
+        match st.capturing {
+            None => std::mem::take(&mut st.items),
+            Some(i) => {
+                let rest = st.items.split_off(i);
+                st.capturing = Some(0);
+                std::mem::replace(&mut st.items, rest)
+            }
+        }
     }
 
     /// Ends the input and returns the remaining items.

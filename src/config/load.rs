@@ -357,7 +357,16 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
     };
     let listen = addrs(&mut t, errs, "listen", &["127.0.0.1:8080"]);
     let tls_listen = addrs(&mut t, errs, "tls_listen", &[]);
-    if listen.is_empty() && tls_listen.is_empty() {
+    let written = |k: &str| {
+        t.map
+            .and_then(|m| m.get(k))
+            .and_then(|v| v.as_array())
+            .map_or(0, Vec::len)
+    };
+    let none_written = t.map.is_some_and(|m| m.contains_key("listen"))
+        && written("listen") == 0
+        && written("tls_listen") == 0;
+    if none_written {
         errs.push("server.listen", "no listener: give at least one address");
     }
     let mut trusted_proxies = Vec::new();
@@ -743,7 +752,7 @@ fn read_route(
         );
     }
     let (base, prefix) = match path.strip_suffix("/*") {
-        Some(b) if b.is_empty() => ("/".to_string(), true),
+        Some("") => ("/".to_string(), true),
         Some(b) => (b.to_string(), true),
         None => (path.to_string(), false),
     };

@@ -26,6 +26,8 @@ pub struct OriginRequest {
     pub headers: Vec<(String, String)>,
     /// The body (by `Content-Length`).
     pub body: Bytes,
+    /// Which connection it came on (numbered from 1 in accept order).
+    pub conn: u64,
 }
 
 impl OriginRequest {
@@ -113,12 +115,14 @@ pub fn handler(f: impl Fn(OriginRequest) -> Reply + Send + Sync + 'static) -> Ha
 
 /// Serves `handler` on `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, handler: Handler) {
+    let mut accepted = 0u64;
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, handler.clone()));
+        accepted += 1;
+        tokio::spawn(connection(tcp, handler.clone(), accepted));
     }
 }
 
@@ -132,7 +136,7 @@ pub async fn spawn(
     Ok((local, tokio::spawn(serve(listener, handler))))
 }
 
-async fn connection(mut tcp: TcpStream, handler: Handler) {
+async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let (req, used) = loop {
@@ -162,6 +166,7 @@ async fn connection(mut tcp: TcpStream, handler: Handler) {
             }
         }
         let mut req = req;
+        req.conn = conn;
         req.body = Bytes::copy_from_slice(&buf[used..used + body_len]);
         buf.drain(..used + body_len);
         let reply = handler(req).await;
@@ -226,6 +231,7 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
                     query,
                     headers,
                     body: Bytes::new(),
+                    conn: 0,
                 },
                 used,
             )))

@@ -147,12 +147,7 @@ impl OriginClient {
                 Err(e) if reused && attempts < 3 => {
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => {
-                    return Err(FetchFailure::Unavailable(format!(
-                        "no answer from `{}`: {e}",
-                        req.origin.name
-                    )));
-                }
+                Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
             }
         };
         let Some(resp) = session.resp_header() else {
@@ -195,6 +190,18 @@ impl OriginClient {
             set_cookies,
             body,
         })
+    }
+}
+
+/// Classifies a failed exchange: a malformed answer is `error`; a closed,
+/// reset or refused connection is `unavailable`.
+fn exchange_failure(origin: &str, e: &pingora::Error) -> FetchFailure {
+    use pingora::ErrorType as T;
+    match e.etype() {
+        T::InvalidHTTPHeader | T::H1Error | T::H2Error | T::InvalidH2 | T::Custom(_) => {
+            FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
+        }
+        _ => FetchFailure::Unavailable(format!("no answer from `{origin}`: {e}")),
     }
 }
 

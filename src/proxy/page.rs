@@ -40,7 +40,78 @@ fn html_page(title: &str, message: &str) -> String {
     )
 }
 
-/// Answers with a small complete HTML page. Returns whether it was written.
+/// Answers a request whose head could not be read (408, 400) by writing raw
+/// bytes, then closes the connection. (pingora's session methods need a
+/// parsed request head.)
+pub async fn reject_unread(session: ServerSession, status: u16, title: &str, message: &str) {
+    use tokio::io::AsyncWriteExt;
+    let ServerSession::H1(h1) = session else {
+        return;
+    };
+    let body = html_page(title, message);
+    let head = format!(
+        "HTTP/1.1 {status} {title}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = h1.into_inner();
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+/// What is wrong with a request head's framing, if anything (CONTRACT
+/// §10): both `Content-Length` and `Transfer-Encoding`, conflicting or
+/// malformed lengths, a transfer coding other than `chunked`, obs-fold, or
+/// white space before a colon. Checked on the raw head, because pingora
+/// normalizes some of these away.
+fn framing_problem(raw_head: &[u8]) -> Option<&'static str> {
+    let mut te = 0;
+    let mut te_ok = true;
+    let mut length: Option<&[u8]> = None;
+    for line in raw_head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Some("obs-fold in a header");
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Some("a header line without a colon");
+        };
+        let name = &line[..colon];
+        if name.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            return Some("white space before a colon");
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+            te_ok &= value.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for part in value.split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
+                    return Some("malformed Content-Length");
+                }
+                if length.is_some_and(|l| l != part) {
+                    return Some("conflicting Content-Length values");
+                }
+                length = Some(part);
+            }
+        }
+    }
+    if te > 0 && length.is_some() {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if te > 1 || !te_ok {
+        return Some("unsupported Transfer-Encoding");
+    }
+    None
+}
+
+/// Answers with a small complete HTML page (only after the request head was
+/// read). Returns whether it was written.
 pub async fn respond_simple(
     session: &mut ServerSession,
     status: u16,
@@ -82,6 +153,21 @@ async fn respond_bytes(
 pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -> bool {
     let snap = app.snapshot();
     let cfg = snap.cfg.clone();
+    let raw_head = session
+        .as_http1()
+        .map(|h1| h1.get_headers_raw_bytes())
+        .unwrap_or_default();
+    if let Some(problem) = framing_problem(&raw_head) {
+        tracing::debug!(%client, problem, "bad request framing");
+        respond_simple(
+            session,
+            400,
+            "Bad Request",
+            "The request's framing is invalid.",
+        )
+        .await;
+        return false;
+    }
     let req = session.req_header();
     let method = req.method.clone();
     let path = req.uri.path().to_string();
@@ -246,4 +332,43 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         return false;
     }
     session.finish_body().await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::framing_problem;
+
+    #[test]
+    fn framing_rules() {
+        let ok: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n",
+        ];
+        for head in ok {
+            assert_eq!(
+                framing_problem(head),
+                None,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let bad: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+        ];
+        for head in bad {
+            assert!(
+                framing_problem(head).is_some(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
 }

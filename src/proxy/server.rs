@@ -278,8 +278,8 @@ async fn handle_connection(
         match read {
             Err(_) => {
                 if first {
-                    page::respond_simple(
-                        &mut session,
+                    page::reject_unread(
+                        session,
                         408,
                         "Request Timeout",
                         "The request head did not arrive in time.",
@@ -290,8 +290,8 @@ async fn handle_connection(
             }
             Ok(Err(e)) => {
                 tracing::debug!(client = %addr, error = %e, "bad request");
-                page::respond_simple(
-                    &mut session,
+                page::reject_unread(
+                    session,
                     400,
                     "Bad Request",
                     "The request could not be parsed.",

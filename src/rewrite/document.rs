@@ -56,10 +56,15 @@ pub fn needs_html_pass(body: &[u8]) -> bool {
     let mut i = 0;
     while let Some(pos) = body[i..].iter().position(|&b| b == b'<') {
         let rest = &body[i + pos + 1..];
-        if TAGS
-            .iter()
-            .any(|t| rest.len() >= t.len() && rest[..t.len()].eq_ignore_ascii_case(t))
-        {
+        let is_tag = |t: &&[u8]| {
+            rest.len() >= t.len()
+                && rest[..t.len()].eq_ignore_ascii_case(t)
+                // `<header>` is not `<head>`: the name must end there.
+                && rest
+                    .get(t.len())
+                    .is_none_or(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
+        };
+        if TAGS.iter().any(is_tag) {
             return true;
         }
         i += pos + 1;
@@ -78,7 +83,10 @@ mod tests {
         assert!(needs_html_pass(b"<!DOCTYPE html><p>"));
         assert!(needs_html_pass(b"x<body>"));
         assert!(!needs_html_pass(
-            b"<header>x</header><bodyguard>"[..8].as_ref()
+            b"<header>x</header><bodyguard><fragments>"
         ));
+        assert!(needs_html_pass(b"<head>"));
+        assert!(needs_html_pass(b"<fragment/>"));
+        assert!(needs_html_pass(b"<fragment"));
     }
 }

@@ -1,0 +1,279 @@
+//! Parallel fetching, streaming order, async fragments, nesting.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn three_slow_fragments_are_fetched_in_parallel() {
+    let o = Origin::with_routes(vec![
+        ("/a", R::html("<p>A</p>").after(ms(400))),
+        ("/b", R::html("<p>B</p>").after(ms(400))),
+        ("/c", R::html("<p>C</p>").after(ms(400))),
+    ])
+    .await;
+    let page = layout(
+        r#"<fragment origin="o" src="/a"></fragment><fragment origin="o" src="/b"></fragment><fragment origin="o" src="/c"></fragment>"#,
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<p>A</p><p>B</p><p>C</p>"), "{}", r.body);
+    assert!(
+        r.total < ms(900),
+        "3 x 400 ms took {:?}: not parallel",
+        r.total
+    );
+    assert!(
+        r.total >= ms(400),
+        "took {:?}: faster than a fragment?",
+        r.total
+    );
+    assert_eq!(o.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn head_arrives_before_a_slow_fragment_completes() {
+    let o = Origin::with_routes(vec![("/slow", R::html("<p>SLOW-DONE</p>").after(ms(700)))]).await;
+    let page =
+        layout(r#"<h1>Title</h1><fragment origin="o" src="/slow"></fragment><footer>END</footer>"#);
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let head = r.time_of("</head>");
+    let slow = r.time_of("SLOW-DONE");
+    assert!(head < ms(350), "<head> came after {head:?}");
+    assert!(slow >= ms(700), "slow fragment at {slow:?}");
+    assert!(r.pos("<h1>Title</h1>") < r.pos("SLOW-DONE") && r.pos("SLOW-DONE") < r.pos("END"));
+}
+
+#[tokio::test]
+async fn output_follows_document_order_with_a_slow_first_fragment() {
+    let o = Origin::with_routes(vec![
+        ("/first", R::html("<p>FIRST</p>").after(ms(500))),
+        ("/second", R::html("<p>SECOND</p>")),
+    ])
+    .await;
+    let page = layout(
+        r#"<fragment origin="o" src="/first"></fragment>|<fragment origin="o" src="/second"></fragment>"#,
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert!(r.pos("FIRST") < r.pos("SECOND"));
+    // The second was fetched at once, not after the first.
+    assert!(r.total < ms(900), "took {:?}", r.total);
+    assert!(r.time_of("SECOND") >= ms(500));
+}
+
+#[tokio::test]
+async fn async_fragments_stream_before_body_end_when_ready() {
+    let o = Origin::with_routes(vec![
+        ("/late", R::html("<p>LATE</p>").after(ms(400))),
+        ("/quick", R::html("<p>QUICK</p>")),
+    ])
+    .await;
+    let page = layout(
+        r#"<fragment id="late" origin="o" src="/late" async></fragment><main><fragment origin="o" src="/quick"></fragment></main>"#,
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    // The placeholder stands where the fragment was; the content comes last.
+    assert!(r.pos("id=\"rain-async-late\"") < r.pos("QUICK"));
+    assert!(r.pos("QUICK") < r.pos("LATE"));
+    assert!(r.pos("LATE") < r.pos("</body>"));
+    assert!(r
+        .body
+        .contains("<template id=\"rain-t-late\"><p>LATE</p></template><script>"));
+    assert!(
+        r.time_of("QUICK") < ms(300),
+        "the quick fragment waited for the async one"
+    );
+}
+
+#[tokio::test]
+async fn nested_fragments_are_fetched_and_cycles_end_in_a_placeholder() {
+    let o = Origin::start(|req| match req.path.as_str() {
+        "/outer" => R::html(r#"<div>OUTER[<fragment origin="o" src="/inner"></fragment>]</div>"#),
+        "/inner" => R::html("<b>INNER</b>"),
+        "/loop-a" => R::html(r#"A(<fragment origin="o" src="/loop-b">CYCLE-FALLBACK</fragment>)"#),
+        "/loop-b" => R::html(r#"B(<fragment origin="o" src="/loop-a">CYCLE-FALLBACK</fragment>)"#),
+        "/deep" => R::html(format!(
+            r#"D{}<fragment origin="o" src="/deep?n={}">TOO-DEEP</fragment>"#,
+            req.param("n").unwrap_or("0"),
+            req.param("n")
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+                + 1
+        )),
+        _ => R::status(404, ""),
+    })
+    .await;
+    let page = layout(
+        r#"<fragment origin="o" src="/outer"></fragment>|<fragment origin="o" src="/loop-a"></fragment>|<fragment origin="o" src="/deep?n=1"></fragment>"#,
+    );
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "forward_params = false")],
+            HOME,
+            "[fragments]\nmax_depth = 3\n",
+        ),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("<div>OUTER[<b>INNER</b>]</div>"),
+        "{}",
+        r.body
+    );
+    // a -> b -> a: the repeated one is the cycle.
+    assert!(r.body.contains("A(B(CYCLE-FALLBACK))"), "{}", r.body);
+    // depth 1, 2, 3 fetched; the 4th level is refused.
+    assert!(r.body.contains("D1D2D3TOO-DEEP"), "{}", r.body);
+    assert!(o.requests_to("/deep").len() == 3);
+    assert!(r.total < ms(2000));
+}
+
+#[tokio::test]
+async fn tailor_templates_work_unchanged() {
+    let o = Origin::with_routes(vec![
+        ("/shop/frag", R::html("<p>TAILOR</p>")),
+        ("/shop/other", R::html("<p>OTHER</p>")),
+    ])
+    .await;
+    let base = o.url("/shop/");
+    let page = layout(&format!(
+        r#"<fragment src="{base}frag" primary timeout="3000"></fragment><fragment src="{base}other" public/>after"#
+    ));
+    let edge = Edge::start(
+        &config(&[("shop", base.clone(), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("<p>TAILOR</p><p>OTHER</p>after"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn whole_documents_are_embedded_as_their_body_with_head_stylesheets() {
+    let o = Origin::with_routes(vec![(
+        "/doc",
+        R::html(
+            "<!DOCTYPE html><html><head><title>X</title><meta name=a content=b><link rel=\"stylesheet\" href=\"/s.css\">\
+             <style>.x{color:red}</style><script>bad()</script></head><body class=\"b\"><p>BODY</p></body></html>",
+        ),
+    )])
+    .await;
+    let page = layout(r#"[<fragment origin="o" src="/doc"></fragment>]"#);
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    let start = r.pos("[");
+    let end = r.body.rfind(']').expect("]");
+    let frag = &r.body[start + 1..end];
+    assert_eq!(
+        frag,
+        "<link rel=\"stylesheet\" href=\"/s.css\"><style>.x{color:red}</style><p>BODY</p>"
+    );
+    assert_eq!(r.body.matches("<body").count(), 1);
+}
+
+#[tokio::test]
+async fn origin_layouts_get_path_and_query_and_keep_their_status() {
+    let o = Origin::start(|req| match req.path.as_str() {
+        "/layout/a/b" => R::html(format!(
+            "<html><head></head><body>q={} <fragment origin=\"o\" src=\"/f\"></fragment></body></html>",
+            req.query.clone().unwrap_or_default()
+        )),
+        "/layout/missing" => R::status(404, "<html><body>NOT-HERE <fragment origin=\"o\" src=\"/f\"></fragment></body></html>"),
+        "/f" => R::html("<i>F</i>"),
+        _ => R::status(500, ""),
+    })
+    .await;
+    let routes = "[[routes]]\npath = \"/acc/*\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(&config(&[("o", o.url("/"), "")], routes, ""), &[]).await;
+    let r = edge.get("/acc/a/b?x=1&rain.o=zz").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("q=x=1 <i>F</i>"), "{}", r.body);
+    let r = edge.get("/acc/missing").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("NOT-HERE <i>F</i>"), "{}", r.body);
+    let r = edge.get("/acc/broken").await;
+    assert_eq!(r.status, 502);
+}
+
+#[tokio::test]
+async fn charsets_and_compressed_bodies_are_decoded() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all("<p>gzip ünïcode</p>".as_bytes()).expect("gz");
+    let gz = gz.finish().expect("gz");
+    let mut br = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(b"<p>brotli body</p>").expect("br");
+    }
+    let o = Origin::with_routes(vec![
+        (
+            "/latin1",
+            R {
+                status: 200,
+                headers: vec![(
+                    "content-type".into(),
+                    "text/html; charset=iso-8859-1".into(),
+                )],
+                body: bytes::Bytes::from_static(b"<p>caf\xe9</p>"),
+                ..R::default()
+            },
+        ),
+        ("/gzip", R::html(gz).with_header("content-encoding", "gzip")),
+        ("/br", R::html(br).with_header("content-encoding", "br")),
+    ])
+    .await;
+    let page = layout(
+        r#"<fragment origin="o" src="/latin1"></fragment><fragment origin="o" src="/gzip"></fragment><fragment origin="o" src="/br"></fragment>"#,
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert!(
+        r.body
+            .contains("<p>café</p><p>gzip ünïcode</p><p>brotli body</p>"),
+        "{}",
+        r.body
+    );
+    let accept = o.requests()[0]
+        .header("accept-encoding")
+        .unwrap_or_default()
+        .to_string();
+    assert!(accept.contains("gzip") && accept.contains("br"));
+}

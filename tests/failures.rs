@@ -1,0 +1,284 @@
+//! Every failure class gets its placeholder, in the contract's fallback
+//! order, and never breaks the rest of the page; `primary` sets the status.
+
+use crate::support::*;
+
+/// Platform placeholders that name their class.
+fn placeholder_templates() -> Vec<(String, String)> {
+    [
+        "timeout",
+        "unavailable",
+        "unauthorized",
+        "forbidden",
+        "not-found",
+        "error",
+    ]
+    .iter()
+    .map(|c| (format!("placeholders/{c}.html"), format!("<i>PH-{c}</i>")))
+    .collect()
+}
+
+async fn failing_origin() -> Origin {
+    use std::io::Write;
+    let big = "x".repeat(5000);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(
+        "<p>this gzip body is cut in half, so it cannot be decoded</p>"
+            .repeat(20)
+            .as_bytes(),
+    )
+    .expect("gz");
+    let mut broken = gz.finish().expect("gz");
+    broken.truncate(broken.len() / 2);
+    let mut cut = R::html("<p>0123456789".repeat(100));
+    cut.cut_body_at = Some(300);
+    Origin::with_routes(vec![
+        ("/ok", R::html("<p>OK</p>")),
+        ("/slow", R::html("<p>late</p>").after(ms(1500))),
+        ("/401", R::status(401, "no")),
+        ("/403", R::status(403, "no")),
+        ("/404", R::status(404, "no")),
+        ("/500", R::status(500, "no")),
+        ("/503", R::status(503, "no")),
+        ("/big", R::html(big)),
+        ("/cut", cut),
+        (
+            "/gzip",
+            R::html(broken).with_header("content-encoding", "gzip"),
+        ),
+        (
+            "/garbage",
+            R {
+                raw: Some(bytes::Bytes::from_static(b"NOT HTTP AT ALL\r\n\r\n")),
+                ..R::default()
+            },
+        ),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn every_failure_class_gets_its_placeholder_and_the_page_survives() {
+    let o = failing_origin().await;
+    let dead = format!("http://127.0.0.1:{}/", free_port());
+    let page = layout(
+        r#"<ol>
+<li><fragment origin="o" src="/slow" timeout="300ms"></fragment></li>
+<li><fragment origin="dead" src="/x"></fragment></li>
+<li><fragment origin="o" src="/401"></fragment></li>
+<li><fragment origin="o" src="/403"></fragment></li>
+<li><fragment origin="o" src="/404"></fragment></li>
+<li><fragment origin="o" src="/500"></fragment></li>
+<li><fragment origin="o" src="/big"></fragment></li>
+<li><fragment origin="o" src="/cut"></fragment></li>
+<li><fragment origin="o" src="/gzip"></fragment></li>
+<li><fragment origin="o" src="/garbage"></fragment></li>
+<li><fragment origin="o" src="/ok"></fragment></li>
+</ol>"#,
+    );
+    let ph = placeholder_templates();
+    let mut templates: Vec<(&str, &str)> =
+        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    templates.push(("page.html", &page));
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), ""), ("dead", dead, "")],
+            HOME,
+            "[fragments]\nmax_bytes = \"4KiB\"\n",
+        ),
+        &templates,
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(
+        r.status, 200,
+        "a failing non-primary fragment never changes the status"
+    );
+    let items: Vec<&str> = r
+        .body
+        .split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            "<i>PH-timeout</i>",
+            "<i>PH-unavailable</i>",
+            "<i>PH-unauthorized</i>",
+            "<i>PH-forbidden</i>",
+            "<i>PH-not-found</i>",
+            "<i>PH-error</i>",
+            "<i>PH-error</i>",
+            "<i>PH-error</i>",
+            "<i>PH-error</i>",
+            "<i>PH-error</i>",
+            "<p>OK</p>",
+        ],
+        "{}",
+        r.body
+    );
+    assert!(r.body.ends_with("</body></html>"));
+    assert!(
+        r.total < ms(1200),
+        "the timed-out fragment held the page: {:?}",
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn fallback_order_is_src_file_children_origin_platform_builtin() {
+    let o = Origin::with_routes(vec![("/fb", R::html("<p>FROM-FALLBACK-SRC</p>"))]).await;
+    let plain = Origin::with_routes(vec![("/slow", R::html("late").after(ms(600)))]).await;
+    let page = layout(
+        r#"<ol>
+<li><fragment origin="o" src="/x" fallback-src="/fb" fallback="fb.html">kids</fragment></li>
+<li><fragment origin="o" src="/x" fallback-src="/also-missing" fallback="fb.html">kids</fragment></li>
+<li><fragment origin="o" src="/x"><b>KIDS</b></fragment></li>
+<li><fragment origin="o" src="/x">  </fragment></li>
+<li><fragment origin="p" src="/x"></fragment></li>
+<li><fragment origin="p" src="/slow" timeout="100ms"></fragment></li>
+</ol>"#,
+    );
+    let edge = Edge::start(
+        &config(
+            &[
+                (
+                    "o",
+                    o.url("/"),
+                    "placeholders = { not_found = \"o-404.html\" }",
+                ),
+                ("p", plain.url("/"), ""),
+            ],
+            HOME,
+            "[placeholders]\nnot_found = \"platform-404.html\"\n",
+        ),
+        &[
+            ("page.html", &page),
+            ("fb.html", "<p>FROM-FILE</p>"),
+            ("o-404.html", "<p>ORIGIN-404</p>"),
+            ("platform-404.html", "<p>PLATFORM-404</p>"),
+        ],
+    )
+    .await;
+    let r = edge.get("/").await;
+    let items: Vec<&str> = r
+        .body
+        .split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap_or_default())
+        .collect();
+    assert_eq!(items[0], "<p>FROM-FALLBACK-SRC</p>");
+    assert_eq!(items[1], "<p>FROM-FILE</p>");
+    assert_eq!(items[2], "<b>KIDS</b>");
+    assert_eq!(items[3], "<p>ORIGIN-404</p>");
+    assert_eq!(items[4], "<p>PLATFORM-404</p>");
+    // No timeout placeholder anywhere: the built-in one.
+    assert!(
+        items[5].contains("data-rain-failure=\"timeout\""),
+        "{}",
+        items[5]
+    );
+}
+
+#[tokio::test]
+async fn primary_fragment_sets_the_page_status() {
+    let foreign = Origin::with_routes(vec![]).await;
+    let o = Origin::start({
+        let foreign_url = foreign.url("/elsewhere");
+        move |req| match req.path.as_str() {
+            "/ok" => R::html("<p>OK</p>"),
+            "/404" => R::status(404, "<p>gone</p>"),
+            "/500" => R::status(500, "boom"),
+            "/slow" => R::html("late").after(ms(1000)),
+            "/away" => R::status(302, "").with_header("location", &foreign_url),
+            "/hop" => R::status(302, "")
+                .with_header("location", "/ok")
+                .with_header("set-cookie", "hop=1; Path=/"),
+            _ => R::status(404, ""),
+        }
+    })
+    .await;
+    let mut templates = Vec::new();
+    let mut routes = String::new();
+    for case in ["ok", "404", "500", "slow", "away", "hop"] {
+        templates.push((
+            format!("{case}.html"),
+            layout(&format!(r#"<fragment origin="o" src="/{case}" primary timeout="300ms">FALLBACK</fragment><p>REST</p>"#)),
+        ));
+        routes.push_str(&format!(
+            "[[routes]]\npath = \"/{case}\"\nlayout = \"{case}.html\"\n"
+        ));
+    }
+    let t: Vec<(&str, &str)> = templates
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let edge = Edge::start(&config(&[("o", o.url("/"), "")], &routes, ""), &t).await;
+
+    let r = edge.get("/ok").await;
+    assert_eq!(r.status, 200);
+    let r = edge.get("/404").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("FALLBACK") && r.body.contains("REST"));
+    assert_eq!(edge.get("/500").await.status, 502);
+    let r = edge.get("/slow").await;
+    assert_eq!(r.status, 504);
+    assert!(r.body.contains("FALLBACK<p>REST</p>"));
+    let r = edge.get("/away").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some(foreign.url("/elsewhere").as_str())
+    );
+    assert!(
+        foreign.requests().is_empty(),
+        "rain-edge followed a redirect out of the origin"
+    );
+    // A redirect inside the origin is followed, with the cookie set on the way.
+    let r = edge.get("/hop").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<p>OK</p><p>REST</p>"), "{}", r.body);
+    let ok_reqs = o.requests_to("/ok");
+    assert_eq!(
+        ok_reqs.last().and_then(|q| q.header("cookie")),
+        Some("hop=1")
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_mid_body_is_not_shown_half() {
+    let mut cut = R::html(format!("<p>START{}END</p>", "y".repeat(2000)));
+    cut.cut_body_at = Some(100);
+    let o = Origin::with_routes(vec![("/cut", cut)]).await;
+    let page = layout(r#"<fragment origin="o" src="/cut">WHOLE-FALLBACK</fragment>"#);
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert!(!r.body.contains("START"), "half a fragment was shown");
+    assert!(r.body.contains("WHOLE-FALLBACK"));
+}
+
+#[tokio::test]
+async fn too_many_fragments_fail_as_error_without_a_fetch() {
+    let o = Origin::with_routes(vec![("/f", R::html("<b>F</b>"))]).await;
+    let body: String = (0..5)
+        .map(|_| r#"<fragment origin="o" src="/f">CAPPED</fragment>"#)
+        .collect();
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "")],
+            HOME,
+            "[fragments]\nmax_per_page = 3\n",
+        ),
+        &[("page.html", &layout(&body))],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.body.matches("<b>F</b>").count(), 3);
+    assert_eq!(r.body.matches("CAPPED").count(), 2);
+    assert_eq!(o.requests().len(), 3);
+}

@@ -1,0 +1,134 @@
+//! Keep-alive, timeouts, SIGHUP reload and SIGTERM drain.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_pages_then_exits_zero() {
+    let o = Origin::with_routes(vec![(
+        "/slow",
+        R::html("<p>SLOW-BUT-WHOLE</p>").after(ms(600)),
+    )])
+    .await;
+    let page = layout(r#"<fragment origin="o" src="/slow"></fragment><p>TAIL</p>"#);
+    let mut edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let addr = edge.addr;
+    let pending = tokio::spawn(async move { get(addr, "/", &[]).await });
+    tokio::time::sleep(ms(200)).await;
+    signal(edge.pid(), "-TERM");
+    let r = pending.await.expect("request task");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body
+            .contains("<p>SLOW-BUT-WHOLE</p><p>TAIL</p></body></html>"),
+        "{}",
+        r.body
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = edge.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rain-edge did not exit after SIGTERM"
+        );
+        tokio::time::sleep(ms(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
+    let edge = Edge::start(
+        &config(&[], HOME, ""),
+        &[("page.html", &layout("VERSION-1"))],
+    )
+    .await;
+    assert!(edge.get("/").await.body.contains("VERSION-1"));
+    edge.dir.write("templates/page.html", &layout("VERSION-2"));
+    signal(edge.pid(), "-HUP");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = edge.get("/").await.body;
+        if seen.contains("VERSION-2") {
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    assert!(seen.contains("VERSION-2"), "{seen}");
+    // A broken config is rejected; the old one keeps serving.
+    let good = std::fs::read_to_string(&edge.config).expect("read");
+    std::fs::write(&edge.config, format!("{good}\n[oops]\n")).expect("write");
+    edge.dir.write("templates/page.html", &layout("VERSION-3"));
+    signal(edge.pid(), "-HUP");
+    tokio::time::sleep(ms(300)).await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("VERSION-2"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_on_one_connection() {
+    let edge = Edge::start(&config(&[], HOME, ""), &[("page.html", &layout("KA"))]).await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("timely")
+                .expect("read");
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).contains("KA"));
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_head_gets_408() {
+    let edge = Edge::start(
+        &config(&[], HOME, "header_timeout = \"300ms\""),
+        &[("page.html", &layout("x"))],
+    )
+    .await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send");
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real binary over real sockets, origins in-process
+//! on ephemeral ports.
+
+mod support;
+
+mod compose;
+mod config_check;
+mod failures;
+mod forwarding;
+mod lifecycle;
+mod security;
+mod split_golden;

@@ -1,0 +1,106 @@
+//! rain-edge never connects to a host that is not a configured origin, and
+//! nothing climbs above an origin's base path.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn origin_markup_cannot_make_rain_edge_fetch_foreign_hosts_or_paths() {
+    let foreign = Origin::with_routes(vec![("/steal", R::html("STOLEN"))]).await;
+    let fa = foreign.addr;
+    let o = Origin::start(move |req| match req.path.as_str() {
+        "/app/layout" => R::html(format!(
+            r#"<html><body>
+<fragment src="http://{fa}/steal">F1</fragment>
+<fragment origin="o" src="http://{fa}/steal">F2</fragment>
+<fragment src="http://127.0.0.1:1@{fa}/steal">F3</fragment>
+<fragment origin="o" src="/../secret">F4</fragment>
+<fragment origin="o" src="/%2e%2e/secret">F5</fragment>
+<fragment origin="o" src="/a/..%2f..%2fsecret">F6</fragment>
+<fragment origin="o" src="/redirect-out">F7</fragment>
+<fragment origin="o" src="/redirect-up">F8</fragment>
+<fragment origin="nope" src="/x">F9</fragment>
+<fragment origin="o" src="/ok">F10</fragment>
+</body></html>"#
+        )),
+        "/app/redirect-out" => {
+            R::status(302, "").with_header("location", &format!("http://{fa}/steal"))
+        }
+        "/app/redirect-up" => R::status(302, "").with_header("location", "../secret"),
+        "/app/ok" => R::html("FINE"),
+        _ => R::status(404, ""),
+    })
+    .await;
+    let routes = "[[routes]]\npath = \"/\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(&config(&[("o", o.url("/app/"), "")], routes, ""), &[]).await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    for fb in ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9"] {
+        assert!(
+            r.body.contains(&format!("{fb}\n")),
+            "{fb} did not fall back:\n{}",
+            r.body
+        );
+    }
+    assert!(r.body.contains("FINE"));
+    assert!(
+        foreign.requests().is_empty(),
+        "a foreign host was fetched: {:?}",
+        foreign.requests()
+    );
+    for req in o.requests() {
+        assert!(
+            req.path.starts_with("/app/"),
+            "the origin saw a path above its base: {}",
+            req.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn page_paths_cannot_climb_above_an_origin_layout_base() {
+    let o = Origin::start(|req| {
+        if req.path.starts_with("/app/layout") {
+            R::html("<html><body>LAYOUT</body></html>")
+        } else {
+            R::html("SECRET")
+        }
+    })
+    .await;
+    let routes = "[[routes]]\npath = \"/acc/*\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(&config(&[("o", o.url("/app/"), "")], routes, ""), &[]).await;
+    assert_eq!(edge.get("/acc/fine").await.status, 200);
+    for path in [
+        "/acc/../../secret",
+        "/acc/%2e%2e/%2e%2e/secret",
+        "/acc/.%2E/.%2e/x",
+        "/acc/a%2f..%2f..%2f..%2fsecret",
+    ] {
+        let r = edge.get(path).await;
+        assert_eq!(r.status, 400, "{path} was answered {}", r.status);
+    }
+    for req in o.requests() {
+        assert!(
+            req.path.starts_with("/app/layout"),
+            "the origin saw {}",
+            req.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_4xx() {
+    let edge = Edge::start(&config(&[], HOME, ""), &[("page.html", &layout("static"))]).await;
+    let r = raw_request(edge.addr, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    let r = raw_request(edge.addr, b"NONSENSE\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    let r = raw_request(
+        edge.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(edge.get("/nowhere").await.status, 404);
+    assert_eq!(edge.get("/_rain/anything").await.status, 404);
+    assert_eq!(edge.get("/").await.status, 200);
+}

@@ -1,0 +1,391 @@
+//! Test harness: origins served in-process on ephemeral ports (the same tiny
+//! server as the demo's), rain-edge started as the real binary with a config
+//! written to a temporary folder, and a raw HTTP/1.1 client that records when
+//! each byte arrived, so that streaming order and timing can be asserted.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rain_edge::demo::origin::{self, Handler, OriginRequest, Reply, ReplyFuture};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use rain_edge::demo::origin::Reply as R;
+
+/// A test origin: routes by path, records every request it receives.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<OriginRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// Starts an origin whose `route` function answers each request.
+    pub async fn start(route: impl Fn(&OriginRequest) -> Reply + Send + Sync + 'static) -> Origin {
+        let log: Arc<Mutex<Vec<OriginRequest>>> = Arc::default();
+        let log2 = log.clone();
+        let route = Arc::new(route);
+        let h: Handler = Arc::new(move |req: OriginRequest| -> ReplyFuture {
+            let reply = route(&req);
+            log2.lock().expect("log").push(req);
+            Box::pin(async move { reply })
+        });
+        let (addr, task) = origin::spawn("127.0.0.1:0".parse().expect("addr"), h)
+            .await
+            .expect("bind origin");
+        Origin { addr, log, task }
+    }
+
+    /// Starts an origin serving a fixed map of path -> reply (404 otherwise).
+    pub async fn with_routes(routes: Vec<(&str, Reply)>) -> Origin {
+        let map: HashMap<String, Reply> = routes
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r))
+            .collect();
+        Origin::start(move |req| {
+            map.get(&req.path)
+                .cloned()
+                .unwrap_or_else(|| Reply::status(404, "<p>no</p>"))
+        })
+        .await
+    }
+
+    pub fn url(&self, base: &str) -> String {
+        format!("http://{}{}", self.addr, base)
+    }
+
+    pub fn requests(&self) -> Vec<OriginRequest> {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<OriginRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "rain-test-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(p.join("templates")).expect("mkdir");
+        TempDir(p)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rain-edge")
+}
+
+/// A running rain-edge, killed on drop.
+pub struct Edge {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Edge {
+    /// Writes `config` (with `{listen}` replaced by a free address) and the
+    /// given templates, starts rain-edge and waits until it accepts.
+    pub async fn start(config: &str, templates: &[(&str, &str)]) -> Edge {
+        let dir = TempDir::new();
+        for (name, text) in templates {
+            dir.write(&format!("templates/{name}"), text);
+        }
+        for attempt in 0..5 {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let text = config.replace("{listen}", &addr.to_string());
+            let path = dir.write("rain-edge.toml", &text);
+            let mut child = Command::new(bin())
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn rain-edge");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    if err.contains("Address already in use") && attempt < 4 {
+                        break;
+                    }
+                    panic!("rain-edge exited ({status}) at start: {err}");
+                }
+                if TcpStream::connect(addr).await.is_ok() {
+                    return Edge {
+                        addr,
+                        child,
+                        dir,
+                        config: path,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("rain-edge did not start listening");
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        get(self.addr, path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        get(self.addr, path, headers).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A response read whole, with arrival times.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// (time since the request was sent, raw bytes received so far)
+    pub arrivals: Vec<(Duration, usize)>,
+    pub raw: Vec<u8>,
+    pub total: Duration,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// When `marker` had fully arrived.
+    pub fn time_of(&self, marker: &str) -> Duration {
+        let pos = find(&self.raw, marker.as_bytes())
+            .unwrap_or_else(|| panic!("`{marker}` not in response:\n{}", self.body));
+        let end = pos + marker.len();
+        self.arrivals
+            .iter()
+            .find(|(_, n)| *n >= end)
+            .map(|(t, _)| *t)
+            .unwrap_or(self.total)
+    }
+
+    /// Byte position of `marker` in the body.
+    pub fn pos(&self, marker: &str) -> usize {
+        self.body
+            .find(marker)
+            .unwrap_or_else(|| panic!("`{marker}` not in body:\n{}", self.body))
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends a GET over a new connection and reads the whole answer.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// Sends raw bytes and reads until the server closes (or 10 s).
+pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Response {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect rain-edge");
+    s.write_all(bytes).await.expect("send");
+    let mut raw = Vec::new();
+    let mut arrivals = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                raw.extend_from_slice(&buf[..n]);
+                arrivals.push((start.elapsed(), raw.len()));
+                if response_complete(&raw) {
+                    break;
+                }
+            }
+        }
+    }
+    let total = start.elapsed();
+    parse_response(raw, arrivals, total)
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(head_end) = find(raw, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let body = &raw[head_end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        return cl
+            .trim()
+            .parse::<usize>()
+            .map(|n| body.len() >= n)
+            .unwrap_or(false);
+    }
+    false
+}
+
+fn parse_response(raw: Vec<u8>, arrivals: Vec<(Duration, usize)>, total: Duration) -> Response {
+    let head_end = find(&raw, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    let body_raw = &raw[head_end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body_raw)
+    } else {
+        body_raw.to_vec()
+    };
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        arrivals,
+        raw,
+        total,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = find(data, b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..line_end])
+            .trim()
+            .to_string();
+        let size = usize::from_str_radix(&size_text, 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = &data[(end + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A config with one listener and the given origins (name, url, extra lines).
+pub fn config(origins: &[(&str, String, &str)], routes: &str, extra: &str) -> String {
+    let mut c = String::from("[server]\nlisten = [\"{listen}\"]\nnode_id = \"test-node\"\n");
+    c.push_str(extra);
+    c.push('\n');
+    for (name, url, lines) in origins {
+        c.push_str(&format!("[origins.{name}]\nurl = \"{url}\"\n{lines}\n"));
+    }
+    c.push_str(routes);
+    c
+}
+
+/// One route `/` with layout `page.html`.
+pub const HOME: &str = "[[routes]]\npath = \"/\"\nlayout = \"page.html\"\n";
+
+/// A layout with a head, and `body` inside the body.
+pub fn layout(body: &str) -> String {
+    format!("<!DOCTYPE html><html><head><title>T</title></head><body>{body}</body></html>")
+}
+
+pub fn run_check(config_path: &Path) -> (bool, String) {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(config_path)
+        .arg("--check")
+        .output()
+        .expect("run --check");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
