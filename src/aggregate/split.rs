@@ -29,7 +29,8 @@ pub enum Item {
 /// A `<fragment>` element as written: attributes and children, unvalidated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFragment {
-    /// Attributes, names lower-cased, in source order.
+    /// Attributes, names lower-cased, values with character references
+    /// decoded, in source order.
     pub attrs: Vec<(String, String)>,
     /// The element's children (its inline fallback), as written.
     pub children: Bytes,
@@ -115,7 +116,12 @@ impl Splitter {
                 let attrs = el
                     .attributes()
                     .iter()
-                    .map(|a| (a.name(), a.value()))
+                    .map(|a| {
+                        (
+                            a.name(),
+                            crate::rewrite::decode_attr(&a.value()).into_owned(),
+                        )
+                    })
                     .collect();
                 let offset = el.source_location().bytes().start;
                 st.items.push(Item::Slot(RawFragment {

@@ -54,7 +54,7 @@ fn is_stylesheet(el: &Element) -> bool {
 pub fn needs_html_pass(body: &[u8]) -> bool {
     const TAGS: [&[u8]; 5] = [b"fragment", b"html", b"head", b"body", b"!doctype"];
     let mut i = 0;
-    while let Some(pos) = body[i..].iter().position(|&b| b == b'<') {
+    while let Some(pos) = memchr::memchr(b'<', &body[i..]) {
         let rest = &body[i + pos + 1..];
         let is_tag = |t: &&[u8]| {
             rest.len() >= t.len()

@@ -4,9 +4,11 @@
 //! (Class scoping and link, resource and form rewriting build on this module.)
 
 mod document;
+mod entities;
 mod url;
 
 pub use self::document::{needs_html_pass, strip_document};
+pub use self::entities::decode_attr;
 pub use self::url::{
     is_rain_param, is_under_base, merge_query, resolve_src, resolve_within, strip_rain_params,
     UrlError,
