@@ -132,3 +132,18 @@ async fn a_slow_request_head_gets_408() {
     );
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn http10_clients_get_a_close_delimited_page() {
+    let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>").after(ms(100)))]).await;
+    let page = layout(r#"<fragment origin="o" src="/a"></fragment>"#);
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = raw_request(edge.addr, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert!(r.body.ends_with("<p>A</p></body></html>"), "{}", r.body);
+}

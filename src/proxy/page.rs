@@ -170,6 +170,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
     }
     let req = session.req_header();
     let method = req.method.clone();
+    let version = req.version;
     let path = req.uri.path().to_string();
     let query = req.uri.query().map(str::to_string);
     let headers = req.headers.clone();
@@ -315,10 +316,16 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
     let Ok(mut h) = ResponseHeader::build(status, Some(4)) else {
         return false;
     };
+    // NOTE: HTTP/1.0 has no chunked coding: the page is streamed
+    // close-delimited and the connection closes after it.
+    let http10 = version == http::Version::HTTP_10;
+    if http10 {
+        session.set_keepalive(None);
+    }
     let ok = h
         .insert_header("content-type", "text/html; charset=utf-8")
         .is_ok()
-        && h.insert_header("transfer-encoding", "chunked").is_ok()
+        && (http10 || h.insert_header("transfer-encoding", "chunked").is_ok())
         && h.insert_header("x-request-id", request_id.as_str()).is_ok();
     if !ok || session.write_response_header(Box::new(h)).await.is_err() {
         return false;
