@@ -10,14 +10,7 @@ async fn three_slow_fragments_are_fetched_in_parallel() {
         ("/c", R::html("<p>C</p>").after(ms(400))),
     ])
     .await;
-    let page = layout(
-        r#"<fragment origin="o" src="/a"></fragment><fragment origin="o" src="/b"></fragment><fragment origin="o" src="/c"></fragment>"#,
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/a"></fragment><fragment origin="o" src="/b"></fragment><fragment origin="o" src="/c"></fragment>"#).await;
     let r = edge.get("/").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<p>A</p><p>B</p><p>C</p>"), "{}", r.body);
@@ -62,14 +55,7 @@ async fn output_follows_document_order_with_a_slow_first_fragment() {
         ("/second", R::html("<p>SECOND</p>")),
     ])
     .await;
-    let page = layout(
-        r#"<fragment origin="o" src="/first"></fragment>|<fragment origin="o" src="/second"></fragment>"#,
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/first"></fragment>|<fragment origin="o" src="/second"></fragment>"#).await;
     let r = edge.get("/").await;
     assert!(r.pos("FIRST") < r.pos("SECOND"));
     // The second was fetched at once, not after the first.
@@ -84,14 +70,7 @@ async fn async_fragments_stream_before_body_end_when_ready() {
         ("/quick", R::html("<p>QUICK</p>")),
     ])
     .await;
-    let page = layout(
-        r#"<fragment id="late" origin="o" src="/late" async></fragment><main><fragment origin="o" src="/quick"></fragment></main>"#,
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment id="late" origin="o" src="/late" async></fragment><main><fragment origin="o" src="/quick"></fragment></main>"#).await;
     let r = edge.get("/").await;
     assert_eq!(r.status, 200);
     // The placeholder stands where the fragment was; the content comes last.
@@ -187,12 +166,7 @@ async fn whole_documents_are_embedded_as_their_body_with_head_stylesheets() {
         ),
     )])
     .await;
-    let page = layout(r#"[<fragment origin="o" src="/doc"></fragment>]"#);
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"[<fragment origin="o" src="/doc"></fragment>]"#).await;
     let r = edge.get("/").await;
     let start = r.pos("[");
     let end = r.body.rfind(']').expect("]");
@@ -256,14 +230,7 @@ async fn charsets_and_compressed_bodies_are_decoded() {
         ("/br", R::html(br).with_header("content-encoding", "br")),
     ])
     .await;
-    let page = layout(
-        r#"<fragment origin="o" src="/latin1"></fragment><fragment origin="o" src="/gzip"></fragment><fragment origin="o" src="/br"></fragment>"#,
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/latin1"></fragment><fragment origin="o" src="/gzip"></fragment><fragment origin="o" src="/br"></fragment>"#).await;
     let r = edge.get("/").await;
     assert!(
         r.body

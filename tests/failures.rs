@@ -94,12 +94,7 @@ async fn every_failure_class_gets_its_placeholder_and_the_page_survives() {
         r.status, 200,
         "a failing non-primary fragment never changes the status"
     );
-    let items: Vec<&str> = r
-        .body
-        .split("<li>")
-        .skip(1)
-        .map(|s| s.split("</li>").next().unwrap_or_default())
-        .collect();
+    let items = list_items(&r.body);
     assert_eq!(
         items,
         vec![
@@ -162,12 +157,7 @@ async fn fallback_order_is_src_file_children_origin_platform_builtin() {
     )
     .await;
     let r = edge.get("/").await;
-    let items: Vec<&str> = r
-        .body
-        .split("<li>")
-        .skip(1)
-        .map(|s| s.split("</li>").next().unwrap_or_default())
-        .collect();
+    let items = list_items(&r.body);
     assert_eq!(items[0], "<p>FROM-FALLBACK-SRC</p>");
     assert_eq!(items[1], "<p>FROM-FILE</p>");
     assert_eq!(items[2], "<b>KIDS</b>");
@@ -251,10 +241,9 @@ async fn a_dropped_connection_mid_body_is_not_shown_half() {
     let mut cut = R::html(format!("<p>START{}END</p>", "y".repeat(2000)));
     cut.cut_body_at = Some(100);
     let o = Origin::with_routes(vec![("/cut", cut)]).await;
-    let page = layout(r#"<fragment origin="o" src="/cut">WHOLE-FALLBACK</fragment>"#);
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
+    let edge = Edge::with_page(
+        &o,
+        r#"<fragment origin="o" src="/cut">WHOLE-FALLBACK</fragment>"#,
     )
     .await;
     let r = edge.get("/").await;

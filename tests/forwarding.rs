@@ -151,12 +151,7 @@ async fn forward_params_false_sends_only_the_fragments_own_query() {
 #[tokio::test]
 async fn origin_connections_are_reused() {
     let o = Origin::with_routes(vec![("/a", R::html("A"))]).await;
-    let page = layout(r#"<fragment origin="o" src="/a"></fragment>"#);
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/a"></fragment>"#).await;
     for _ in 0..5 {
         assert_eq!(edge.get("/").await.status, 200);
     }

@@ -23,10 +23,9 @@ async fn sigterm_finishes_in_flight_pages_then_exits_zero() {
         R::html("<p>SLOW-BUT-WHOLE</p>").after(ms(600)),
     )])
     .await;
-    let page = layout(r#"<fragment origin="o" src="/slow"></fragment><p>TAIL</p>"#);
-    let mut edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
+    let mut edge = Edge::with_page(
+        &o,
+        r#"<fragment origin="o" src="/slow"></fragment><p>TAIL</p>"#,
     )
     .await;
     let addr = edge.addr;
@@ -136,12 +135,7 @@ async fn a_slow_request_head_gets_408() {
 #[tokio::test]
 async fn http10_clients_get_a_close_delimited_page() {
     let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>").after(ms(100)))]).await;
-    let page = layout(r#"<fragment origin="o" src="/a"></fragment>"#);
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[("page.html", &page)],
-    )
-    .await;
+    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/a"></fragment>"#).await;
     let r = raw_request(edge.addr, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("transfer-encoding"), None);

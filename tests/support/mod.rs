@@ -186,6 +186,16 @@ impl Edge {
         panic!("rain-edge did not start listening");
     }
 
+    /// rain-edge with one origin `o` and route `/` serving a layout whose
+    /// body is `body`.
+    pub async fn with_page(o: &Origin, body: &str) -> Edge {
+        Edge::start(
+            &config(&[("o", o.url("/"), "")], HOME, ""),
+            &[("page.html", &layout(body))],
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         get(self.addr, path, &[]).await
     }
@@ -237,6 +247,14 @@ impl Response {
             .find(marker)
             .unwrap_or_else(|| panic!("`{marker}` not in body:\n{}", self.body))
     }
+}
+
+/// The contents of every `<li>` of a page, in order.
+pub fn list_items(body: &str) -> Vec<&str> {
+    body.split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap_or_default())
+        .collect()
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
