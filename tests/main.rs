@@ -9,4 +9,5 @@ mod failures;
 mod forwarding;
 mod lifecycle;
 mod security;
+mod sessions;
 mod split_golden;

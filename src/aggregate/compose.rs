@@ -483,6 +483,7 @@ async fn run_fragment(
         public: spec.public,
         max_bytes: ctx.cfg.fragments.max_bytes,
         chain_cookies: Vec::new(),
+        timeout,
     };
     let fetched = tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req))
         .await
@@ -637,6 +638,7 @@ async fn fetch_fallback_src(
         public: spec.public,
         max_bytes: ctx.cfg.fragments.max_bytes,
         chain_cookies: Vec::new(),
+        timeout,
     };
     match tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req)).await {
         Ok(Fetched::Content { url, body, .. }) => {

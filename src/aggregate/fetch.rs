@@ -28,8 +28,12 @@ pub struct FetchRequest {
     pub public: bool,
     /// Largest body accepted, after decompression.
     pub max_bytes: u64,
-    /// Cookies set by earlier answers of this redirect chain (`name=value`).
+    /// Cookies set by earlier answers of this redirect chain (`name=value`),
+    /// for requests that have no session jar to keep them.
     pub chain_cookies: Vec<String>,
+    /// The fragment's deadline (a source may wait up to half of it for an
+    /// origin session to be created by another request of the page).
+    pub timeout: std::time::Duration,
 }
 
 /// An origin's answer, body decoded (no content coding) and in UTF-8.

@@ -219,6 +219,14 @@ pub fn split(html: &[u8], strip_document: bool) -> Result<Vec<Item>, SplitError>
     Ok(merge_statics(items))
 }
 
+/// Whether a layout has a fragment that is not `public`, i.e. needs the
+/// user's session.
+pub fn needs_user(items: &[Item]) -> bool {
+    items
+        .iter()
+        .any(|i| matches!(i, Item::Slot(raw) if raw.attr("public").is_none()))
+}
+
 /// Joins adjacent static runs (chunked input may split them).
 pub fn merge_statics(items: Vec<Item>) -> Vec<Item> {
     let mut out: Vec<Item> = Vec::with_capacity(items.len());

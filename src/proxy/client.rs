@@ -53,6 +53,9 @@ pub struct OriginRequest<'a> {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Largest body accepted (raw and decoded).
     pub max_bytes: u64,
+    /// Receives the answer's `Set-Cookie` values as soon as its head is read
+    /// (before the body), so that cookies are recorded early.
+    pub on_head: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 }
 
 impl OriginClient {
@@ -116,7 +119,7 @@ impl OriginClient {
     }
 
     /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
-    pub async fn send(&self, req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
+    pub async fn send(&self, mut req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
         let conn = self.conn(&req.origin.name).ok_or_else(|| {
             FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
         })?;
@@ -163,12 +166,15 @@ impl OriginClient {
         let location = get("location");
         let content_type = get("content-type");
         let content_encoding = get("content-encoding");
-        let set_cookies = resp
+        let set_cookies: Vec<String> = resp
             .headers
             .get_all("set-cookie")
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
+        if let Some(tx) = req.on_head.take() {
+            let _ = tx.send(set_cookies.clone());
+        }
         if let Some(len) = get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
             if len > req.max_bytes {
                 return Err(FetchFailure::Error(format!(

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::client::{OriginClient, OriginRequest};
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource};
 use crate::config::{Cidr, Config};
-use crate::session::forwarded_cookies;
+use crate::session::{forwarded_cookies, PageSession, Turn};
 
 /// Headers never passed to an origin, even when `forward_headers` names them.
 const NEVER_FORWARDED: &[&str] = &[
@@ -120,8 +120,13 @@ impl BrowserContext {
         }
     }
 
-    /// The headers for one fragment (or layout) request.
-    pub fn origin_headers(&self, req: &FetchRequest) -> Vec<(HeaderName, HeaderValue)> {
+    /// The headers for one fragment (or layout) request. `jar_cookies` is the
+    /// `Cookie` value from the user's jar for this origin, if any.
+    pub fn origin_headers(
+        &self,
+        req: &FetchRequest,
+        jar_cookies: Option<String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(16);
         let mut put = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -132,7 +137,11 @@ impl BrowserContext {
         put("x-request-id", &self.request_id);
         put("x-rain-fragment-id", &req.fragment_id);
         put("x-rain-node", &self.node_id);
-        let mut cookies = req.chain_cookies.clone();
+        // With a jar, the cookies of a redirect chain are in it already.
+        let mut cookies = match jar_cookies {
+            Some(j) => j.split("; ").map(str::to_string).collect(),
+            None => req.chain_cookies.clone(),
+        };
         if !req.public {
             put("x-rain-page-url", &self.page_url);
             if !self.forwarded_for.is_empty() {
@@ -186,13 +195,30 @@ pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The [`FragmentSource`] of one browser request: pooled connections plus
-/// that request's context.
+/// The session side of one page request.
+pub enum SessionState {
+    /// The page has no non-public fragment: no session was looked up.
+    None,
+    /// The user's session.
+    Active(Arc<PageSession>),
+    /// The session store could not be reached: non-public fragments fail as
+    /// `unavailable`, public ones are served as usual.
+    Unavailable,
+}
+
+/// The [`FragmentSource`] of one browser request: pooled connections, that
+/// request's context, and the user's session.
 pub struct RequestSource {
     /// The shared origin client.
     pub client: Arc<OriginClient>,
     /// The browser request's context.
     pub browser: Arc<BrowserContext>,
+    /// The user's session, if the page needs one.
+    pub session: SessionState,
+}
+
+fn unavailable(e: crate::session::StoreError) -> FetchFailure {
+    FetchFailure::Unavailable(e.to_string())
 }
 
 #[async_trait]
@@ -202,14 +228,56 @@ impl FragmentSource for RequestSource {
             Some(q) => format!("{}?{q}", req.url.path()),
             None => req.url.path().to_string(),
         };
-        self.client
-            .send(OriginRequest {
-                origin: &req.origin,
-                method: "GET",
-                path_and_query: &path_and_query,
-                headers: self.browser.origin_headers(req),
-                max_bytes: req.max_bytes,
-            })
-            .await
+        let origin = req.origin.name.as_str();
+        // A public fragment carries nothing of the user, and its cookies are
+        // not kept.
+        let session = match (&self.session, req.public) {
+            (_, true) | (SessionState::None, _) => None,
+            (SessionState::Active(s), false) => Some(s),
+            (SessionState::Unavailable, false) => {
+                return Err(FetchFailure::Unavailable(
+                    "the session store is unreachable".into(),
+                ));
+            }
+        };
+        let mut gate = None;
+        let mut jar_cookies = None;
+        if let Some(s) = session {
+            if req.origin.session_bootstrap && s.jar_is_empty(origin).await.map_err(unavailable)? {
+                match s.bootstrap_turn(origin) {
+                    Turn::Leader(guard) => gate = Some(guard),
+                    Turn::Follower(mut opened) => {
+                        // Wait for the first request's cookies, at most half
+                        // of this fragment's own deadline.
+                        let _ =
+                            tokio::time::timeout(req.timeout / 2, opened.wait_for(|o| *o)).await;
+                    }
+                }
+            }
+            jar_cookies = s
+                .cookie_header(origin, &req.url)
+                .await
+                .map_err(unavailable)?;
+        }
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let send = self.client.send(OriginRequest {
+            origin: &req.origin,
+            method: "GET",
+            path_and_query: &path_and_query,
+            headers: self.browser.origin_headers(req, jar_cookies),
+            max_bytes: req.max_bytes,
+            on_head: session.map(|_| head_tx),
+        });
+        let record = async {
+            if let (Some(s), Ok(set_cookies)) = (session, head_rx.await) {
+                if let Err(e) = s.record(origin, &req.url, &set_cookies).await {
+                    tracing::warn!(origin, error = %e, "origin cookies not saved");
+                }
+            }
+            // Other requests to this origin may go now, with its cookies.
+            drop(gate);
+        };
+        let (result, ()) = tokio::join!(send, record);
+        result
     }
 }

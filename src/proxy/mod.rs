@@ -11,5 +11,5 @@ mod server;
 
 pub use client::{OriginClient, OriginRequest};
 pub use decode::{decode_content, to_utf8, DecodeError};
-pub use forward::{new_request_id, BrowserContext, RequestSource};
+pub use forward::{new_request_id, BrowserContext, RequestSource, SessionState};
 pub use server::{load_snapshot, run, App, RunError, Snapshot};

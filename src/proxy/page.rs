@@ -11,14 +11,50 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
-use super::forward::{BrowserContext, RequestSource};
+use super::forward::{BrowserContext, RequestSource, SessionState};
 use super::server::App;
 use crate::aggregate::{
-    fetch_following, split, FetchRequest, Fetched, Item, Outcome, Page, PageContext,
+    fetch_following, needs_user, split, FetchRequest, Fetched, Item, Outcome, Page, PageContext,
     PageWriteError, PageWriter,
 };
+use crate::config::Config;
 use crate::config::{FailureClass, RouteTarget};
 use crate::rewrite::{resolve_src, strip_rain_params};
+use crate::session::{session_cookie, set_cookie_header, PageSession, SessionId};
+
+/// Finds the user's session, or starts one. An unknown or malformed id is
+/// never adopted: a new random one replaces it. A store that cannot be
+/// reached gives [`SessionState::Unavailable`] and no new cookie.
+async fn resolve_session(app: &App, cfg: &Config, headers: &http::HeaderMap) -> SessionState {
+    let cookies = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if let Some(id) = session_cookie(cookies, &cfg.session.cookie_name).and_then(SessionId::parse) {
+        match app.store.touch(&id).await {
+            Ok(true) => {
+                return SessionState::Active(Arc::new(PageSession::new(
+                    id,
+                    false,
+                    app.store.clone(),
+                )))
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unreachable; serving without sessions");
+                return SessionState::Unavailable;
+            }
+        }
+    }
+    let id = SessionId::generate();
+    match app.store.create(&id).await {
+        Ok(()) => SessionState::Active(Arc::new(PageSession::new(id, true, app.store.clone()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unreachable; serving without sessions");
+            SessionState::Unavailable
+        }
+    }
+}
 
 /// Writes page chunks to the browser, one flushed HTTP chunk each.
 struct SessionWriter<'s>(&'s mut ServerSession);
@@ -202,14 +238,11 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         page_url,
     ));
     let request_id = browser.request_id.clone();
-    let source = Arc::new(RequestSource {
-        client: app.client.clone(),
-        browser,
-    });
 
-    let (items, layout_status): (Arc<Vec<Item>>, u16) = match &route.target {
+    // The session is looked up (or made) only when a fragment needs the user.
+    let local_items = match &route.target {
         RouteTarget::Layout(name) => match snap.templates.layout(name) {
-            Some(items) => (items, 200),
+            Some(items) => Some(items),
             None => {
                 return respond_simple(
                     session,
@@ -220,86 +253,48 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
                 .await
             }
         },
-        RouteTarget::Origin { origin, src } => {
-            let Some(origin) = cfg.origins.get(origin).cloned() else {
-                return respond_simple(
-                    session,
-                    502,
-                    "Bad Gateway",
-                    "The layout's origin is not configured.",
-                )
-                .await;
-            };
-            let mut layout_src = format!("{}{}", src.trim_end_matches('/'), rest);
-            if layout_src.is_empty() || (rest.is_empty() && src.ends_with('/')) {
-                layout_src = src.clone();
-            }
-            if let Some(q) = &page_query {
-                layout_src = format!("{layout_src}?{q}");
-            }
-            let url = match resolve_src(&origin.url, &layout_src) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::info!(%client, %path, error = %e, "rejected path");
-                    return respond_simple(
-                        session,
-                        400,
-                        "Bad Request",
-                        "This path cannot be served.",
-                    )
-                    .await;
-                }
-            };
-            let fetch = FetchRequest {
-                origin: origin.clone(),
-                url,
-                fragment_id: "layout".to_string(),
-                public: false,
-                max_bytes: cfg.fragments.max_bytes,
-                chain_cookies: Vec::new(),
-            };
-            let fetched =
-                tokio::time::timeout(origin.timeout, fetch_following(source.as_ref(), fetch))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Fetched::Failed(FailureClass::Timeout, "layout timed out".into())
-                    });
-            let (body, status) = match fetched {
-                Fetched::Content { body, status, .. } => (body, status),
-                Fetched::ClientError { body, status } => (body, status),
-                Fetched::Redirect(location) => {
-                    return respond_bytes(session, 302, Bytes::new(), &[("location", location)])
-                        .await;
-                }
-                Fetched::Failed(class, reason) => {
-                    tracing::warn!(origin = %origin.name, class = class.key(), %reason, "layout failed");
-                    let (status, title) = match class {
-                        FailureClass::Timeout => (504, "Gateway Timeout"),
-                        _ => (502, "Bad Gateway"),
-                    };
-                    return respond_simple(
-                        session,
-                        status,
-                        title,
-                        "The page layout could not be loaded.",
-                    )
-                    .await;
-                }
-            };
-            match split(&body, false) {
-                Ok(items) => (Arc::new(items), status),
-                Err(e) => {
-                    tracing::warn!(origin = %origin.name, error = %e, "layout could not be parsed");
-                    return respond_simple(
-                        session,
-                        502,
-                        "Bad Gateway",
-                        "The page layout could not be parsed.",
-                    )
-                    .await;
-                }
-            }
+        RouteTarget::Origin { .. } => None,
+    };
+    let user_session = match &local_items {
+        Some(items) if !needs_user(items) => SessionState::None,
+        _ => resolve_session(app, &cfg, &headers).await,
+    };
+    let mut extra: Vec<(&str, String)> = vec![("x-request-id", request_id)];
+    if let SessionState::Active(s) = &user_session {
+        if s.created {
+            extra.push((
+                "set-cookie",
+                set_cookie_header(&cfg.session.cookie_name, &s.id, cfg.session.secure),
+            ));
         }
+    }
+    let source = Arc::new(RequestSource {
+        client: app.client.clone(),
+        browser,
+        session: user_session,
+    });
+
+    let (items, layout_status) = match local_items {
+        Some(items) => (items, 200),
+        None => match origin_layout(
+            &cfg,
+            &route.target,
+            rest,
+            page_query.as_deref(),
+            source.as_ref(),
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(Early::Redirect(location)) => {
+                extra.push(("location", location));
+                return respond_bytes(session, 302, Bytes::new(), &extra).await;
+            }
+            Err(Early::Page(status, title, message)) => {
+                let body = Bytes::from(html_page(title, message));
+                return respond_bytes(session, status, body, &extra).await;
+            }
+        },
     };
 
     let ctx = PageContext::new(cfg.clone(), snap.templates.clone(), source, page_query);
@@ -310,10 +305,11 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         Outcome::Failed(FailureClass::Timeout) => 504,
         Outcome::Failed(_) => 502,
         Outcome::Redirect(location) => {
-            return respond_bytes(session, 302, Bytes::new(), &[("location", location)]).await;
+            extra.push(("location", location));
+            return respond_bytes(session, 302, Bytes::new(), &extra).await;
         }
     };
-    let Ok(mut h) = ResponseHeader::build(status, Some(4)) else {
+    let Ok(mut h) = ResponseHeader::build(status, Some(4 + extra.len())) else {
         return false;
     };
     // NOTE: HTTP/1.0 has no chunked coding: the page is streamed
@@ -326,7 +322,9 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         .insert_header("content-type", "text/html; charset=utf-8")
         .is_ok()
         && (http10 || h.insert_header("transfer-encoding", "chunked").is_ok())
-        && h.insert_header("x-request-id", request_id.as_str()).is_ok();
+        && extra
+            .iter()
+            .all(|(k, v)| h.append_header(k.to_string(), v.as_str()).is_ok());
     if !ok || session.write_response_header(Box::new(h)).await.is_err() {
         return false;
     }
@@ -339,6 +337,91 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         return false;
     }
     session.finish_body().await.is_ok()
+}
+
+/// An answer given before any fragment is fetched.
+enum Early {
+    /// A redirect out of the layout's origin.
+    Redirect(String),
+    /// A small error page: status, title, message.
+    Page(u16, &'static str, &'static str),
+}
+
+/// Fetches and splits a layout served by an origin: the route's `src`, the
+/// path below the route's prefix and the page's query (without `rain.*`).
+/// Its status passes through; a failure is 502 (504 on timeout).
+async fn origin_layout(
+    cfg: &Config,
+    target: &RouteTarget,
+    rest: &str,
+    page_query: Option<&str>,
+    source: &RequestSource,
+) -> Result<(Arc<Vec<Item>>, u16), Early> {
+    let RouteTarget::Origin { origin, src } = target else {
+        return Err(Early::Page(
+            500,
+            "Internal Server Error",
+            "The route has no layout.",
+        ));
+    };
+    let Some(origin) = cfg.origins.get(origin).cloned() else {
+        return Err(Early::Page(
+            502,
+            "Bad Gateway",
+            "The layout's origin is not configured.",
+        ));
+    };
+    let mut layout_src = format!("{}{}", src.trim_end_matches('/'), rest);
+    if layout_src.is_empty() || (rest.is_empty() && src.ends_with('/')) {
+        layout_src = src.clone();
+    }
+    if let Some(q) = page_query {
+        layout_src = format!("{layout_src}?{q}");
+    }
+    let url = resolve_src(&origin.url, &layout_src).map_err(|e| {
+        tracing::info!(path = %layout_src, error = %e, "rejected path");
+        Early::Page(400, "Bad Request", "This path cannot be served.")
+    })?;
+    let fetch = FetchRequest {
+        origin: origin.clone(),
+        url,
+        fragment_id: "layout".to_string(),
+        public: false,
+        max_bytes: cfg.fragments.max_bytes,
+        chain_cookies: Vec::new(),
+        timeout: origin.timeout,
+    };
+    let fetched = tokio::time::timeout(origin.timeout, fetch_following(source, fetch))
+        .await
+        .unwrap_or_else(|_| Fetched::Failed(FailureClass::Timeout, "layout timed out".into()));
+    let (body, status) = match fetched {
+        Fetched::Content { body, status, .. } | Fetched::ClientError { body, status } => {
+            (body, status)
+        }
+        Fetched::Redirect(location) => return Err(Early::Redirect(location)),
+        Fetched::Failed(class, reason) => {
+            tracing::warn!(origin = %origin.name, class = class.key(), %reason, "layout failed");
+            return Err(match class {
+                FailureClass::Timeout => Early::Page(
+                    504,
+                    "Gateway Timeout",
+                    "The page layout could not be loaded.",
+                ),
+                _ => Early::Page(502, "Bad Gateway", "The page layout could not be loaded."),
+            });
+        }
+    };
+    match split(&body, false) {
+        Ok(items) => Ok((Arc::new(items), status)),
+        Err(e) => {
+            tracing::warn!(origin = %origin.name, error = %e, "layout could not be parsed");
+            Err(Early::Page(
+                502,
+                "Bad Gateway",
+                "The page layout could not be parsed.",
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

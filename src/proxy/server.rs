@@ -19,6 +19,7 @@ use super::client::OriginClient;
 use super::page;
 use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors};
+use crate::session::{open_store, SessionStore};
 
 /// How long a SIGTERM waits for in-flight requests before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +38,9 @@ pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Pooled client to the origins (kept across reloads).
     pub client: Arc<OriginClient>,
+    /// Where sessions live (kept across reloads: changing `[session]` store
+    /// settings needs a restart).
+    pub store: Arc<dyn SessionStore>,
 }
 
 impl App {
@@ -51,6 +55,13 @@ impl App {
     /// Re-reads the config file; on any error the old one stays in force.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let snap = load_snapshot(&self.config_path)?;
+        let old = self.snapshot();
+        let (a, b) = (&old.cfg.session, &snap.cfg.session);
+        if a.store != b.store || a.redis_url != b.redis_url || a.idle_timeout != b.idle_timeout {
+            tracing::warn!(
+                "[session] store settings changed: they take effect at the next restart"
+            );
+        }
         self.client.configure(&snap.cfg);
         match self.snapshot.write() {
             Ok(mut s) => *s = Arc::new(snap),
@@ -91,6 +102,9 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The session store could not be set up.
+    #[error("session store: {0}")]
+    Store(#[from] crate::session::StoreError),
 }
 
 /// Counts live connections so that a drain can wait for them.
@@ -159,10 +173,13 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         );
     }
     let client = Arc::new(OriginClient::new(&snap.cfg));
+    let store = open_store(&snap.cfg.session)?;
+    tracing::info!(store = %snap.cfg.session.store, "session store ready");
     let app = Arc::new(App {
         config_path: path,
         snapshot: RwLock::new(Arc::new(snap)),
         client,
+        store,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());

@@ -1,46 +1,31 @@
-//! The user's side of rain-edge's state. For now: which of the browser's own
-//! cookies may be passed to an origin (`forward_cookies`; never rain-edge's
-//! session cookie). Hidden per-origin cookie jars live here too once they land.
+//! The user's side of rain-edge: its own session (one `rain_sid` cookie,
+//! never adopted when unknown), one hidden cookie jar per origin inside it
+//! (RFC 6265, via `cookie_store`), the stores that keep sessions (memory or
+//! Redis), and which of the browser's own cookies may go to an origin.
+//! No pingora, no HTTP serving here.
 
-/// The `name=value` pairs of a browser `Cookie` header whose names are in
-/// `allowed`, never the session cookie `session_cookie`.
-pub fn forwarded_cookies<'a>(
-    cookie_headers: impl Iterator<Item = &'a str>,
-    allowed: &[String],
-    session_cookie: &str,
-) -> Vec<String> {
-    if allowed.is_empty() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for header in cookie_headers {
-        for pair in header.split(';') {
-            let pair = pair.trim();
-            let Some((name, _)) = pair.split_once('=') else {
-                continue;
-            };
-            let name = name.trim();
-            if name != session_cookie && allowed.iter().any(|a| a == name) {
-                out.push(pair.to_string());
-            }
-        }
-    }
-    out
-}
+mod forward;
+mod id;
+mod memory;
+mod page;
+mod redis;
+mod store;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+use std::sync::Arc;
 
-    #[test]
-    fn only_allowed_cookies_pass() {
-        let allowed = vec!["lang".to_string(), "rain_sid".to_string()];
-        let got = forwarded_cookies(
-            ["lang=de; secret=1", "rain_sid=abc; lang2=x"].into_iter(),
-            &allowed,
-            "rain_sid",
-        );
-        assert_eq!(got, vec!["lang=de".to_string()]);
-        assert!(forwarded_cookies(["lang=de"].into_iter(), &[], "rain_sid").is_empty());
-    }
+pub use self::forward::forwarded_cookies;
+pub use self::id::{session_cookie, set_cookie_header, SessionId};
+pub use self::memory::MemoryStore;
+pub use self::page::{GateGuard, PageSession, Turn};
+pub use self::redis::RedisStore;
+pub use self::store::{apply_set_cookies, SessionStore, StoreError};
+
+use crate::config::SessionConfig;
+
+/// The store that `[session]` asks for.
+pub fn open_store(cfg: &SessionConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match cfg.store.as_str() {
+        "redis" => Arc::new(RedisStore::new(&cfg.redis_url, cfg.idle_timeout)?),
+        _ => Arc::new(MemoryStore::new(cfg.idle_timeout)),
+    })
 }

@@ -407,3 +407,123 @@ pub fn run_check(config_path: &Path) -> (bool, String) {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+/// What a session-keeping test origin knows.
+#[derive(Default)]
+pub struct AppSessions {
+    /// Sessions it created (Set-Cookie sent).
+    pub issued: std::sync::atomic::AtomicUsize,
+    /// Visits per session id.
+    pub counts: Mutex<HashMap<String, u32>>,
+}
+
+/// An origin that keeps sessions in cookie `cookie` like a servlet container:
+/// a request without a known session gets a new one (`Set-Cookie`), every
+/// request counts; the body says `{label} session=ID count=N`.
+pub async fn session_origin(
+    label: &'static str,
+    cookie: &'static str,
+    delay: Duration,
+) -> (Origin, Arc<AppSessions>) {
+    let state = Arc::new(AppSessions::default());
+    let st = state.clone();
+    let o = Origin::start(move |req| {
+        let sent = req.header("cookie").and_then(|c| {
+            c.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(n, _)| *n == cookie)
+                .map(|(_, v)| v.to_string())
+        });
+        let mut counts = st.counts.lock().expect("counts");
+        let (id, fresh) = match sent.filter(|id| counts.contains_key(id)) {
+            Some(id) => (id, false),
+            None => {
+                st.issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (format!("{:016x}", rand::random::<u64>()), true)
+            }
+        };
+        let n = counts.entry(id.clone()).or_insert(0);
+        *n += 1;
+        let mut reply = R::html(format!("<p>{label} session={id} count={n}</p>")).after(delay);
+        if fresh {
+            reply = reply.with_header("set-cookie", &format!("{cookie}={id}; Path=/; HttpOnly"));
+        }
+        reply
+    })
+    .await;
+    (o, state)
+}
+
+/// The value of `name=` in the text (up to a space or `<`).
+pub fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &text[start..];
+    Some(&rest[..rest.find([' ', '<']).unwrap_or(rest.len())])
+}
+
+/// The browser's side of a session: the `rain_sid` it got, sent back.
+pub fn sid_of(r: &Response) -> Option<String> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k == "set-cookie")
+        .find_map(|(_, v)| {
+            v.strip_prefix("rain_sid=")
+                .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        })
+}
+
+/// A redis-server on an ephemeral loopback port, stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Redis {
+        let bin = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect(
+                "redis-server is not installed: apt-get install redis-server (scripts/setup does)",
+            );
+        let mut child = Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Redis { port, child };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
