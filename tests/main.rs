@@ -8,6 +8,7 @@ mod config_check;
 mod failures;
 mod forwarding;
 mod lifecycle;
+mod remote_apps;
 mod security;
 mod sessions;
 mod split_golden;

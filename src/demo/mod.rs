@@ -4,6 +4,7 @@
 //! fragments and fallbacks with one command. [`origin`] is also the test
 //! origin server.
 
+pub mod apps;
 pub mod origin;
 
 use std::net::SocketAddr;

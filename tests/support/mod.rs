@@ -527,3 +527,83 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// The real remote applications (fixtures/remote-apps), started per test.
+pub mod apps {
+    use super::{free_port, TempDir};
+    use rain_edge::demo::apps::{start_php, start_tomcat, RemoteApp};
+    use std::path::PathBuf;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/remote-apps")
+    }
+
+    /// PHP's built-in server with the PHP app; its sessions in a fresh folder.
+    pub async fn php() -> (RemoteApp, TempDir) {
+        let work = TempDir::new();
+        let path = work.0.clone();
+        let app = tokio::task::spawn_blocking(move || start_php(&dir(), free_port(), &path))
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("the PHP app did not start: {e}"));
+        (app, work)
+    }
+
+    /// Embedded Tomcat 10 with /jsp, /wicket and /spring.
+    pub async fn tomcat() -> (RemoteApp, TempDir) {
+        let work = TempDir::new();
+        let path = work.0.clone();
+        let build = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("remote-apps");
+        let app =
+            tokio::task::spawn_blocking(move || start_tomcat(&dir(), free_port(), &build, &path))
+                .await
+                .expect("join")
+                .unwrap_or_else(|e| panic!("the Tomcat app did not start: {e}"));
+        (app, work)
+    }
+}
+
+/// Routes `/NAME` with a layout each: (name, layout body).
+pub fn pages(list: &[(&str, String)]) -> (String, Vec<(String, String)>) {
+    let mut routes = String::new();
+    let mut templates = Vec::new();
+    for (name, body) in list {
+        let path = if name.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{name}")
+        };
+        let file = if name.is_empty() {
+            "index.html".to_string()
+        } else {
+            format!("{name}.html")
+        };
+        routes.push_str(&format!(
+            "[[routes]]\npath = \"{path}\"\nlayout = \"{file}\"\n"
+        ));
+        templates.push((file, layout(body)));
+    }
+    (routes, templates)
+}
+
+/// A browser with its rain-edge cookie.
+pub struct Browser<'e> {
+    pub edge: &'e Edge,
+    pub sid: Option<String>,
+}
+
+impl<'e> Browser<'e> {
+    pub fn new(edge: &'e Edge) -> Self {
+        Browser { edge, sid: None }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Response {
+        let cookie = self.sid.as_ref().map(|s| format!("rain_sid={s}"));
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let r = self.edge.get_with(path, &headers).await;
+        if let Some(s) = sid_of(&r) {
+            self.sid = Some(s);
+        }
+        r
+    }
+}
