@@ -114,13 +114,20 @@ fn main() -> ExitCode {
 }
 
 fn run(config: PathBuf, with_demo: bool) -> anyhow::Result<()> {
-    if with_demo {
-        let bound = demo::start_origins(&config).map_err(anyhow::Error::msg)?;
-        for addr in bound {
+    // Kept until rain-edge stops: dropping it stops the demo's remote apps.
+    let _demo = if with_demo {
+        let started = demo::start_origins(&config).map_err(anyhow::Error::msg)?;
+        for addr in &started.addrs {
             tracing::info!(%addr, "demo origin started");
         }
+        for app in &started.apps {
+            tracing::info!(port = app.port, "remote application started");
+        }
         tracing::info!("open http://127.0.0.1:8080/ (and /tailor); Ctrl-C stops the demo");
-    }
+        Some(started)
+    } else {
+        None
+    };
     proxy::run(config)?;
     Ok(())
 }

@@ -78,12 +78,29 @@ pub fn app(name: &str) -> Option<Handler> {
     })
 }
 
-/// Starts the demo origins that the config at `path` names (by origin name,
-/// on the host and port of its URL) on a background thread.
-pub fn start_origins(path: &Path) -> Result<Vec<SocketAddr>, String> {
+/// What the demo started; dropping it stops the remote applications.
+pub struct DemoOrigins {
+    /// Addresses of the in-process demo origins.
+    pub addrs: Vec<SocketAddr>,
+    /// The real remote applications (PHP, Tomcat), stopped on drop.
+    pub apps: Vec<apps::RemoteApp>,
+}
+
+/// Starts what the config at `path` names: the in-process demo origins (by
+/// origin name: shop, news, profile, slow) on a background thread, and the
+/// real remote applications of `fixtures/remote-apps` (origins php, and jsp,
+/// wicket, spring on one Tomcat), each on the port of its origin's URL.
+pub fn start_origins(path: &Path) -> Result<DemoOrigins, String> {
     let cfg = crate::config::load(path).map_err(|e| e.to_string())?;
     let mut wanted = Vec::new();
+    let mut tomcat_port = None;
+    let mut php_port = None;
     for (name, o) in &cfg.origins {
+        match name.as_str() {
+            "php" => php_port = Some(o.port),
+            "jsp" | "wicket" | "spring" => tomcat_port = Some(o.port),
+            _ => {}
+        }
         let Some(h) = app(name) else { continue };
         let addr: SocketAddr = format!("{}:{}", o.host, o.port).parse().map_err(|_| {
             format!(
@@ -92,6 +109,25 @@ pub fn start_origins(path: &Path) -> Result<Vec<SocketAddr>, String> {
             )
         })?;
         wanted.push((addr, h));
+    }
+    let mut started = Vec::new();
+    if php_port.is_some() || tomcat_port.is_some() {
+        let fixtures = path
+            .parent()
+            .map(|d| d.join("../fixtures/remote-apps"))
+            .filter(|d| d.is_dir())
+            .or_else(|| {
+                Some(Path::new("fixtures/remote-apps").to_path_buf()).filter(|d| d.is_dir())
+            })
+            .ok_or("fixtures/remote-apps not found next to the config's folder")?;
+        let work = std::env::temp_dir().join(format!("rain-edge-demo-{}", std::process::id()));
+        if let Some(port) = php_port {
+            started.push(apps::start_php(&fixtures, port, &work)?);
+        }
+        if let Some(port) = tomcat_port {
+            let build = std::env::temp_dir().join("rain-edge-demo-build");
+            started.push(apps::start_tomcat(&fixtures, port, &build, &work)?);
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,5 +153,8 @@ pub fn start_origins(path: &Path) -> Result<Vec<SocketAddr>, String> {
             })
         })
         .map_err(|e| e.to_string())?;
-    Ok(bound)
+    Ok(DemoOrigins {
+        addrs: bound,
+        apps: started,
+    })
 }
