@@ -152,24 +152,30 @@ pub fn start_tomcat(
         cp.push(p.display().to_string());
     }
     let cp = cp.join(":");
-    let src = apps.join("tomcat/src");
+    let src_dirs = [
+        apps.join("tomcat/src"),
+        apps.join("wicket"),
+        apps.join("spring"),
+    ];
     let classes = build.join("classes");
     let stamp = classes.join("Main.class");
-    let stale = match (
-        newest_mtime(&src),
-        std::fs::metadata(&stamp).and_then(|m| m.modified()),
-    ) {
+    let newest = src_dirs.iter().filter_map(|d| newest_mtime(d)).max();
+    let stale = match (newest, std::fs::metadata(&stamp).and_then(|m| m.modified())) {
         (Some(s), Ok(c)) => s > c,
         _ => true,
     };
     if stale {
         std::fs::create_dir_all(&classes).map_err(|e| format!("{}: {e}", classes.display()))?;
-        let sources: Vec<PathBuf> = std::fs::read_dir(&src)
-            .map_err(|e| format!("{}: {e}", src.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "java"))
-            .collect();
+        let mut sources: Vec<PathBuf> = Vec::new();
+        for dir in &src_dirs {
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            sources.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "java")),
+            );
+        }
         let out = Command::new(javac)
             .args(["--release", "17", "-nowarn", "-cp", &cp, "-d"])
             .arg(&classes)
