@@ -362,3 +362,73 @@ async fn redis_shares_sessions_between_instances_and_survives_an_outage() {
     }
     assert!(recovered, "rain-edge did not recover when Redis came back");
 }
+
+/// Two pages of one user at the same time, each receiving a different
+/// cookie from the same origin: neither update may be lost.
+async fn concurrent_updates_merge(store_extra: &str, instances: usize) {
+    let o = Origin::start(|req| match req.path.as_str() {
+        "/set-a" => R::html("A")
+            .with_header("set-cookie", "a=1; Path=/")
+            .after(ms(200)),
+        "/set-b" => R::html("B")
+            .with_header("set-cookie", "b=1; Path=/")
+            .after(ms(200)),
+        _ => R::html(format!("cookie=[{}]", req.header("cookie").unwrap_or(""))),
+    })
+    .await;
+    let (routes, templates) = pages(&[
+        (
+            "show",
+            r#"<fragment origin="o" src="/show"></fragment>"#.to_string(),
+        ),
+        (
+            "pa",
+            r#"<fragment origin="o" src="/set-a"></fragment>"#.to_string(),
+        ),
+        (
+            "pb",
+            r#"<fragment origin="o" src="/set-b"></fragment>"#.to_string(),
+        ),
+    ]);
+    let t: Vec<(&str, &str)> = templates
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let cfg = config(&[("o", o.url("/"), "")], &routes, store_extra);
+    let mut edges = Vec::new();
+    for _ in 0..instances {
+        edges.push(Edge::start(&cfg, &t).await);
+    }
+    let sid = sid_of(&edges[0].get("/show").await).expect("sid");
+    let c = format!("rain_sid={sid}");
+    let with_cookie = [("Cookie", c.as_str())];
+    let (a, b) = tokio::join!(
+        edges[0].get_with("/pa", &with_cookie),
+        edges[instances - 1].get_with("/pb", &with_cookie)
+    );
+    assert!(a.body.contains('A') && b.body.contains('B'));
+    let shown = edges[0].get_with("/show", &[("Cookie", &c)]).await;
+    assert!(
+        shown.body.contains("a=1") && shown.body.contains("b=1"),
+        "an update was lost: {}",
+        shown.body
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_of_one_user_keep_both_cookie_updates() {
+    concurrent_updates_merge("", 1).await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_on_two_instances_keep_both_cookie_updates_in_redis() {
+    let redis = Redis::start().await;
+    concurrent_updates_merge(
+        &format!(
+            "[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
+        2,
+    )
+    .await;
+}
