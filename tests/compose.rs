@@ -173,7 +173,7 @@ async fn whole_documents_are_embedded_as_their_body_with_head_stylesheets() {
     let frag = &r.body[start + 1..end];
     assert_eq!(
         frag,
-        "<link rel=\"stylesheet\" href=\"/s.css\"><style>.x{color:red}</style><p>BODY</p>"
+        "<link rel=\"stylesheet\" href=\"/_rain/r/o/s.css\"><style>.x{color:red}</style><p>BODY</p>"
     );
     assert_eq!(r.body.matches("<body").count(), 1);
 }
@@ -192,7 +192,7 @@ async fn origin_layouts_get_path_and_query_and_keep_their_status() {
     .await;
     let routes = "[[routes]]\npath = \"/acc/*\"\norigin = \"o\"\nsrc = \"/layout\"\n";
     let edge = Edge::start(&config(&[("o", o.url("/"), "")], routes, ""), &[]).await;
-    let r = edge.get("/acc/a/b?x=1&rain.o=zz").await;
+    let r = edge.get("/acc/a/b?x=1&rain.elsewhere=zz").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("q=x=1 <i>F</i>"), "{}", r.body);
     let r = edge.get("/acc/missing").await;

@@ -9,6 +9,7 @@ mod failures;
 mod forwarding;
 mod lifecycle;
 mod remote_apps;
+mod rewrite_golden;
 mod security;
 mod sessions;
 mod split_golden;

@@ -19,10 +19,10 @@ use url::Url;
 
 use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
 use super::spec::{resolve_target, FragmentSpec};
-use super::split::{split, Item, RawFragment};
+use super::split::{split_fragment, Item, RawFragment};
 use super::templates::{builtin_placeholder, Templates};
-use crate::config::{Config, FailureClass};
-use crate::rewrite::{merge_query, needs_html_pass};
+use crate::config::{Config, FailureClass, Origin};
+use crate::rewrite::{merge_query, resolve_src, FragmentRewrite, PageUrl};
 
 /// Flush the output buffer once it holds this much, even if the next
 /// fragment is ready.
@@ -38,6 +38,8 @@ pub struct PageContext {
     pub source: Arc<dyn FragmentSource>,
     /// The page's raw query, forwarded to fragments (minus `rain.*`).
     pub page_query: Option<String>,
+    /// The page's path and full query, for navigation state and links.
+    pub page: Arc<PageUrl>,
     started: AtomicUsize,
 }
 
@@ -48,12 +50,14 @@ impl PageContext {
         templates: Arc<Templates>,
         source: Arc<dyn FragmentSource>,
         page_query: Option<String>,
+        page: Arc<PageUrl>,
     ) -> Arc<PageContext> {
         Arc::new(PageContext {
             cfg,
             templates,
             source,
             page_query,
+            page,
             started: AtomicUsize::new(0),
         })
     }
@@ -467,6 +471,15 @@ async fn run_fragment(
     };
     let origin = target.origin.clone();
     let mut url = target.url;
+    // The fragment's navigation state (a followed link) replaces its src.
+    if let Some(location) = ctx.page.nav(id) {
+        match resolve_src(&origin.url, &location) {
+            Ok(u) => url = u,
+            Err(e) => {
+                tracing::warn!(fragment = %id, error = %e, "navigation state ignored");
+            }
+        }
+    }
     if origin.forward_params && !spec.public {
         let q = merge_query(url.query(), ctx.page_query.as_deref());
         url.set_query(q.as_deref());
@@ -498,7 +511,7 @@ async fn run_fragment(
             url: final_url,
             body,
             ..
-        } => match content_nodes(ctx, body, level, &url, &final_url, id) {
+        } => match content_nodes(ctx, body, level, &origin, &url, &final_url, id) {
             Ok(nodes) => Resolved {
                 nodes,
                 outcome: Outcome::Ok,
@@ -546,20 +559,36 @@ async fn run_fragment(
     }
 }
 
-/// A fragment body as nodes: split for nested fragments and stripped of a
-/// document shell when it has one; a plain snippet is passed through whole.
+/// A fragment body as nodes: rewritten for the page (links, resources),
+/// stripped of a document shell when it has one, and split for nested
+/// fragments, which start at once.
 fn content_nodes(
     ctx: &Arc<PageContext>,
     body: Bytes,
     level: &Level,
+    origin: &Arc<Origin>,
     url: &Url,
     final_url: &Url,
     id: &str,
 ) -> Result<Vec<Node>, String> {
-    if !needs_html_pass(&body) {
-        return Ok(vec![Node::Static(body)]);
+    let rewrite = Arc::new(FragmentRewrite {
+        id: id.to_string(),
+        origin: origin.name.clone(),
+        base: origin.url.clone(),
+        fragment_url: final_url.clone(),
+        kind: origin.kind,
+        page: ctx.page.clone(),
+    });
+    let items = split_fragment(&body, rewrite).map_err(|e| e.to_string())?;
+    if !items.iter().any(|i| matches!(i, Item::Slot(_))) {
+        return Ok(items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Static(b) => Some(Node::Static(b)),
+                _ => None,
+            })
+            .collect());
     }
-    let items = split(&body, true).map_err(|e| e.to_string())?;
     let mut ancestors = Vec::with_capacity(level.ancestors.len() + 2);
     ancestors.extend(level.ancestors.iter().cloned());
     ancestors.push(url.clone());
@@ -646,7 +675,7 @@ async fn fetch_fallback_src(
                 .id
                 .clone()
                 .unwrap_or_else(|| target.origin.name.clone());
-            content_nodes(ctx, body, level, &target.url, &url, &id).ok()
+            content_nodes(ctx, body, level, &target.origin, &target.url, &url, &id).ok()
         }
         _ => None,
     }

@@ -15,5 +15,7 @@ pub use fetch::{
     FragmentSource, MAX_REDIRECTS,
 };
 pub use spec::{resolve_target, valid_id, FragmentSpec, Target};
-pub use split::{merge_statics, needs_user, split, Item, RawFragment, SplitError, Splitter};
+pub use split::{
+    merge_statics, needs_user, split, split_fragment, Item, RawFragment, SplitError, Splitter,
+};
 pub use templates::{builtin_placeholder, check_templates, Templates};

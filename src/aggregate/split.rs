@@ -10,10 +10,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use lol_html::html_content::Element;
 use lol_html::{element, end_tag, HtmlRewriter, OutputSink, Settings};
+
+use crate::rewrite::{fragment_handlers, FragmentRewrite};
 
 /// One piece of a split document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,16 @@ pub struct Splitter {
 impl Splitter {
     /// A splitter for a layout (`strip_document = false`) or a fragment body.
     pub fn new(strip_document: bool) -> Self {
+        Self::build(strip_document, None)
+    }
+
+    /// A splitter for a fragment body that also rewrites it for the page
+    /// (links, resources; CONTRACT §8).
+    pub fn for_fragment(rewrite: Arc<FragmentRewrite>) -> Self {
+        Self::build(true, Some(rewrite))
+    }
+
+    fn build(strip_document: bool, rewrite: Option<Arc<FragmentRewrite>>) -> Self {
         let state = Rc::new(RefCell::new(State::default()));
         let on_fragment = {
             let state = state.clone();
@@ -164,6 +177,9 @@ impl Splitter {
             let (els, doc) = crate::rewrite::strip_document();
             elements.extend(els);
             document.push(doc);
+            if let Some(rw) = rewrite {
+                elements.extend(fragment_handlers(rw));
+            }
         } else {
             elements.push(on_body);
         }
@@ -212,7 +228,15 @@ impl Splitter {
 
 /// Splits a complete document in one call.
 pub fn split(html: &[u8], strip_document: bool) -> Result<Vec<Item>, SplitError> {
-    let mut s = Splitter::new(strip_document);
+    split_with(Splitter::new(strip_document), html)
+}
+
+/// Splits and rewrites a complete fragment body in one call.
+pub fn split_fragment(html: &[u8], rewrite: Arc<FragmentRewrite>) -> Result<Vec<Item>, SplitError> {
+    split_with(Splitter::for_fragment(rewrite), html)
+}
+
+fn split_with(mut s: Splitter, html: &[u8]) -> Result<Vec<Item>, SplitError> {
     s.write(html)?;
     let mut items = s.take_ready();
     items.extend(s.end()?);

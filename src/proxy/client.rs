@@ -56,6 +56,8 @@ pub struct OriginRequest<'a> {
     /// Receives the answer's `Set-Cookie` values as soon as its head is read
     /// (before the body), so that cookies are recorded early.
     pub on_head: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+    /// A request body (form posts), sent whole with its `Content-Length`.
+    pub body: Option<Bytes>,
 }
 
 impl OriginClient {
@@ -118,64 +120,81 @@ impl OriginClient {
         self.origins.read().ok()?.get(name).cloned()
     }
 
-    /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
-    pub async fn send(&self, mut req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
+    /// Sends one request and reads the answer's head; the body is then read
+    /// through the returned [`Exchange`] (streamed), which goes back to the
+    /// pool only when read to the end.
+    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange<'_>, FetchFailure> {
         let conn = self.conn(&req.origin.name).ok_or_else(|| {
             FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
         })?;
-        let peer = conn.peer.as_ref().ok_or_else(|| {
+        let peer = conn.peer.clone().ok_or_else(|| {
             FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
         })?;
-        let _permit = conn
+        let permit = conn
             .limit
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
-        let header = build_request(&req)?;
+        let header = build_request(req)?;
         // A pooled connection may have been closed by the origin meanwhile:
         // such a failure before any answer is retried on a fresh connection.
         let mut attempts = 0;
-        let mut session = loop {
+        let session = loop {
             attempts += 1;
             let (mut session, reused) =
-                self.connector.get_http_session(peer).await.map_err(|e| {
+                self.connector.get_http_session(&peer).await.map_err(|e| {
                     FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
                 })?;
             let sent = match session.write_request_header(Box::new(header.clone())).await {
-                Ok(_) => session.read_response().await.map(|_| ()),
+                Ok(_) => match req.body.as_ref() {
+                    Some(body) => match session.write_body(body).await {
+                        Ok(_) => match session.finish_body().await {
+                            Ok(_) => session.read_response().await.map(|_| ()),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    },
+                    None => session.read_response().await.map(|_| ()),
+                },
                 Err(e) => Err(e),
             };
             match sent {
                 Ok(()) => break session,
-                Err(e) if reused && attempts < 3 => {
+                // NOTE: only a request without a body is retried: a POST
+                // must reach the origin at most once.
+                Err(e) if reused && attempts < 3 && req.body.is_none() => {
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
                 Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
             }
         };
-        let Some(resp) = session.resp_header() else {
+        if session.resp_header().is_none() {
             return Err(FetchFailure::Error("no response header".into()));
-        };
-        let status = resp.status.as_u16();
-        let get = |name: &str| {
-            resp.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let location = get("location");
-        let content_type = get("content-type");
-        let content_encoding = get("content-encoding");
-        let set_cookies: Vec<String> = resp
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
+        }
+        Ok(Exchange {
+            client: self,
+            session,
+            peer,
+            _permit: permit,
+        })
+    }
+
+    /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
+    pub async fn send(&self, mut req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
+        let mut ex = self.open(&req).await?;
+        let status = ex.status();
+        let location = ex.header_str("location");
+        let content_type = ex.header_str("content-type");
+        let content_encoding = ex.header_str("content-encoding");
+        let set_cookies = ex.set_cookies();
         if let Some(tx) = req.on_head.take() {
             let _ = tx.send(set_cookies.clone());
         }
-        if let Some(len) = get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        if let Some(len) = ex
+            .header_str("content-length")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+        {
             if len > req.max_bytes {
                 return Err(FetchFailure::Error(format!(
                     "body of {len} bytes is over the {} byte limit",
@@ -183,11 +202,18 @@ impl OriginClient {
                 )));
             }
         }
-        let raw = read_body(&mut session, req.max_bytes).await?;
-        self.connector
-            .release_http_session(session, peer, Some(POOL_IDLE))
-            .await;
-        let decoded = decode_content(raw, content_encoding.as_deref(), req.max_bytes)
+        let mut raw = BytesMut::new();
+        while let Some(chunk) = ex.chunk().await? {
+            if (raw.len() + chunk.len()) as u64 > req.max_bytes {
+                return Err(FetchFailure::Error(format!(
+                    "body over the {} byte limit",
+                    req.max_bytes
+                )));
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        ex.finish().await;
+        let decoded = decode_content(raw.freeze(), content_encoding.as_deref(), req.max_bytes)
             .map_err(|e| FetchFailure::Error(e.to_string()))?;
         let body = to_utf8(decoded, content_type.as_deref());
         Ok(FetchResponse {
@@ -196,6 +222,71 @@ impl OriginClient {
             set_cookies,
             body,
         })
+    }
+}
+
+/// One exchange with an origin whose head has been read.
+pub struct Exchange<'c> {
+    client: &'c OriginClient,
+    session: HttpSession,
+    peer: HttpPeer,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Exchange<'_> {
+    fn head(&self) -> Option<&pingora::http::ResponseHeader> {
+        self.session.resp_header()
+    }
+
+    /// The answer's status.
+    pub fn status(&self) -> u16 {
+        self.head().map_or(502, |h| h.status.as_u16())
+    }
+
+    /// The answer's header fields.
+    pub fn headers(&self) -> Option<&http::HeaderMap> {
+        self.head().map(|h| &h.headers)
+    }
+
+    /// The first value of header `name`, if it is text.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.headers()?.get(name)?.to_str().ok().map(str::to_string)
+    }
+
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers()
+            .map(|h| {
+                h.get_all("set-cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The next piece of the body, as sent (no content decoding); `None` at
+    /// the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchFailure> {
+        self.session
+            .read_body_bytes()
+            .await
+            .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))
+    }
+
+    /// Gives the connection back to the pool (if its answer was read whole
+    /// and it may be kept alive; otherwise it is closed).
+    pub async fn finish(self) {
+        let Exchange {
+            client,
+            session,
+            peer,
+            ..
+        } = self;
+        client
+            .connector
+            .release_http_session(session, &peer, Some(POOL_IDLE))
+            .await;
     }
 }
 
@@ -224,23 +315,9 @@ fn build_request(req: &OriginRequest<'_>) -> Result<RequestHeader, FetchFailure>
     for (name, value) in &req.headers {
         h.append_header(name.clone(), value.clone()).map_err(bad)?;
     }
-    Ok(h)
-}
-
-async fn read_body(session: &mut HttpSession, max: u64) -> Result<Bytes, FetchFailure> {
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_body_ref().await {
-            Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > max {
-                    return Err(FetchFailure::Error(format!(
-                        "body over the {max} byte limit"
-                    )));
-                }
-                body.extend_from_slice(chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(FetchFailure::Error(format!("body broken off: {e}"))),
-        }
+    if let Some(body) = &req.body {
+        h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(bad)?;
     }
+    Ok(h)
 }

@@ -19,7 +19,7 @@ use crate::aggregate::{
 };
 use crate::config::Config;
 use crate::config::{FailureClass, RouteTarget};
-use crate::rewrite::{resolve_src, strip_rain_params};
+use crate::rewrite::{nav_value_ok, resolve_src, strip_rain_params, PageUrl};
 use crate::session::{session_cookie, set_cookie_header, PageSession, SessionId};
 
 /// Finds the user's session, or starts one. An unknown or malformed id is
@@ -226,6 +226,23 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         respond_bytes(session, 405, body, &[("allow", "GET, HEAD".to_string())]).await;
         return false;
     }
+    // Navigation state: every rain.* value must be a location below an
+    // origin's base; anything else (another host, climbing out) is refused.
+    let page_url_state = Arc::new(PageUrl::new(&path, query.as_deref()));
+    if let Some((id, bad)) = page_url_state
+        .nav_entries()
+        .into_iter()
+        .find(|(_, v)| !nav_value_ok(v))
+    {
+        tracing::info!(%client, fragment = %id, value = %bad, "rejected navigation state");
+        return respond_simple(
+            session,
+            400,
+            "Bad Request",
+            "A navigation parameter of this page is invalid.",
+        )
+        .await;
+    }
     let page_query = strip_rain_params(query.as_deref());
     let page_url = match &page_query {
         Some(q) => format!("{path}?{q}"),
@@ -297,7 +314,13 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         },
     };
 
-    let ctx = PageContext::new(cfg.clone(), snap.templates.clone(), source, page_query);
+    let ctx = PageContext::new(
+        cfg.clone(),
+        snap.templates.clone(),
+        source,
+        page_query,
+        page_url_state,
+    );
     let mut page = Page::start(&ctx, &items);
     let status = match page.primary_outcome().await {
         Outcome::Ok => layout_status,

@@ -5,10 +5,17 @@
 
 mod document;
 mod entities;
+mod fragment;
+mod links;
 mod url;
 
 pub use self::document::{needs_html_pass, strip_document};
 pub use self::entities::decode_attr;
+pub use self::fragment::{fragment_handlers, FragmentRewrite};
+pub use self::links::{
+    classify, encode_component, nav_value_ok, resource_url, strip_quirks, PageUrl, Target,
+    UrlContext, RAIN_PREFIX,
+};
 pub use self::url::{
     is_rain_param, is_under_base, merge_query, resolve_src, resolve_within, strip_rain_params,
     UrlError,

@@ -1,0 +1,134 @@
+//! The HTML rewriting of one fragment body (CONTRACT §8), as lol_html
+//! handlers that join the splitter's single pass: links to the fragment's
+//! origin navigate within the page (`rain.{id}`), the origin's resources are
+//! served under `/_rain/r/`, framework session ids are dropped from URLs.
+//! The layout's own markup never goes through these handlers. Attribute
+//! values are set through lol_html, which quotes them: a value cannot break
+//! out of its attribute.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use lol_html::html_content::Element;
+use lol_html::{element, ElementContentHandlers, Selector};
+use url::Url;
+
+use super::entities::decode_attr;
+use super::links::{classify, resource_url, PageUrl, Target, UrlContext};
+use crate::config::OriginKind;
+
+/// Everything the rewriting of one fragment body needs.
+#[derive(Debug, Clone)]
+pub struct FragmentRewrite {
+    /// The fragment's id (its navigation key `rain.{id}`).
+    pub id: String,
+    /// The origin's name.
+    pub origin: String,
+    /// The origin's base URL.
+    pub base: Url,
+    /// The URL the body came from (after redirects).
+    pub fragment_url: Url,
+    /// The origin's framework.
+    pub kind: OriginKind,
+    /// The page the fragment is shown in.
+    pub page: Arc<PageUrl>,
+}
+
+impl FragmentRewrite {
+    fn ctx(&self) -> UrlContext<'_> {
+        UrlContext {
+            origin: &self.origin,
+            base: &self.base,
+            fragment_url: &self.fragment_url,
+            kind: self.kind,
+        }
+    }
+
+    /// The rewritten value of a link (`<a href>`), or `None` to leave it.
+    pub fn link(&self, raw: &str) -> Option<String> {
+        match classify(&self.ctx(), raw) {
+            Target::Foreign => None,
+            Target::Origin { location, hash } => {
+                Some(format!("{}{hash}", self.page.with_nav(&self.id, &location)))
+            }
+        }
+    }
+
+    /// The rewritten value of a resource URL, or `None` to leave it.
+    pub fn resource(&self, raw: &str) -> Option<String> {
+        match classify(&self.ctx(), raw) {
+            Target::Foreign => None,
+            Target::Origin { location, hash } => {
+                Some(format!("{}{hash}", resource_url(&self.origin, &location)))
+            }
+        }
+    }
+
+    /// A rewritten `srcset`: each candidate's URL as a resource, its
+    /// descriptor kept. `None` when nothing changed.
+    pub fn srcset(&self, raw: &str) -> Option<String> {
+        let mut changed = false;
+        let parts: Vec<String> = raw
+            .split(',')
+            .map(|cand| {
+                let cand = cand.trim();
+                let (url, desc) = cand.split_once(char::is_whitespace).unwrap_or((cand, ""));
+                match self.resource(url) {
+                    Some(u) => {
+                        changed = true;
+                        if desc.trim().is_empty() {
+                            u
+                        } else {
+                            format!("{u} {}", desc.trim())
+                        }
+                    }
+                    None => cand.to_string(),
+                }
+            })
+            .collect();
+        changed.then(|| parts.join(", "))
+    }
+}
+
+fn rewrite_attr(el: &mut Element, name: &str, f: impl Fn(&str) -> Option<String>) {
+    if let Some(v) = el.get_attribute(name) {
+        if let Some(new) = f(&decode_attr(&v)) {
+            // NOTE: lol_html escapes quotes in the value it writes, not `&`:
+            // write it as a reference so that no `&name` can be read as one.
+            let _ = el.set_attribute(name, &new.replace('&', "&amp;"));
+        }
+    }
+}
+
+/// The element handlers of a fragment body's rewriting.
+pub fn fragment_handlers(
+    rw: Arc<FragmentRewrite>,
+) -> Vec<(Cow<'static, Selector>, ElementContentHandlers<'static>)> {
+    let links = rw.clone();
+    let resources = rw.clone();
+    let srcsets = rw.clone();
+    let hrefs = rw;
+    vec![
+        element!("a[href], area[href]", move |el: &mut Element| {
+            rewrite_attr(el, "href", |v| links.link(v));
+            Ok(())
+        }),
+        element!(
+            "img[src], script[src], source[src], video[src], audio[src], track[src], embed[src], input[src], iframe[src], video[poster], object[data]",
+            move |el: &mut Element| {
+                for attr in ["src", "poster", "data"] {
+                    rewrite_attr(el, attr, |v| resources.resource(v));
+                }
+                Ok(())
+            }
+        ),
+        element!("img[srcset], source[srcset]", move |el: &mut Element| {
+            rewrite_attr(el, "srcset", |v| srcsets.srcset(v));
+            Ok(())
+        }),
+        element!("link[href]", move |el: &mut Element| {
+            rewrite_attr(el, "href", |v| hrefs.resource(v));
+            Ok(())
+        }),
+    ]
+}
