@@ -8,6 +8,7 @@ mod config_check;
 mod failures;
 mod forwarding;
 mod lifecycle;
+mod navigation;
 mod remote_apps;
 mod rewrite_golden;
 mod security;

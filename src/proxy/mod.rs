@@ -7,6 +7,7 @@ mod client;
 mod decode;
 mod forward;
 mod page;
+mod resource;
 mod server;
 
 pub use client::{OriginClient, OriginRequest};

@@ -22,6 +22,28 @@ use crate::config::{FailureClass, RouteTarget};
 use crate::rewrite::{nav_value_ok, resolve_src, strip_rain_params, PageUrl};
 use crate::session::{session_cookie, set_cookie_header, PageSession, SessionId};
 
+/// The user's existing session, if the browser sent a live one (resources
+/// and form posts never start one). An unreachable store is an error.
+pub async fn lookup_session(
+    app: &App,
+    cfg: &Config,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<PageSession>>, crate::session::StoreError> {
+    let cookies = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let Some(id) = session_cookie(cookies, &cfg.session.cookie_name).and_then(SessionId::parse)
+    else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .touch(&id)
+        .await?
+        .then(|| Arc::new(PageSession::new(id, false, app.store.clone()))))
+}
+
 /// Finds the user's session, or starts one. An unknown or malformed id is
 /// never adopted: a new random one replaces it. A store that cannot be
 /// reached gives [`SessionState::Unavailable`] and no new cookie.
@@ -212,6 +234,10 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
     let headers = req.headers.clone();
     tracing::debug!(target: "rain_edge::access", %client, %method, %path, "request");
 
+    if let Some(rest) = path.strip_prefix("/_rain/r/") {
+        let rest = rest.to_string();
+        return super::resource::serve(app, session, client, &rest).await;
+    }
     if path == "/_rain" || path.starts_with("/_rain/") {
         return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;
     }

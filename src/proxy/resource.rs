@@ -1,0 +1,235 @@
+//! `/_rain/r/{origin}/{path}?{query}`: an origin's resource (image, script,
+//! stylesheet, download) fetched with the user's hidden session and relayed
+//! to the browser as it arrives, never buffered whole, with the origin's
+//! content type and caching headers. Its cookies go into the user's jar. A
+//! redirect inside the origin is mapped back under `/_rain/r/`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+
+use super::client::OriginRequest;
+use super::forward::BrowserContext;
+use super::page::{lookup_session, respond_simple};
+use super::server::App;
+use crate::aggregate::FetchRequest;
+use crate::rewrite::{classify, resolve_src, resource_url, Target, UrlContext};
+
+/// Response headers of a resource passed on to the browser.
+const PASSED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "content-range",
+    "accept-ranges",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
+    "vary",
+];
+
+/// Request headers of the browser passed on for a resource, besides §6's.
+const ASKED: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "if-none-match",
+    "if-modified-since",
+    "range",
+    "if-range",
+];
+
+/// Serves one `/_rain/r/` request. Returns whether the connection may be kept.
+pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, rest: &str) -> bool {
+    let snap = app.snapshot();
+    let cfg = snap.cfg.clone();
+    let req = session.req_header();
+    let method = req.method.clone();
+    let headers = req.headers.clone();
+    let query = req.uri.query().map(str::to_string);
+    if method != http::Method::GET && method != http::Method::HEAD {
+        respond_simple(
+            session,
+            405,
+            "Method Not Allowed",
+            "Resources answer GET and HEAD.",
+        )
+        .await;
+        return false;
+    }
+    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(origin) = cfg.origins.get(name).cloned() else {
+        return respond_simple(session, 404, "Not Found", "No such origin.").await;
+    };
+    let wanted = match &query {
+        Some(q) => format!("{location}?{q}"),
+        None => location.to_string(),
+    };
+    let url = match resolve_src(&origin.url, &wanted) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(%client, error = %e, "rejected resource path");
+            return respond_simple(
+                session,
+                400,
+                "Bad Request",
+                "This resource path is invalid.",
+            )
+            .await;
+        }
+    };
+    let user = match lookup_session(app, &cfg, &headers).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unreachable for a resource");
+            return respond_simple(
+                session,
+                503,
+                "Service Unavailable",
+                "Sessions are unavailable; try again shortly.",
+            )
+            .await;
+        }
+    };
+    let browser = BrowserContext::new(
+        &cfg,
+        &headers,
+        Some(client.ip()),
+        format!("/_rain/r/{rest}"),
+    );
+    let fetch = FetchRequest {
+        origin: origin.clone(),
+        url: url.clone(),
+        fragment_id: "resource".into(),
+        public: false,
+        max_bytes: cfg.fragments.max_bytes,
+        chain_cookies: Vec::new(),
+        timeout: origin.timeout,
+    };
+    let jar = match &user {
+        Some(s) => s.cookie_header(&origin.name, &url).await.ok().flatten(),
+        None => None,
+    };
+    let mut out = browser.origin_headers(&fetch, jar);
+    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
+    for name in ASKED {
+        for v in headers.get_all(*name) {
+            out.push((HeaderName::from_static(name), v.clone()));
+        }
+    }
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let origin_req = OriginRequest {
+        origin: &origin,
+        method: method.as_str(),
+        path_and_query: &path_and_query,
+        headers: out,
+        max_bytes: cfg.fragments.max_bytes,
+        on_head: None,
+        body: None,
+    };
+    let mut ex = match tokio::time::timeout(origin.timeout, app.client.open(&origin_req)).await {
+        Ok(Ok(ex)) => ex,
+        Ok(Err(e)) => {
+            tracing::warn!(origin = %origin.name, error = %e, "resource failed");
+            return respond_simple(
+                session,
+                502,
+                "Bad Gateway",
+                "The resource could not be fetched.",
+            )
+            .await;
+        }
+        Err(_) => {
+            return respond_simple(
+                session,
+                504,
+                "Gateway Timeout",
+                "The resource did not come in time.",
+            )
+            .await
+        }
+    };
+    if let Some(s) = &user {
+        if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
+            tracing::warn!(error = %e, "resource cookies not saved");
+        }
+    }
+    let status = ex.status();
+    let Ok(mut h) = ResponseHeader::build(status, Some(PASSED.len() + 2)) else {
+        return false;
+    };
+    let mut has_length = false;
+    if let Some(src) = ex.headers() {
+        for name in PASSED {
+            for v in src.get_all(*name) {
+                has_length |= *name == "content-length";
+                let _ = h.append_header(*name, v.clone());
+            }
+        }
+        if let Some(loc) = src.get("location").and_then(|v| v.to_str().ok()) {
+            let ctx = UrlContext {
+                origin: &origin.name,
+                base: &origin.url,
+                fragment_url: &url,
+                kind: origin.kind,
+            };
+            let mapped = match classify(&ctx, loc) {
+                Target::Origin { location, hash } => {
+                    format!("{}{hash}", resource_url(&origin.name, &location))
+                }
+                Target::Foreign => loc.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&mapped) {
+                let _ = h.insert_header("location", v);
+            }
+        }
+    }
+    let bodyless = method == http::Method::HEAD
+        || status == 204
+        || status == 304
+        || (100..200).contains(&status);
+    if !has_length && !bodyless {
+        let _ = h.insert_header("transfer-encoding", "chunked");
+    }
+    let _ = h.insert_header("x-request-id", browser.request_id.as_str());
+    if session.write_response_header(Box::new(h)).await.is_err() {
+        return false;
+    }
+    if bodyless {
+        ex.finish().await;
+        return session.finish_body().await.is_ok();
+    }
+    loop {
+        match tokio::time::timeout(origin.timeout, ex.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                if session.write_response_body(chunk, false).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                // The head is gone already: all that is left is to cut the
+                // response short, so the browser sees it incomplete.
+                tracing::warn!(origin = %origin.name, error = %e, "resource body broken off");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(origin = %origin.name, "resource body stalled");
+                return false;
+            }
+        }
+    }
+    ex.finish().await;
+    session
+        .write_response_body(Bytes::new(), true)
+        .await
+        .is_ok()
+}
