@@ -173,7 +173,7 @@ async fn whole_documents_are_embedded_as_their_body_with_head_stylesheets() {
     let frag = &r.body[start + 1..end];
     assert_eq!(
         frag,
-        "<link rel=\"stylesheet\" href=\"/_rain/r/o/s.css\"><style>.x{color:red}</style><p>BODY</p>"
+        "<link rel=\"stylesheet\" href=\"/_rain/r/o/s.css\"><style>.o-x {\n  color: red;\n}\n</style><p>BODY</p>"
     );
     assert_eq!(r.body.matches("<body").count(), 1);
 }

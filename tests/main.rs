@@ -11,6 +11,7 @@ mod lifecycle;
 mod navigation;
 mod remote_apps;
 mod rewrite_golden;
+mod scoping;
 mod security;
 mod sessions;
 mod split_golden;

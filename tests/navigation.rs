@@ -46,7 +46,7 @@ async fn a_followed_link_moves_its_fragment_and_nothing_else() {
         "{}",
         first.body
     );
-    let next = attr_value(&first.body, "href", "class=\"next\"");
+    let next = attr_value(&first.body, "href", "class=\"o-next\"");
     assert_eq!(next, "/?q=1&rain.list=list%3Fpage%3D2");
     let second = edge.get(&next).await;
     assert!(second.body.contains("LIST page=2"), "{}", second.body);

@@ -3,14 +3,15 @@
 //! (`http://shop.example:8081/shop/`, body from `.../shop/cart/mini`) shown in
 //! page `/page?q=1&rain.news=n`, at many chunk sizes; the output must equal
 //! `NAME.expected.html`. The origin's kind is the name's first word when it is
-//! one (`jsp-...`, `php-...`). Replay: `RAIN_REWRITE_CHUNK=5`; write missing
+//! one (`jsp-...`, `php-...`); generic ones rename classes with prefix `shop`,
+//! the others have `css_scope = "off"`. Replay: `RAIN_REWRITE_CHUNK=5`; write missing
 //! expectations (then read them!): `RAIN_REWRITE_BLESS=1`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rain_edge::aggregate::{merge_statics, Item, Splitter};
-use rain_edge::config::OriginKind;
+use rain_edge::config::{CssScope, OriginKind};
 use rain_edge::rewrite::{FragmentRewrite, PageUrl};
 use url::Url;
 
@@ -22,6 +23,12 @@ fn rewrite(src: &[u8], kind: OriginKind, chunk: &mut dyn FnMut() -> usize) -> St
         fragment_url: Url::parse("http://shop.example:8081/shop/cart/mini").expect("url"),
         kind,
         page: Arc::new(PageUrl::new("/page", Some("q=1&rain.news=n"))),
+        css_scope: if kind == OriginKind::Generic {
+            CssScope::Rename
+        } else {
+            CssScope::Off
+        },
+        class_prefix: "shop".into(),
     });
     let mut s = Splitter::for_fragment(rw);
     let mut items = Vec::new();

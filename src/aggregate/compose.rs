@@ -578,6 +578,8 @@ fn content_nodes(
         fragment_url: final_url.clone(),
         kind: origin.kind,
         page: ctx.page.clone(),
+        css_scope: origin.css_scope,
+        class_prefix: origin.class_prefix.clone(),
     });
     let items = split_fragment(&body, rewrite).map_err(|e| e.to_string())?;
     if !items.iter().any(|i| matches!(i, Item::Slot(_))) {

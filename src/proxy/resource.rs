@@ -163,6 +163,20 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         }
     }
     let status = ex.status();
+    let is_css = ex
+        .header_str("content-type")
+        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/css"));
+    if status == 200 && is_css && method == http::Method::GET {
+        return serve_stylesheet(
+            session,
+            ex,
+            &origin,
+            &url,
+            cfg.fragments.max_bytes,
+            &browser.request_id,
+        )
+        .await;
+    }
     let Ok(mut h) = ResponseHeader::build(status, Some(PASSED.len() + 2)) else {
         return false;
     };
@@ -232,4 +246,92 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         .write_response_body(Bytes::new(), true)
         .await
         .is_ok()
+}
+
+/// A stylesheet of the origin: read whole (bounded), decoded, its classes
+/// renamed as the origin's fragments' are and its `url()`s of the origin
+/// served by rain-edge, then sent with its caching headers.
+async fn serve_stylesheet(
+    session: &mut ServerSession,
+    mut ex: super::client::Exchange<'_>,
+    origin: &crate::config::Origin,
+    url: &url::Url,
+    max: u64,
+    request_id: &str,
+) -> bool {
+    let encoding = ex.header_str("content-encoding");
+    let content_type = ex.header_str("content-type");
+    let kept: Vec<(&str, HeaderValue)> = ["cache-control", "etag", "last-modified", "expires"]
+        .iter()
+        .filter_map(|n| {
+            ex.headers()
+                .and_then(|h| h.get(*n))
+                .map(|v| (*n, v.clone()))
+        })
+        .collect();
+    let mut raw = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(origin.timeout, ex.chunk()).await {
+            Ok(Ok(Some(c))) if (raw.len() + c.len()) as u64 <= max => raw.extend_from_slice(&c),
+            Ok(Ok(None)) => break,
+            _ => {
+                tracing::warn!(origin = %origin.name, "stylesheet too large or broken off");
+                return respond_simple(
+                    session,
+                    502,
+                    "Bad Gateway",
+                    "The stylesheet could not be fetched.",
+                )
+                .await;
+            }
+        }
+    }
+    ex.finish().await;
+    let decoded = match super::decode::decode_content(raw.freeze(), encoding.as_deref(), max) {
+        Ok(d) => super::decode::to_utf8(d, content_type.as_deref()),
+        Err(e) => {
+            tracing::warn!(origin = %origin.name, error = %e, "stylesheet could not be decoded");
+            return respond_simple(
+                session,
+                502,
+                "Bad Gateway",
+                "The stylesheet could not be decoded.",
+            )
+            .await;
+        }
+    };
+    let css = String::from_utf8_lossy(&decoded);
+    let ctx = UrlContext {
+        origin: &origin.name,
+        base: &origin.url,
+        fragment_url: url,
+        kind: origin.kind,
+    };
+    let prefix = (origin.css_scope == crate::config::CssScope::Rename)
+        .then_some(origin.class_prefix.as_str());
+    let out = match crate::rewrite::rewrite_css(&css, prefix, |u| match classify(&ctx, u) {
+        Target::Origin { location, hash } => {
+            Some(format!("{}{hash}", resource_url(&origin.name, &location)))
+        }
+        Target::Foreign => None,
+    }) {
+        Ok(out) => Bytes::from(out),
+        Err(e) => {
+            tracing::warn!(origin = %origin.name, error = %e, "stylesheet dropped");
+            Bytes::new()
+        }
+    };
+    let Ok(mut h) = ResponseHeader::build(200, Some(8)) else {
+        return false;
+    };
+    let _ = h.insert_header("content-type", "text/css; charset=utf-8");
+    let _ = h.insert_header("content-length", out.len().to_string());
+    let _ = h.insert_header("x-request-id", request_id);
+    for (n, v) in kept {
+        let _ = h.insert_header(n, v);
+    }
+    if session.write_response_header(Box::new(h)).await.is_err() {
+        return false;
+    }
+    session.write_response_body(out, true).await.is_ok()
 }

@@ -10,12 +10,17 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use lol_html::html_content::Element;
-use lol_html::{element, ElementContentHandlers, Selector};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use lol_html::html_content::{ContentType, TextChunk};
+use lol_html::{element, text, ElementContentHandlers, Selector};
 use url::Url;
 
+use super::css::{rewrite_css, scope_class_attr};
 use super::entities::decode_attr;
 use super::links::{classify, resource_url, PageUrl, Target, UrlContext};
-use crate::config::OriginKind;
+use crate::config::{CssScope, OriginKind};
 
 /// Everything the rewriting of one fragment body needs.
 #[derive(Debug, Clone)]
@@ -32,6 +37,10 @@ pub struct FragmentRewrite {
     pub kind: OriginKind,
     /// The page the fragment is shown in.
     pub page: Arc<PageUrl>,
+    /// How its classes are kept apart from other origins'.
+    pub css_scope: CssScope,
+    /// The prefix of renamed classes.
+    pub class_prefix: String,
 }
 
 impl FragmentRewrite {
@@ -62,6 +71,26 @@ impl FragmentRewrite {
                 Some(format!("{}{hash}", resource_url(&self.origin, &location)))
             }
         }
+    }
+
+    /// The class prefix, when classes are renamed.
+    fn rename_prefix(&self) -> Option<&str> {
+        (self.css_scope == CssScope::Rename).then_some(self.class_prefix.as_str())
+    }
+
+    /// A stylesheet of this fragment (inline `<style>`), rewritten: classes
+    /// renamed (rename mode), `url()`s of the origin served by rain-edge.
+    /// `None` when it cannot be parsed at all (it is then dropped, so that an
+    /// origin's styles never leak unscoped into the page).
+    pub fn stylesheet(&self, css: &str) -> Option<String> {
+        if self.css_scope == CssScope::Off && !css.contains("url(") {
+            return Some(css.to_string());
+        }
+        rewrite_css(css, self.rename_prefix(), |u| self.resource(u))
+            .map_err(
+                |e| tracing::warn!(origin = %self.origin, error = %e, "inline stylesheet dropped"),
+            )
+            .ok()
     }
 
     /// A rewritten `srcset`: each candidate's URL as a resource, its
@@ -107,8 +136,8 @@ pub fn fragment_handlers(
     let links = rw.clone();
     let resources = rw.clone();
     let srcsets = rw.clone();
-    let hrefs = rw;
-    vec![
+    let hrefs = rw.clone();
+    let mut handlers = vec![
         element!("a[href], area[href]", move |el: &mut Element| {
             rewrite_attr(el, "href", |v| links.link(v));
             Ok(())
@@ -126,9 +155,34 @@ pub fn fragment_handlers(
             rewrite_attr(el, "srcset", |v| srcsets.srcset(v));
             Ok(())
         }),
-        element!("link[href]", move |el: &mut Element| {
+        element!("link[href], use[href], image[href]", move |el: &mut Element| {
             rewrite_attr(el, "href", |v| hrefs.resource(v));
             Ok(())
         }),
-    ]
+    ];
+    if rw.css_scope == CssScope::Rename {
+        let classes = rw.clone();
+        handlers.push(element!("[class]", move |el: &mut Element| {
+            if let Some(v) = el.get_attribute("class") {
+                let _ = el.set_attribute("class", &scope_class_attr(&classes.class_prefix, &v));
+            }
+            Ok(())
+        }));
+    }
+    // An inline stylesheet arrives in chunks: gather it, then write it once,
+    // rewritten, in place of its last chunk.
+    let sheet = Rc::new(RefCell::new(String::new()));
+    handlers.push(text!("style", move |t: &mut TextChunk| {
+        let mut buf = sheet.borrow_mut();
+        buf.push_str(t.as_str());
+        if t.last_in_text_node() {
+            let css = std::mem::take(&mut *buf);
+            let out = rw.stylesheet(&css).unwrap_or_default();
+            t.replace(&out, ContentType::Html);
+        } else {
+            t.remove();
+        }
+        Ok(())
+    }));
+    handlers
 }

@@ -3,12 +3,14 @@
 //! embeds an origin's page as a fragment. No tokio, no pingora, no session.
 //! (Class scoping and link, resource and form rewriting build on this module.)
 
+mod css;
 mod document;
 mod entities;
 mod fragment;
 mod links;
 mod url;
 
+pub use self::css::{rewrite_css, scope_class_attr, scoped_class};
 pub use self::document::{needs_html_pass, strip_document};
 pub use self::entities::decode_attr;
 pub use self::fragment::{fragment_handlers, FragmentRewrite};
