@@ -164,5 +164,8 @@ async fn origin_connections_are_reused() {
     assert_eq!(o.requests().len(), 10);
     // Without pooling this is 10; pingora's pool can lose a connection to a
     // race with its idle watcher when the machine is busy, never most of them.
-    assert!(conns.len() <= 5, "10 sequential pages used connections {conns:?}");
+    assert!(
+        conns.len() <= 5,
+        "10 sequential pages used connections {conns:?}"
+    );
 }

@@ -6,6 +6,7 @@ mod support;
 mod compose;
 mod config_check;
 mod failures;
+mod forms;
 mod forwarding;
 mod lifecycle;
 mod navigation;

@@ -3,21 +3,6 @@
 
 use crate::support::*;
 
-/// The `attr="..."` value of the first element that has it, entities decoded.
-fn attr_value(html: &str, attr: &str, after: &str) -> String {
-    let start = html
-        .find(after)
-        .unwrap_or_else(|| panic!("`{after}` not in {html}"));
-    let rest = &html[start..];
-    let key = format!("{attr}=\"");
-    let a = rest
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {attr} after `{after}`"))
-        + key.len();
-    let v = &rest[a..];
-    v[..v.find('"').unwrap_or(v.len())].replace("&amp;", "&")
-}
-
 #[tokio::test]
 async fn a_followed_link_moves_its_fragment_and_nothing_else() {
     let o = Origin::start(|req| match req.path.as_str() {

@@ -40,7 +40,33 @@ pub struct PageContext {
     pub page_query: Option<String>,
     /// The page's path and full query, for navigation state and links.
     pub page: Arc<PageUrl>,
+    /// The answer to a form submitted from one of the page's fragments,
+    /// shown in place of that fragment's own fetch.
+    pub submitted: Option<Submitted>,
     started: AtomicUsize,
+}
+
+/// A form answer to show inside the page instead of fetching a fragment.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The fragment the form was in.
+    pub id: String,
+    /// What the origin answered.
+    pub outcome: SubmittedOutcome,
+}
+
+/// What the origin answered a form submission.
+#[derive(Debug, Clone)]
+pub enum SubmittedOutcome {
+    /// An HTML answer (2xx, or a 4xx such as a validation error).
+    Content {
+        /// The URL it answers for (relative links resolve against it).
+        url: Url,
+        /// UTF-8 body.
+        body: Bytes,
+    },
+    /// A failure: the fragment's fallback is shown.
+    Failed(FailureClass),
 }
 
 impl PageContext {
@@ -51,6 +77,7 @@ impl PageContext {
         source: Arc<dyn FragmentSource>,
         page_query: Option<String>,
         page: Arc<PageUrl>,
+        submitted: Option<Submitted>,
     ) -> Arc<PageContext> {
         Arc::new(PageContext {
             cfg,
@@ -58,6 +85,7 @@ impl PageContext {
             source,
             page_query,
             page,
+            submitted,
             started: AtomicUsize::new(0),
         })
     }
@@ -470,6 +498,25 @@ async fn run_fragment(
         }
     };
     let origin = target.origin.clone();
+    // A form of this fragment was just submitted: show the origin's answer.
+    if let Some(sub) = ctx.submitted.as_ref().filter(|sub| sub.id == id) {
+        return match &sub.outcome {
+            SubmittedOutcome::Content { url, body } => {
+                match content_nodes(ctx, body.clone(), level, &origin, url, url, id) {
+                    Ok(nodes) => Resolved {
+                        nodes,
+                        outcome: Outcome::Ok,
+                    },
+                    Err(_) => {
+                        failed(ctx, spec, Some(&origin.name), FailureClass::Error, None).await
+                    }
+                }
+            }
+            SubmittedOutcome::Failed(class) => {
+                failed(ctx, spec, Some(&origin.name), *class, None).await
+            }
+        };
+    }
     let mut url = target.url;
     // The fragment's navigation state (a followed link) replaces its src.
     if let Some(location) = ctx.page.nav(id) {

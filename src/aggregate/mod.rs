@@ -9,7 +9,9 @@ mod spec;
 mod split;
 mod templates;
 
-pub use compose::{Outcome, Page, PageContext, PageWriteError, PageWriter};
+pub use compose::{
+    Outcome, Page, PageContext, PageWriteError, PageWriter, Submitted, SubmittedOutcome,
+};
 pub use fetch::{
     class_of_status, fetch_following, FetchFailure, FetchRequest, FetchResponse, Fetched,
     FragmentSource, MAX_REDIRECTS,

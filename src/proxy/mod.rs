@@ -5,6 +5,7 @@
 
 mod client;
 mod decode;
+mod form;
 mod forward;
 mod page;
 mod resource;

@@ -15,7 +15,7 @@ use super::forward::{BrowserContext, RequestSource, SessionState};
 use super::server::App;
 use crate::aggregate::{
     fetch_following, needs_user, split, FetchRequest, Fetched, Item, Outcome, Page, PageContext,
-    PageWriteError, PageWriter,
+    PageWriteError, PageWriter, Submitted,
 };
 use crate::config::Config;
 use crate::config::{FailureClass, RouteTarget};
@@ -180,7 +180,7 @@ pub async fn respond_simple(
     respond_bytes(session, status, body, &[]).await
 }
 
-async fn respond_bytes(
+pub(crate) async fn respond_bytes(
     session: &mut ServerSession,
     status: u16,
     body: Bytes,
@@ -209,8 +209,6 @@ async fn respond_bytes(
 
 /// Serves one request. Returns whether the connection may be kept alive.
 pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -> bool {
-    let snap = app.snapshot();
-    let cfg = snap.cfg.clone();
     let raw_head = session
         .as_http1()
         .map(|h1| h1.get_headers_raw_bytes())
@@ -227,20 +225,76 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         return false;
     }
     let req = session.req_header();
-    let method = req.method.clone();
-    let version = req.version;
-    let path = req.uri.path().to_string();
-    let query = req.uri.query().map(str::to_string);
-    let headers = req.headers.clone();
-    tracing::debug!(target: "rain_edge::access", %client, %method, %path, "request");
+    let page = PageRequest {
+        method: req.method.clone(),
+        version: req.version,
+        path: req.uri.path().to_string(),
+        query: req.uri.query().map(str::to_string),
+        headers: req.headers.clone(),
+        submitted: None,
+    };
+    tracing::debug!(target: "rain_edge::access", %client, method = %page.method, path = %page.path, "request");
 
-    if let Some(rest) = path.strip_prefix("/_rain/r/") {
+    if let Some(rest) = page.path.strip_prefix("/_rain/r/") {
         let rest = rest.to_string();
         return super::resource::serve(app, session, client, &rest).await;
     }
-    if path == "/_rain" || path.starts_with("/_rain/") {
+    if let Some(rest) = page.path.strip_prefix("/_rain/f/") {
+        let rest = rest.to_string();
+        return super::form::serve(app, session, client, &rest, page).await;
+    }
+    if page.path == "/_rain" || page.path.starts_with("/_rain/") {
         return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;
     }
+    if page.method != http::Method::GET && page.method != http::Method::HEAD {
+        let body = Bytes::from(html_page(
+            "Method Not Allowed",
+            "Pages answer GET and HEAD.",
+        ));
+        respond_bytes(session, 405, body, &[("allow", "GET, HEAD".to_string())]).await;
+        return false;
+    }
+    render(app, session, client, page).await
+}
+
+/// A page to compose: the browser's request, or the page a form was
+/// submitted from (with the origin's answer to show in its fragment).
+pub struct PageRequest {
+    /// The browser's method (GET or HEAD for pages; POST for a form answer).
+    pub method: http::Method,
+    /// HTTP version of the browser's request.
+    pub version: http::Version,
+    /// The page's path.
+    pub path: String,
+    /// The page's raw query.
+    pub query: Option<String>,
+    /// The browser's request headers.
+    pub headers: http::HeaderMap,
+    /// A form answer to show in place of one fragment, with the status it gives.
+    pub submitted: Option<(Submitted, Option<u16>)>,
+}
+
+/// Composes and streams a page.
+pub async fn render(
+    app: &App,
+    session: &mut ServerSession,
+    client: SocketAddr,
+    page: PageRequest,
+) -> bool {
+    let snap = app.snapshot();
+    let cfg = snap.cfg.clone();
+    let PageRequest {
+        method,
+        version,
+        path,
+        query,
+        headers,
+        submitted,
+    } = page;
+    let (submitted, submitted_status) = match submitted {
+        Some((s, status)) => (Some(s), status),
+        None => (None, None),
+    };
     let Some((route, rest)) = cfg.route_for(&path) else {
         return respond_simple(session, 404, "Not Found", "No page is routed here.").await;
     };
@@ -346,10 +400,11 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
         source,
         page_query,
         page_url_state,
+        submitted,
     );
     let mut page = Page::start(&ctx, &items);
     let status = match page.primary_outcome().await {
-        Outcome::Ok => layout_status,
+        Outcome::Ok => submitted_status.unwrap_or(layout_status),
         Outcome::Failed(FailureClass::NotFound) => 404,
         Outcome::Failed(FailureClass::Timeout) => 504,
         Outcome::Failed(_) => 502,

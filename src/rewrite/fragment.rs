@@ -19,7 +19,7 @@ use url::Url;
 
 use super::css::{rewrite_css, scope_class_attr};
 use super::entities::decode_attr;
-use super::links::{classify, resource_url, PageUrl, Target, UrlContext};
+use super::links::{classify, encode_component, resource_url, PageUrl, Target, UrlContext};
 use crate::config::{CssScope, OriginKind};
 
 /// Everything the rewriting of one fragment body needs.
@@ -93,6 +93,53 @@ impl FragmentRewrite {
             .ok()
     }
 
+    /// Rewrites a `<form>` of the origin so that it submits through
+    /// rain-edge: a POST to `/_rain/f/` (which knows the fragment and the page
+    /// to come back to), a GET to the page itself with the form's location
+    /// and the other fragments' state in hidden fields.
+    fn form(&self, el: &mut Element) {
+        let method = el
+            .get_attribute("method")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let action = el
+            .get_attribute("action")
+            .map(|a| decode_attr(&a).into_owned())
+            .unwrap_or_default();
+        let target = if action.trim().is_empty() {
+            self.fragment_url.as_str().to_string()
+        } else {
+            action
+        };
+        let Target::Origin { location, .. } = classify(&self.ctx(), &target) else {
+            return;
+        };
+        if method == "post" {
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let back = self.page.current();
+            let url = format!(
+                "{}{sep}rain.f={}&rain.page={}",
+                form_url(&self.origin, &location),
+                encode_component(&self.id),
+                encode_component(&back)
+            );
+            let _ = el.set_attribute("action", &url.replace('&', "&amp;"));
+            return;
+        }
+        // GET: the browser replaces the action's query with the fields.
+        let path_only = location.split('?').next().unwrap_or_default();
+        let _ = el.set_attribute("action", &self.page.path.replace('&', "&amp;"));
+        let mut hidden = String::new();
+        for (id, value) in self.page.nav_entries() {
+            if id != self.id {
+                hidden.push_str(&hidden_input(&format!("rain.{id}"), &value));
+            }
+        }
+        hidden.push_str(&hidden_input(&format!("rain.{}", self.id), path_only));
+        el.prepend(&hidden, ContentType::Html);
+    }
+
     /// A rewritten `srcset`: each candidate's URL as a resource, its
     /// descriptor kept. `None` when nothing changed.
     pub fn srcset(&self, raw: &str) -> Option<String> {
@@ -117,6 +164,26 @@ impl FragmentRewrite {
             .collect();
         changed.then(|| parts.join(", "))
     }
+}
+
+/// The `/_rain/f/` URL a form of `origin` posts to.
+pub fn form_url(origin: &str, location: &str) -> String {
+    format!("/_rain/f/{origin}/{location}")
+}
+
+fn escape_attr(v: &str) -> String {
+    v.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn hidden_input(name: &str, value: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+        escape_attr(name),
+        escape_attr(value)
+    )
 }
 
 fn rewrite_attr(el: &mut Element, name: &str, f: impl Fn(&str) -> Option<String>) {
@@ -160,6 +227,11 @@ pub fn fragment_handlers(
             Ok(())
         }),
     ];
+    let forms = rw.clone();
+    handlers.push(element!("form", move |el: &mut Element| {
+        forms.form(el);
+        Ok(())
+    }));
     if rw.css_scope == CssScope::Rename {
         let classes = rw.clone();
         handlers.push(element!("[class]", move |el: &mut Element| {

@@ -83,6 +83,14 @@ impl PageUrl {
             .collect()
     }
 
+    /// This page's URL as it is (path and full query).
+    pub fn current(&self) -> String {
+        if self.params.is_empty() {
+            return self.path.clone();
+        }
+        format!("{}?{}", self.path, self.params.join("&"))
+    }
+
     /// This page's URL with fragment `id` moved to `location` (a path below
     /// its origin's base, with its query).
     pub fn with_nav(&self, id: &str, location: &str) -> String {

@@ -13,7 +13,7 @@ mod url;
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class};
 pub use self::document::{needs_html_pass, strip_document};
 pub use self::entities::decode_attr;
-pub use self::fragment::{fragment_handlers, FragmentRewrite};
+pub use self::fragment::{form_url, fragment_handlers, FragmentRewrite};
 pub use self::links::{
     classify, encode_component, nav_value_ok, resource_url, strip_quirks, PageUrl, Target,
     UrlContext, RAIN_PREFIX,

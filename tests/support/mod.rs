@@ -607,3 +607,34 @@ impl<'e> Browser<'e> {
         r
     }
 }
+
+/// Sends a POST with a body over a new connection.
+pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw_request(addr, &bytes).await
+}
+
+/// The `attr="..."` value of the first element after `after` that has it,
+/// `&amp;` decoded.
+pub fn attr_value(html: &str, attr: &str, after: &str) -> String {
+    let start = html
+        .find(after)
+        .unwrap_or_else(|| panic!("`{after}` not in {html}"));
+    let rest = &html[start..];
+    let key = format!("{attr}=\"");
+    let a = rest
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {attr} after `{after}` in {rest}"))
+        + key.len();
+    let v = &rest[a..];
+    v[..v.find('"').unwrap_or(v.len())].replace("&amp;", "&")
+}
