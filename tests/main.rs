@@ -3,6 +3,7 @@
 
 mod support;
 
+mod browser;
 mod compose;
 mod config_check;
 mod failures;

