@@ -57,27 +57,52 @@ fn main() {
     });
     let mut out_len = 0;
     for (name, scope) in [("rename", CssScope::Rename), ("off", CssScope::Off)] {
-        let rw = Arc::new(FragmentRewrite { css_scope: scope, ..(*rw).clone() });
+        let rw = Arc::new(FragmentRewrite {
+            css_scope: scope,
+            ..(*rw).clone()
+        });
         let t = best_of(7, || {
             let mut s = Splitter::for_fragment(rw.clone());
             for chunk in html.as_bytes().chunks(16 << 10) {
                 s.write(chunk).expect("write");
             }
             let items = s.end().expect("end");
-            out_len = items.iter().map(|i| if let Item::Static(b) = i { b.len() } else { 0 }).sum();
+            out_len = items
+                .iter()
+                .map(|i| if let Item::Static(b) = i { b.len() } else { 0 })
+                .sum();
         });
         let mb = html.len() as f64 / 1e6;
-        println!("fragment rewrite ({name:6}) {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)", mb / t.as_secs_f64(), mb, t, out_len as f64 / 1e6);
+        println!(
+            "fragment rewrite ({name:6}) {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)",
+            mb / t.as_secs_f64(),
+            mb,
+            t,
+            out_len as f64 / 1e6
+        );
     }
+    let small = b"<div class=\"frag\" data-name=\"f1\">lorem ipsum</div>";
     let t = best_of(7, || {
-        let _ = Splitter::new(true);
+        for _ in 0..1000 {
+            let mut s = Splitter::for_fragment(rw.clone());
+            s.write(small).expect("write");
+            let _ = s.end().expect("end");
+        }
     });
-    println!("new fragment rewriter (setup only)  {t:?}");
+    println!("small fragment, setup + rewrite       {:?} each", t / 1000);
     let css = stylesheet(200 << 10);
     let mut printed = 0;
     let t = best_of(7, || {
-        printed = rewrite_css(&css, Some("shop"), |u| Some(format!("/_rain/r/shop/{u}"))).expect("css").len();
+        printed = rewrite_css(&css, Some("shop"), |u| Some(format!("/_rain/r/shop/{u}")))
+            .expect("css")
+            .len();
     });
     let mb = css.len() as f64 / 1e6;
-    println!("stylesheet scoping         {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)", mb / t.as_secs_f64(), mb, t, printed as f64 / 1e6);
+    println!(
+        "stylesheet scoping         {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)",
+        mb / t.as_secs_f64(),
+        mb,
+        t,
+        printed as f64 / 1e6
+    );
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use lol_html::html_content::Element;
-use lol_html::{element, end_tag, HtmlRewriter, OutputSink, Settings};
+use lol_html::{end_tag, HtmlRewriter, OutputSink, Settings};
 
-use crate::rewrite::{fragment_handlers, FragmentRewrite};
+use crate::rewrite::{fragment_handlers, on_element, FragmentRewrite};
 
 /// One piece of a split document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl Splitter {
         let state = Rc::new(RefCell::new(State::default()));
         let on_fragment = {
             let state = state.clone();
-            element!("fragment", move |el: &mut Element| {
+            on_element("fragment", move |el: &mut Element| {
                 let mut st = state.borrow_mut();
                 if st.capturing.is_some() {
                     // A <fragment> inside another's inline fallback stays text.
@@ -158,7 +158,7 @@ impl Splitter {
         };
         let on_body = {
             let state = state.clone();
-            element!("body", move |el: &mut Element| {
+            on_element("body", move |el: &mut Element| {
                 let state = state.clone();
                 el.on_end_tag(end_tag!(move |_end| {
                     let mut st = state.borrow_mut();
@@ -171,7 +171,7 @@ impl Splitter {
                 Ok(())
             })
         };
-        let mut elements = vec![on_fragment];
+        let mut elements: Vec<_> = on_fragment.into_iter().collect();
         let mut document = Vec::new();
         if strip_document {
             let (els, doc) = crate::rewrite::strip_document();
@@ -181,7 +181,7 @@ impl Splitter {
                 elements.extend(fragment_handlers(rw));
             }
         } else {
-            elements.push(on_body);
+            elements.extend(on_body);
         }
         let mut settings = Settings::new();
         for (selector, handlers) in elements {

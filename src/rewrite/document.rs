@@ -7,29 +7,30 @@
 use std::borrow::Cow;
 
 use lol_html::html_content::Element;
-use lol_html::{doctype, element, DocumentContentHandlers, ElementContentHandlers, Selector};
+use lol_html::{doctype, DocumentContentHandlers, ElementContentHandlers, Selector};
+
+use super::selectors::on_element;
 
 /// Element handlers that strip the document shell from a fragment body.
 pub fn strip_document() -> (
     Vec<(Cow<'static, Selector>, ElementContentHandlers<'static>)>,
     DocumentContentHandlers<'static>,
 ) {
-    let elements = vec![
-        element!("html, body", |el: &mut Element| {
+    let elements = [
+        on_element("html, body, head", |el: &mut Element| {
             el.remove_and_keep_content();
             Ok(())
         }),
-        element!("head", |el: &mut Element| {
-            el.remove_and_keep_content();
-            Ok(())
-        }),
-        element!("head > *", |el: &mut Element| {
+        on_element("head > *", |el: &mut Element| {
             if !is_stylesheet(el) {
                 el.remove();
             }
             Ok(())
         }),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let docs = doctype!(|d| {
         d.remove();
         Ok(())

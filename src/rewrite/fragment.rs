@@ -14,12 +14,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use lol_html::html_content::{ContentType, TextChunk};
-use lol_html::{element, text, ElementContentHandlers, Selector};
+use lol_html::{ElementContentHandlers, Selector};
 use url::Url;
 
 use super::css::{rewrite_css, scope_class_attr};
 use super::entities::decode_attr;
 use super::links::{classify, encode_component, resource_url, PageUrl, Target, UrlContext};
+use super::selectors::{on_element, on_text};
 use crate::config::{CssScope, OriginKind};
 
 /// Everything the rewriting of one fragment body needs.
@@ -205,36 +206,36 @@ pub fn fragment_handlers(
     let srcsets = rw.clone();
     let hrefs = rw.clone();
     let mut handlers = vec![
-        element!("a[href], area[href]", move |el: &mut Element| {
+        on_element("a[href], area[href]", move |el: &mut Element| {
             rewrite_attr(el, "href", |v| links.link(v));
             Ok(())
         }),
-        element!(
+        on_element(
             "img[src], script[src], source[src], video[src], audio[src], track[src], embed[src], input[src], iframe[src], video[poster], object[data]",
             move |el: &mut Element| {
                 for attr in ["src", "poster", "data"] {
                     rewrite_attr(el, attr, |v| resources.resource(v));
                 }
                 Ok(())
-            }
+            },
         ),
-        element!("img[srcset], source[srcset]", move |el: &mut Element| {
+        on_element("img[srcset], source[srcset]", move |el: &mut Element| {
             rewrite_attr(el, "srcset", |v| srcsets.srcset(v));
             Ok(())
         }),
-        element!("link[href], use[href], image[href]", move |el: &mut Element| {
+        on_element("link[href], use[href], image[href]", move |el: &mut Element| {
             rewrite_attr(el, "href", |v| hrefs.resource(v));
             Ok(())
         }),
     ];
     let forms = rw.clone();
-    handlers.push(element!("form", move |el: &mut Element| {
+    handlers.push(on_element("form", move |el: &mut Element| {
         forms.form(el);
         Ok(())
     }));
     if rw.css_scope == CssScope::Rename {
         let classes = rw.clone();
-        handlers.push(element!("[class]", move |el: &mut Element| {
+        handlers.push(on_element("[class]", move |el: &mut Element| {
             if let Some(v) = el.get_attribute("class") {
                 let _ = el.set_attribute("class", &scope_class_attr(&classes.class_prefix, &v));
             }
@@ -244,7 +245,7 @@ pub fn fragment_handlers(
     // An inline stylesheet arrives in chunks: gather it, then write it once,
     // rewritten, in place of its last chunk.
     let sheet = Rc::new(RefCell::new(String::new()));
-    handlers.push(text!("style", move |t: &mut TextChunk| {
+    handlers.push(on_text("style", move |t: &mut TextChunk| {
         let mut buf = sheet.borrow_mut();
         buf.push_str(t.as_str());
         if t.last_in_text_node() {
@@ -256,5 +257,5 @@ pub fn fragment_handlers(
         }
         Ok(())
     }));
-    handlers
+    handlers.into_iter().flatten().collect()
 }

@@ -8,6 +8,7 @@ mod document;
 mod entities;
 mod fragment;
 mod links;
+mod selectors;
 mod url;
 
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class};
@@ -18,6 +19,7 @@ pub use self::links::{
     classify, encode_component, nav_value_ok, resource_url, strip_quirks, PageUrl, Target,
     UrlContext, RAIN_PREFIX,
 };
+pub(crate) use self::selectors::on_element;
 pub use self::url::{
     is_rain_param, is_under_base, merge_query, resolve_src, resolve_within, strip_rain_params,
     UrlError,
