@@ -53,77 +53,20 @@ fn rewrite(src: &[u8], kind: OriginKind, chunk: &mut dyn FnMut() -> usize) -> St
 #[test]
 fn rewriter_golden_files_at_random_chunk_sizes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rewrite");
-    let replay: Option<usize> = std::env::var("RAIN_REWRITE_CHUNK")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let bless = std::env::var("RAIN_REWRITE_BLESS").is_ok();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures/rewrite")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    let mut cases = 0;
-    for path in entries {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let Some(stem) = name.strip_suffix(".src.html") else {
-            continue;
-        };
-        cases += 1;
-        let kind = stem
-            .split('-')
-            .next()
-            .and_then(OriginKind::parse)
-            .unwrap_or(OriginKind::Generic);
-        let src = std::fs::read(&path).expect("read");
-        let expected_path = dir.join(format!("{stem}.expected.html"));
-        let whole = rewrite(&src, kind, &mut || usize::MAX);
-        let expected = match std::fs::read_to_string(&expected_path) {
-            Ok(e) => e,
-            Err(_) if bless => {
-                std::fs::write(&expected_path, &whole).expect("bless");
-                whole.clone()
-            }
-            Err(_) => panic!(
-                "{} is missing (RAIN_REWRITE_BLESS=1 writes it)",
-                expected_path.display()
-            ),
-        };
-        assert_eq!(whole, expected, "{name}, whole input");
-        if let Some(n) = replay {
-            assert_eq!(
-                rewrite(&src, kind, &mut || n),
-                expected,
-                "{name}, chunk size {n}"
-            );
-            continue;
-        }
-        for n in 1..=6 {
-            assert_eq!(
-                rewrite(&src, kind, &mut || n),
-                expected,
-                "{name}, chunk size {n} (replay: RAIN_REWRITE_CHUNK={n})"
-            );
-        }
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ src.len() as u64;
-        for round in 0..40 {
-            let mut rng = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed % 61) as usize + 1
-            };
-            assert_eq!(
-                rewrite(&src, kind, &mut rng),
-                expected,
-                "{name}, random chunks round {round}"
-            );
-        }
-    }
+    let cases = crate::support::golden(
+        &dir,
+        ".expected.html",
+        "RAIN_REWRITE_CHUNK",
+        "RAIN_REWRITE_BLESS",
+        &|stem, src, sizes| {
+            let kind = stem
+                .split('-')
+                .next()
+                .and_then(OriginKind::parse)
+                .unwrap_or(OriginKind::Generic);
+            rewrite(src, kind, sizes)
+        },
+    );
     assert!(
         cases >= 3,
         "only {cases} rewrite cases in {}",

@@ -52,70 +52,13 @@ fn split_in_chunks(src: &[u8], strip: bool, sizes: &mut dyn FnMut() -> usize) ->
 #[test]
 fn splitter_golden_files_at_random_chunk_sizes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/split");
-    let replay: Option<usize> = std::env::var("RAIN_SPLIT_CHUNK")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let bless = std::env::var("RAIN_SPLIT_BLESS").is_ok();
-    let mut cases = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures/split")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let Some(stem) = name.strip_suffix(".src.html") else {
-            continue;
-        };
-        cases += 1;
-        let src = std::fs::read(&path).expect("read");
-        let strip = stem.ends_with(".doc");
-        let expected_path = dir.join(format!("{stem}.expected.txt"));
-        let whole = render(&split_in_chunks(&src, strip, &mut || usize::MAX));
-        let expected = match std::fs::read_to_string(&expected_path) {
-            Ok(e) => e,
-            Err(_) if bless => {
-                std::fs::write(&expected_path, &whole).expect("bless");
-                whole.clone()
-            }
-            Err(_) => panic!(
-                "{} is missing (RAIN_SPLIT_BLESS=1 writes it)",
-                expected_path.display()
-            ),
-        };
-        assert_eq!(whole, expected, "{name}, whole input");
-        if let Some(n) = replay {
-            assert_eq!(
-                render(&split_in_chunks(&src, strip, &mut || n)),
-                expected,
-                "{name}, chunk size {n}"
-            );
-            continue;
-        }
-        for n in 1..=8 {
-            assert_eq!(
-                render(&split_in_chunks(&src, strip, &mut || n)),
-                expected,
-                "{name}, chunk size {n} (replay: RAIN_SPLIT_CHUNK={n})"
-            );
-        }
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ src.len() as u64;
-        for round in 0..50 {
-            let mut rng = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed % 97) as usize + 1
-            };
-            let got = render(&split_in_chunks(&src, strip, &mut rng));
-            assert_eq!(got, expected, "{name}, random chunks round {round}");
-        }
-    }
+    let cases = crate::support::golden(
+        &dir,
+        ".expected.txt",
+        "RAIN_SPLIT_CHUNK",
+        "RAIN_SPLIT_BLESS",
+        &|stem, src, sizes| render(&split_in_chunks(src, stem.ends_with(".doc"), sizes)),
+    );
     assert!(
         cases >= 4,
         "only {cases} golden cases found in {}",

@@ -15,7 +15,7 @@ use pingora::protocols::http::ServerSession;
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
-use super::page::{lookup_session, render, respond_bytes, respond_simple, PageRequest};
+use super::page::{render, respond_bytes, respond_simple, session_or_503, PageRequest};
 use super::server::App;
 use crate::aggregate::{valid_id, FetchRequest, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
@@ -125,18 +125,9 @@ pub async fn serve(
             }
         }
     }
-    let user = match lookup_session(app, &cfg, &page.headers).await {
+    let user = match session_or_503(app, &cfg, &page.headers, session, "form").await {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "session store unreachable for a form");
-            return respond_simple(
-                session,
-                503,
-                "Service Unavailable",
-                "Sessions are unavailable; try again shortly.",
-            )
-            .await;
-        }
+        Err(keep) => return keep,
     };
     let (back_path, back_query) = match back.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),

@@ -44,6 +44,31 @@ pub async fn lookup_session(
         .then(|| Arc::new(PageSession::new(id, false, app.store.clone()))))
 }
 
+/// The user's existing session for a resource or a form post, or, when the
+/// store cannot be reached, the 503 answer already written (`Err` holds
+/// whether the connection may be kept).
+pub async fn session_or_503(
+    app: &App,
+    cfg: &Config,
+    headers: &http::HeaderMap,
+    session: &mut ServerSession,
+    what: &str,
+) -> Result<Option<Arc<PageSession>>, bool> {
+    match lookup_session(app, cfg, headers).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unreachable for a {what}");
+            Err(respond_simple(
+                session,
+                503,
+                "Service Unavailable",
+                "Sessions are unavailable; try again shortly.",
+            )
+            .await)
+        }
+    }
+}
+
 /// Finds the user's session, or starts one. An unknown or malformed id is
 /// never adopted: a new random one replaces it. A store that cannot be
 /// reached gives [`SessionState::Unavailable`] and no new cookie.

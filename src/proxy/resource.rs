@@ -13,7 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
-use super::page::{lookup_session, respond_simple};
+use super::page::{respond_simple, session_or_503};
 use super::server::App;
 use crate::aggregate::FetchRequest;
 use crate::rewrite::{classify, resolve_src, resource_url, Target, UrlContext};
@@ -83,18 +83,9 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
             .await;
         }
     };
-    let user = match lookup_session(app, &cfg, &headers).await {
+    let user = match session_or_503(app, &cfg, &headers, session, "resource").await {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "session store unreachable for a resource");
-            return respond_simple(
-                session,
-                503,
-                "Service Unavailable",
-                "Sessions are unavailable; try again shortly.",
-            )
-            .await;
-        }
+        Err(keep) => return keep,
     };
     let browser = BrowserContext::new(
         &cfg,

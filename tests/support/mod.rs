@@ -638,3 +638,85 @@ pub fn attr_value(html: &str, attr: &str, after: &str) -> String {
     let v = &rest[a..];
     v[..v.find('"').unwrap_or(v.len())].replace("&amp;", "&")
 }
+
+/// A golden case runner: (name stem, input, chunk sizes) -> rendered output.
+pub type GoldenRun<'a> = &'a dyn Fn(&str, &[u8], &mut dyn FnMut() -> usize) -> String;
+
+/// Runs golden files: every `dir/NAME.src.html` through `run` (which feeds
+/// its input in chunks of the sizes it is given) must give `NAME{out_suffix}`
+/// whole, at chunk sizes 1..=8 and at many random chunkings. `replay_var`
+/// names the env var that replays one chunk size; `bless_var` writes missing
+/// expectations.
+pub fn golden(
+    dir: &Path,
+    out_suffix: &str,
+    replay_var: &str,
+    bless_var: &str,
+    run: GoldenRun<'_>,
+) -> usize {
+    let replay: Option<usize> = std::env::var(replay_var).ok().and_then(|v| v.parse().ok());
+    let bless = std::env::var(bless_var).is_ok();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("golden dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let mut cases = 0;
+    for path in entries {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some(stem) = name.strip_suffix(".src.html") else {
+            continue;
+        };
+        cases += 1;
+        let src = std::fs::read(&path).expect("read");
+        let expected_path = dir.join(format!("{stem}{out_suffix}"));
+        let whole = run(stem, &src, &mut || usize::MAX);
+        let expected = match std::fs::read_to_string(&expected_path) {
+            Ok(e) => e,
+            Err(_) if bless => {
+                std::fs::write(&expected_path, &whole).expect("bless");
+                whole.clone()
+            }
+            Err(_) => panic!(
+                "{} is missing ({bless_var}=1 writes it)",
+                expected_path.display()
+            ),
+        };
+        assert_eq!(whole, expected, "{name}, whole input");
+        if let Some(n) = replay {
+            assert_eq!(
+                run(stem, &src, &mut || n),
+                expected,
+                "{name}, chunk size {n}"
+            );
+            continue;
+        }
+        for n in 1..=8 {
+            assert_eq!(
+                run(stem, &src, &mut || n),
+                expected,
+                "{name}, chunk size {n} (replay: {replay_var}={n})"
+            );
+        }
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ src.len() as u64;
+        for round in 0..40 {
+            let mut rng = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 97) as usize + 1
+            };
+            assert_eq!(
+                run(stem, &src, &mut rng),
+                expected,
+                "{name}, random chunks round {round}"
+            );
+        }
+    }
+    cases
+}
