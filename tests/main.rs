@@ -13,6 +13,7 @@ mod lifecycle;
 mod navigation;
 mod remote_apps;
 mod rewrite_golden;
+mod rewrite_props;
 mod scoping;
 mod security;
 mod sessions;

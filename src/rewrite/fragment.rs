@@ -145,25 +145,52 @@ impl FragmentRewrite {
     /// descriptor kept. `None` when nothing changed.
     pub fn srcset(&self, raw: &str) -> Option<String> {
         let mut changed = false;
-        let parts: Vec<String> = raw
-            .split(',')
-            .map(|cand| {
-                let cand = cand.trim();
-                let (url, desc) = cand.split_once(char::is_whitespace).unwrap_or((cand, ""));
-                match self.resource(url) {
+        let parts: Vec<String> = srcset_candidates(raw)
+            .into_iter()
+            .map(|(url, desc)| {
+                let url = match self.resource(url) {
                     Some(u) => {
                         changed = true;
-                        if desc.trim().is_empty() {
-                            u
-                        } else {
-                            format!("{u} {}", desc.trim())
-                        }
+                        u
                     }
-                    None => cand.to_string(),
+                    None => url.to_string(),
+                };
+                if desc.is_empty() {
+                    url
+                } else {
+                    format!("{url} {desc}")
                 }
             })
             .collect();
         changed.then(|| parts.join(", "))
+    }
+}
+
+/// The candidates of a `srcset`, as the HTML standard reads them: a URL runs
+/// up to white space (a comma inside it, as in `data:` URLs, is part of it),
+/// then descriptors run up to the next comma.
+fn srcset_candidates(raw: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+        if rest.is_empty() {
+            return out;
+        }
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let (mut url, tail) = rest.split_at(end);
+        rest = tail;
+        let mut desc = "";
+        if url.ends_with(',') {
+            url = url.trim_end_matches(',');
+        } else {
+            let d = rest.find(',').unwrap_or(rest.len());
+            desc = rest[..d].trim();
+            rest = &rest[d..];
+        }
+        out.push((url, desc));
     }
 }
 
@@ -258,4 +285,26 @@ pub fn fragment_handlers(
         Ok(())
     }));
     handlers.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::srcset_candidates;
+
+    #[test]
+    fn srcset_parsing() {
+        assert_eq!(
+            srcset_candidates("a.png 1x, b.png 2x"),
+            vec![("a.png", "1x"), ("b.png", "2x")]
+        );
+        assert_eq!(
+            srcset_candidates("data:image/png,AA 1x,c.png"),
+            vec![("data:image/png,AA", "1x"), ("c.png", "")]
+        );
+        assert_eq!(
+            srcset_candidates("a.png, b.png 100w"),
+            vec![("a.png", ""), ("b.png", "100w")]
+        );
+        assert_eq!(srcset_candidates("  ,, "), vec![]);
+    }
 }
