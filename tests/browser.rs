@@ -45,7 +45,13 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
         ("/b/b.css", R { status: 200, headers: vec![("content-type".into(), "text/css".into())], body: bytes::Bytes::from_static(b".box { color: rgb(0, 0, 255) }"), ..R::default() }),
     ])
     .await;
-    let body = r#"<style>.box { color: rgb(0, 128, 0) }</style><div class="box" id="layout-box">LAYOUT</div>
+    let c = Origin::with_routes(vec![(
+        "/c/frag",
+        R::html("<style>.box { color: rgb(128, 0, 128) } .layout-only { color: rgb(1, 2, 3) }</style><div class=\"box\" id=\"c-box\">C</div>"),
+    )])
+    .await;
+    let body = r#"<style>.box { color: rgb(0, 128, 0) }</style><div class="box" id="layout-box">LAYOUT</div><p class="layout-only" id="layout-only">ONLY</p>
+<section><fragment id="c" origin="c" src="/frag"></fragment></section>
 <section><fragment id="a" origin="a" src="/frag"></fragment></section>
 <section><fragment id="b" origin="b" src="/frag"></fragment></section>
 <section><fragment id="basket" origin="php" src="/form.php"></fragment></section>
@@ -56,6 +62,7 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
             &[
                 ("a", a.url("/a/"), ""),
                 ("b", b.url("/b/"), ""),
+                ("c", c.url("/c/"), "css_scope = \"wrap\""),
                 ("php", php_url, "kind = \"php\"\ntimeout = \"3s\""),
             ],
             HOME,

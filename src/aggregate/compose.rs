@@ -21,8 +21,8 @@ use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, Frag
 use super::spec::{resolve_target, FragmentSpec};
 use super::split::{split_fragment, Item, RawFragment};
 use super::templates::{builtin_placeholder, Templates};
-use crate::config::{Config, FailureClass, Origin};
-use crate::rewrite::{merge_query, resolve_src, FragmentRewrite, PageUrl};
+use crate::config::{Config, CssScope, FailureClass, Origin};
+use crate::rewrite::{merge_query, resolve_src, wrap_open, FragmentRewrite, PageUrl, WRAP_CLOSE};
 
 /// Flush the output buffer once it holds this much, even if the next
 /// fragment is ready.
@@ -629,14 +629,36 @@ fn content_nodes(
         class_prefix: origin.class_prefix.clone(),
     });
     let items = split_fragment(&body, rewrite).map_err(|e| e.to_string())?;
+    let nodes = nested_nodes(ctx, items, level, url, final_url, id);
+    // css_scope = wrap: the fragment stands in an element that carries its
+    // origin, and the origin's stylesheets are scoped to it.
+    if origin.css_scope == CssScope::Wrap {
+        let mut wrapped = Vec::with_capacity(nodes.len() + 2);
+        wrapped.push(Node::Static(Bytes::from(wrap_open(&origin.name))));
+        wrapped.extend(nodes);
+        wrapped.push(Node::Static(Bytes::from_static(WRAP_CLOSE.as_bytes())));
+        return Ok(wrapped);
+    }
+    Ok(nodes)
+}
+
+/// A fragment's split body as nodes; its nested fragments start at once.
+fn nested_nodes(
+    ctx: &Arc<PageContext>,
+    items: Vec<Item>,
+    level: &Level,
+    url: &Url,
+    final_url: &Url,
+    id: &str,
+) -> Vec<Node> {
     if !items.iter().any(|i| matches!(i, Item::Slot(_))) {
-        return Ok(items
+        return items
             .into_iter()
             .filter_map(|i| match i {
                 Item::Static(b) => Some(Node::Static(b)),
                 _ => None,
             })
-            .collect());
+            .collect();
     }
     let mut ancestors = Vec::with_capacity(level.ancestors.len() + 2);
     ancestors.extend(level.ancestors.iter().cloned());
@@ -649,7 +671,7 @@ fn content_nodes(
         parent: Some(id.to_string()),
         ancestors: Arc::new(ancestors),
     };
-    Ok(build_nodes(ctx, items, &inner))
+    build_nodes(ctx, items, &inner)
 }
 
 async fn failed(

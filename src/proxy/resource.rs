@@ -300,12 +300,18 @@ async fn serve_stylesheet(
     };
     let prefix = (origin.css_scope == crate::config::CssScope::Rename)
         .then_some(origin.class_prefix.as_str());
-    let out = match crate::rewrite::rewrite_css(&css, prefix, |u| match classify(&ctx, u) {
+    let map = |u: &str| match classify(&ctx, u) {
         Target::Origin { location, hash } => {
             Some(format!("{}{hash}", resource_url(&origin.name, &location)))
         }
         Target::Foreign => None,
-    }) {
+    };
+    let rewritten = if origin.css_scope == crate::config::CssScope::Wrap {
+        crate::rewrite::wrap_css(&css, &origin.name, map)
+    } else {
+        crate::rewrite::rewrite_css(&css, prefix, map)
+    };
+    let out = match rewritten {
         Ok(out) => Bytes::from(out),
         Err(e) => {
             tracing::warn!(origin = %origin.name, error = %e, "stylesheet dropped");

@@ -89,7 +89,7 @@ pub fn load_snapshot(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The configuration is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// A listener could not be opened.
     #[error("cannot listen on {addr}: {source}. Consider another address in server.listen")]

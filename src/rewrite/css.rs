@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 
+use lightningcss::rules::{CssRule, CssRuleList};
 use lightningcss::selector::{Component, Selector};
 use lightningcss::stylesheet::{ParserOptions, PrinterOptions, StyleSheet};
 use lightningcss::values::ident::Ident;
@@ -106,6 +107,72 @@ pub fn rewrite_css(
     Ok(printed.code.replace("</", "<\\/"))
 }
 
+/// Rewrites a stylesheet for `css_scope = "wrap"`: the origin's rules are
+/// confined to its fragments (`@scope (rain-fragment[origin="NAME"])`), the
+/// markup and class names are left as they are; rules that cannot stand in
+/// a scope (`@import`, `@font-face`, `@keyframes`, `@namespace`, `@property`,
+/// `@page`, ...) stay at the top. URLs are mapped as in [`rewrite_css`].
+pub fn wrap_css(
+    css: &str,
+    origin: &str,
+    map_url: impl FnMut(&str) -> Option<String>,
+) -> Result<String, String> {
+    let options = ParserOptions {
+        error_recovery: true,
+        ..ParserOptions::default()
+    };
+    let mut sheet = StyleSheet::parse(css, options).map_err(|e| e.to_string())?;
+    let mut scoper = Scoper {
+        prefix: None,
+        map_url,
+    };
+    if let Err(never) = sheet.visit(&mut scoper) {
+        match never {}
+    }
+    let (scoped, top): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut sheet.rules.0)
+            .into_iter()
+            .partition(|r| {
+                matches!(
+                    r,
+                    CssRule::Style(_)
+                        | CssRule::Media(_)
+                        | CssRule::Supports(_)
+                        | CssRule::Container(_)
+                        | CssRule::LayerBlock(_)
+                        | CssRule::Nesting(_)
+                        | CssRule::StartingStyle(_)
+                )
+            });
+    let print = |rules| {
+        let sheet = StyleSheet::new(Vec::new(), CssRuleList(rules), ParserOptions::default());
+        sheet
+            .to_css(PrinterOptions::default())
+            .map(|r| r.code)
+            .map_err(|e| e.to_string())
+    };
+    let top = print(top)?;
+    let scoped = print(scoped)?;
+    let name: String = origin
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let out = format!("{top}\n@scope (rain-fragment[origin=\"{name}\"]) {{\n{scoped}\n}}\n");
+    Ok(out.replace("</", "<\\/"))
+}
+
+/// The element a fragment of a `wrap` origin is shown in.
+pub fn wrap_open(origin: &str) -> String {
+    let name: String = origin
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    format!("<rain-fragment origin=\"{name}\" style=\"display:contents\">")
+}
+
+/// The end of [`wrap_open`].
+pub const WRAP_CLOSE: &str = "</rain-fragment>";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +212,32 @@ mod tests {
         )
         .expect("css");
         assert!(!closing.contains("</"), "{closing}");
+    }
+
+    #[test]
+    fn wrap_confines_rules_and_keeps_top_level_ones() {
+        let css = "@import url(x.css); .box { color: red; background: url(i.png) } @font-face { font-family: F; src: url(f.woff) } @keyframes k { from { opacity: 0 } } @media (width > 1px) { .m { color: blue } }";
+        let out = wrap_css(css, "shop", |u| Some(format!("/_rain/r/shop/{u}"))).expect("css");
+        let scope_at = out
+            .find("@scope (rain-fragment[origin=\"shop\"])")
+            .expect("scope");
+        for top in ["@import", "@font-face", "@keyframes"] {
+            assert!(
+                out.find(top).is_some_and(|i| i < scope_at),
+                "{top} not at the top: {out}"
+            );
+        }
+        for inner in [".box", "@media"] {
+            assert!(
+                out.find(inner).is_some_and(|i| i > scope_at),
+                "{inner} not scoped: {out}"
+            );
+        }
+        assert!(
+            out.contains("/_rain/r/shop/i.png") && out.contains("/_rain/r/shop/f.woff"),
+            "{out}"
+        );
+        assert!(!out.contains("shop-box"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use lol_html::html_content::{ContentType, TextChunk};
 use lol_html::{ElementContentHandlers, Selector};
 use url::Url;
 
-use super::css::{rewrite_css, scope_class_attr};
+use super::css::{rewrite_css, scope_class_attr, wrap_css};
 use super::entities::decode_attr;
 use super::links::{classify, encode_component, resource_url, PageUrl, Target, UrlContext};
 use super::selectors::{on_element, on_text};
@@ -87,11 +87,15 @@ impl FragmentRewrite {
         if self.css_scope == CssScope::Off && !css.contains("url(") {
             return Some(css.to_string());
         }
-        rewrite_css(css, self.rename_prefix(), |u| self.resource(u))
-            .map_err(
-                |e| tracing::warn!(origin = %self.origin, error = %e, "inline stylesheet dropped"),
-            )
-            .ok()
+        let out = if self.css_scope == CssScope::Wrap {
+            wrap_css(css, &self.origin, |u| self.resource(u))
+        } else {
+            rewrite_css(css, self.rename_prefix(), |u| self.resource(u))
+        };
+        out.map_err(
+            |e| tracing::warn!(origin = %self.origin, error = %e, "inline stylesheet dropped"),
+        )
+        .ok()
     }
 
     /// Rewrites a `<form>` of the origin so that it submits through

@@ -11,7 +11,7 @@ mod links;
 mod selectors;
 mod url;
 
-pub use self::css::{rewrite_css, scope_class_attr, scoped_class};
+pub use self::css::{rewrite_css, scope_class_attr, scoped_class, wrap_css, wrap_open, WRAP_CLOSE};
 pub use self::document::{needs_html_pass, strip_document};
 pub use self::entities::decode_attr;
 pub use self::fragment::{form_url, fragment_handlers, FragmentRewrite};

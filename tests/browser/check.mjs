@@ -30,6 +30,13 @@ try {
   check('origin a .box gets its own style (red)', a === 'rgb(255, 0, 0)', a);
   check('origin b .box gets its own linked stylesheet (blue)', b === 'rgb(0, 0, 255)', b);
 
+  const c = await color('#c-box');
+  const only = await color('#layout-only');
+  check('wrap origin c styles its own .box (purple)', c === 'rgb(128, 0, 128)', c);
+  check("wrap origin c's rules stay inside its fragment", only !== 'rgb(1, 2, 3)', only);
+  const cClass = await page.$eval('#c-box', (el) => el.className);
+  check('wrap leaves class names as they are', cClass === 'box', cClass);
+
   const asyncParent = await page.$eval('#async-item', (el) => el.parentElement && el.parentElement.id);
   check('async fragment moved into its place', asyncParent === 'async-slot', asyncParent);
 
