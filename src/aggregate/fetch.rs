@@ -10,7 +10,7 @@ use bytes::Bytes;
 use url::Url;
 
 use crate::config::{FailureClass, Origin};
-use crate::rewrite::resolve_within;
+use crate::rewrite::{resolve_within, strip_quirks};
 
 /// Most redirects followed for one fragment.
 pub const MAX_REDIRECTS: usize = 5;
@@ -138,13 +138,16 @@ pub async fn fetch_following(source: &dyn FragmentSource, mut req: FetchRequest)
                     );
                 };
                 match resolve_within(&req.origin.url, &req.url, loc) {
-                    Ok(next) => {
+                    Ok(mut next) => {
                         if hop == MAX_REDIRECTS {
                             break;
                         }
                         for sc in &resp.set_cookies {
                             remember_cookie(&mut req.chain_cookies, sc);
                         }
+                        // The session id rides in the cookie set on this
+                        // same answer; Spring Security refuses `;` in paths.
+                        strip_quirks(&mut next, req.origin.kind);
                         req.url = next;
                     }
                     Err(_) => {

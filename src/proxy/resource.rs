@@ -179,7 +179,10 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
                 let _ = h.append_header(*name, v.clone());
             }
         }
-        if let Some(loc) = src.get("location").and_then(|v| v.to_str().ok()) {
+        for header in ["location", "ajax-location"] {
+            let Some(loc) = src.get(header).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
             let ctx = UrlContext {
                 origin: &origin.name,
                 base: &origin.url,
@@ -193,7 +196,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
                 Target::Foreign => loc.to_string(),
             };
             if let Ok(v) = HeaderValue::from_str(&mapped) {
-                let _ = h.insert_header("location", v);
+                let _ = h.insert_header(header, v);
             }
         }
     }
