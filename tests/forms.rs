@@ -212,3 +212,72 @@ async fn get_forms_navigate_their_fragment() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn form_bodies_are_streamed_intact_and_bounded() {
+    let o = Origin::start(|req| match req.path.as_str() {
+        "/u/form" => R::html(
+            "<form method=\"post\" action=\"upload\"><input type=\"file\" name=\"f\"></form>",
+        ),
+        "/u/upload" => {
+            let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
+            R::html(format!(
+                "<p>GOT {} bytes sum {sum} type {}</p>",
+                req.body.len(),
+                req.header("content-type").unwrap_or("-")
+            ))
+        }
+        _ => R::status(404, ""),
+    })
+    .await;
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/u/"), "timeout = \"5s\"")],
+            HOME,
+            "max_body = \"4MiB\"\n",
+        ),
+        &[(
+            "page.html",
+            &layout(r#"<fragment id="up" origin="o" src="/form"></fragment>"#),
+        )],
+    )
+    .await;
+    let page = edge.get("/").await;
+    let action = attr_value(&page.body, "action", "<form");
+    // 3 MB: more than fragments.max_bytes (2 MiB), less than max_body.
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    let ct = "application/octet-stream";
+    let r = post(edge.addr, &action, &[("Content-Type", ct)], &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("GOT 3000000 bytes sum {sum} type {ct}")),
+        "{}",
+        r.body
+    );
+    // The same body, chunked by the browser.
+    let mut raw = format!("POST {action} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes();
+    for piece in body.chunks(65_536) {
+        raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        raw.extend_from_slice(piece);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let r = raw_request(edge.addr, &raw).await;
+    assert!(
+        r.body.contains(&format!("GOT 3000000 bytes sum {sum}")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        o.requests_to("/u/upload").len(),
+        2,
+        "each POST reached the origin once"
+    );
+    // Declared over max_body: 413 before anything goes to the origin.
+    let head = format!("POST {action} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\nxxxxxxxx", 5 << 20);
+    let r = raw_request(edge.addr, head.as_bytes()).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(o.requests_to("/u/upload").len(), 2);
+}

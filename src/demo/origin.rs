@@ -154,21 +154,59 @@ async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
                 return;
             }
         };
-        let body_len: usize = req
-            .header("content-length")
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < used + body_len {
-            let mut chunk = [0u8; 4096];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        let chunked = req
+            .header("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            let mut body = Vec::new();
+            let mut at = used;
+            loop {
+                // chunk-size line, then that many bytes and CRLF; 0 ends it.
+                let line_end = loop {
+                    if let Some(p) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                        break at + p;
+                    }
+                    if !read_more(&mut tcp, &mut buf).await {
+                        return;
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&buf[at..line_end]).to_string();
+                let Ok(size) =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                else {
+                    return;
+                };
+                let start = line_end + 2;
+                while buf.len() < start + size + 2 {
+                    if !read_more(&mut tcp, &mut buf).await {
+                        return;
+                    }
+                }
+                body.extend_from_slice(&buf[start..start + size]);
+                at = start + size + 2;
+                if size == 0 {
+                    break;
+                }
             }
-        }
+            buf.drain(..at);
+            Bytes::from(body)
+        } else {
+            let body_len: usize = req
+                .header("content-length")
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < used + body_len {
+                if !read_more(&mut tcp, &mut buf).await {
+                    return;
+                }
+            }
+            let body = Bytes::copy_from_slice(&buf[used..used + body_len]);
+            buf.drain(..used + body_len);
+            body
+        };
         let mut req = req;
         req.conn = conn;
-        req.body = Bytes::copy_from_slice(&buf[used..used + body_len]);
-        buf.drain(..used + body_len);
+        req.body = body;
         let reply = handler(req).await;
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
@@ -198,6 +236,18 @@ async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
         }
         if tcp.write_all(&reply.body).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Reads more bytes into `buf`; false when the connection ended.
+async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16384];
+    match tcp.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
         }
     }
 }

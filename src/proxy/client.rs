@@ -56,8 +56,6 @@ pub struct OriginRequest<'a> {
     /// Receives the answer's `Set-Cookie` values as soon as its head is read
     /// (before the body), so that cookies are recorded early.
     pub on_head: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
-    /// A request body (form posts), sent whole with its `Content-Length`.
-    pub body: Option<Bytes>,
 }
 
 impl OriginClient {
@@ -147,23 +145,14 @@ impl OriginClient {
                     FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
                 })?;
             let sent = match session.write_request_header(Box::new(header.clone())).await {
-                Ok(_) => match req.body.as_ref() {
-                    Some(body) => match session.write_body(body).await {
-                        Ok(_) => match session.finish_body().await {
-                            Ok(_) => session.read_response().await.map(|_| ()),
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    },
-                    None => session.read_response().await.map(|_| ()),
-                },
+                Ok(_) => session.read_response().await.map(|_| ()),
                 Err(e) => Err(e),
             };
             match sent {
                 Ok(()) => break session,
-                // NOTE: only a request without a body is retried: a POST
-                // must reach the origin at most once.
-                Err(e) if reused && attempts < 3 && req.body.is_none() => {
+                // NOTE: bodies go through open_upload, which never retries
+                // once any of the body was sent.
+                Err(e) if reused && attempts < 3 => {
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
                 Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
@@ -178,6 +167,58 @@ impl OriginClient {
             peer,
             _permit: permit,
         })
+    }
+
+    /// Starts a request whose body is streamed: its head goes now (with
+    /// `Content-Length` when `length` is known, chunked otherwise); the body
+    /// follows through [`Upload::write`], then [`Upload::finish`] reads the
+    /// answer's head. Only the head is retried on a stale pooled connection,
+    /// never once any of the body was sent.
+    pub async fn open_upload(
+        &self,
+        req: &OriginRequest<'_>,
+        length: Option<u64>,
+    ) -> Result<Upload<'_>, FetchFailure> {
+        let conn = self.conn(&req.origin.name).ok_or_else(|| {
+            FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
+        })?;
+        let peer = conn.peer.clone().ok_or_else(|| {
+            FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
+        })?;
+        let permit = conn
+            .limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
+        let mut header = build_request(req)?;
+        let framing = match length {
+            Some(n) => header.insert_header(http::header::CONTENT_LENGTH, n.to_string()),
+            None => header.insert_header(http::header::TRANSFER_ENCODING, "chunked"),
+        };
+        framing.map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (mut session, reused) =
+                self.connector.get_http_session(&peer).await.map_err(|e| {
+                    FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
+                })?;
+            match session.write_request_header(Box::new(header.clone())).await {
+                Ok(_) => {
+                    return Ok(Upload {
+                        client: self,
+                        session,
+                        peer,
+                        permit,
+                    })
+                }
+                Err(e) if reused && attempts < 3 => {
+                    tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
+                }
+                Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
+            }
+        }
     }
 
     /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
@@ -221,6 +262,49 @@ impl OriginClient {
             location,
             set_cookies,
             body,
+        })
+    }
+}
+
+/// A request to an origin whose body is being streamed.
+pub struct Upload<'c> {
+    client: &'c OriginClient,
+    session: HttpSession,
+    peer: HttpPeer,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<'c> Upload<'c> {
+    /// Sends the next piece of the body.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FetchFailure> {
+        self.session
+            .write_body(chunk)
+            .await
+            .map(|_| ())
+            .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))
+    }
+
+    /// Ends the body and reads the answer's head.
+    pub async fn finish(mut self) -> Result<Exchange<'c>, FetchFailure> {
+        let sent = match self.session.finish_body().await {
+            Ok(_) => self.session.read_response().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        sent.map_err(|e| exchange_failure("origin", &e))?;
+        if self.session.resp_header().is_none() {
+            return Err(FetchFailure::Error("no response header".into()));
+        }
+        let Upload {
+            client,
+            session,
+            peer,
+            permit,
+        } = self;
+        Ok(Exchange {
+            client,
+            session,
+            peer,
+            _permit: permit,
         })
     }
 }
@@ -314,10 +398,6 @@ fn build_request(req: &OriginRequest<'_>) -> Result<RequestHeader, FetchFailure>
         .map_err(bad)?;
     for (name, value) in &req.headers {
         h.append_header(name.clone(), value.clone()).map_err(bad)?;
-    }
-    if let Some(body) = &req.body {
-        h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-            .map_err(bad)?;
     }
     Ok(h)
 }

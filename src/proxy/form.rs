@@ -101,29 +101,21 @@ pub async fn serve(
             return respond_simple(session, 400, "Bad Request", "This form path is invalid.").await;
         }
     };
-    // The body, bounded by max_body.
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > cfg.server.max_body {
-                    respond_simple(
-                        session,
-                        413,
-                        "Content Too Large",
-                        "The form is larger than this site accepts.",
-                    )
-                    .await;
-                    return false;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(%client, error = %e, "form body broken off");
-                return false;
-            }
-        }
+    // A declared length over max_body is refused before anything is sent.
+    let length = page
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if length.is_some_and(|n| n > cfg.server.max_body) {
+        respond_simple(
+            session,
+            413,
+            "Content Too Large",
+            "The form is larger than this site accepts.",
+        )
+        .await;
+        return false;
     }
     let user = match session_or_503(app, &cfg, &page.headers, session, "form").await {
         Ok(s) => s,
@@ -162,10 +154,61 @@ pub async fn serve(
         headers,
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
-        body: Some(body.freeze()),
     };
+    // The body is relayed as it arrives (bounded by max_body; each step under
+    // the origin's deadline). Cut off, the origin never sees a whole request.
+    let mut upload = match tokio::time::timeout(
+        origin.timeout,
+        app.client.open_upload(&request, length),
+    )
+    .await
+    {
+        Ok(Ok(u)) => Some(u),
+        Ok(Err(e)) => {
+            tracing::warn!(origin = %origin.name, error = %e, "form submission failed");
+            None
+        }
+        Err(_) => None,
+    };
+    let mut sent: u64 = 0;
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "form body broken off");
+                return false;
+            }
+        };
+        sent += chunk.len() as u64;
+        if sent > cfg.server.max_body {
+            drop(upload);
+            respond_simple(
+                session,
+                413,
+                "Content Too Large",
+                "The form is larger than this site accepts.",
+            )
+            .await;
+            return false;
+        }
+        if let Some(u) = upload.as_mut() {
+            match tokio::time::timeout(origin.timeout, u.write(&chunk)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(origin = %origin.name, "the origin stopped taking the form body");
+                    upload = None;
+                }
+            }
+        }
+    }
     let answer = tokio::time::timeout(origin.timeout, async {
-        let mut ex = app.client.open(&request).await?;
+        let Some(upload) = upload else {
+            return Err(crate::aggregate::FetchFailure::Unavailable(
+                "the form could not be sent".into(),
+            ));
+        };
+        let mut ex = upload.finish().await?;
         if let Some(s) = &user {
             if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
                 tracing::warn!(error = %e, "form cookies not saved");

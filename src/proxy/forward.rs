@@ -267,7 +267,6 @@ impl FragmentSource for RequestSource {
             headers: self.browser.origin_headers(req, jar_cookies),
             max_bytes: req.max_bytes,
             on_head: session.map(|_| head_tx),
-            body: None,
         });
         let record = async {
             if let (Some(s), Ok(set_cookies)) = (session, head_rx.await) {

@@ -11,7 +11,7 @@ mod page;
 mod resource;
 mod server;
 
-pub use client::{OriginClient, OriginRequest};
+pub use client::{Exchange, OriginClient, OriginRequest, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{new_request_id, BrowserContext, RequestSource, SessionState};
 pub use server::{load_snapshot, run, App, RunError, Snapshot};

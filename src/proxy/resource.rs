@@ -124,7 +124,6 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         headers: out,
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
-        body: None,
     };
     let mut ex = match tokio::time::timeout(origin.timeout, app.client.open(&origin_req)).await {
         Ok(Ok(ex)) => ex,
