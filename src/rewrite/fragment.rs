@@ -145,6 +145,34 @@ impl FragmentRewrite {
         el.prepend(&hidden, ContentType::Html);
     }
 
+    /// Rewrites one element of the fragment: its URLs by tag, its classes
+    /// (rename mode).
+    pub fn element(&self, el: &mut Element) {
+        match el.tag_name().as_str() {
+            "a" | "area" => rewrite_attr(el, "href", |v| self.link(v)),
+            "img" | "source" => {
+                rewrite_attr(el, "src", |v| self.resource(v));
+                rewrite_attr(el, "srcset", |v| self.srcset(v));
+            }
+            "video" => {
+                rewrite_attr(el, "src", |v| self.resource(v));
+                rewrite_attr(el, "poster", |v| self.resource(v));
+            }
+            "script" | "audio" | "track" | "embed" | "input" | "iframe" => {
+                rewrite_attr(el, "src", |v| self.resource(v));
+            }
+            "object" => rewrite_attr(el, "data", |v| self.resource(v)),
+            "link" | "use" | "image" => rewrite_attr(el, "href", |v| self.resource(v)),
+            "form" => self.form(el),
+            _ => {}
+        }
+        if self.css_scope == CssScope::Rename {
+            if let Some(v) = el.get_attribute("class") {
+                let _ = el.set_attribute("class", &scope_class_attr(&self.class_prefix, &v));
+            }
+        }
+    }
+
     /// A rewritten `srcset`: each candidate's URL as a resource, its
     /// descriptor kept. `None` when nothing changed.
     pub fn srcset(&self, raw: &str) -> Option<String> {
@@ -228,51 +256,20 @@ fn rewrite_attr(el: &mut Element, name: &str, f: impl Fn(&str) -> Option<String>
     }
 }
 
-/// The element handlers of a fragment body's rewriting.
+/// The handlers of a fragment body's rewriting: one for every element, which
+/// dispatches on the tag name, and one for `<style>` text.
+///
+/// NOTE: lol_html compiles its selector VM anew for every rewriter, and every
+/// fragment gets its own rewriter: one `*` selector instead of twenty-odd
+/// alternatives keeps that cheap (docs/PERFORMANCE.md).
 pub fn fragment_handlers(
     rw: Arc<FragmentRewrite>,
 ) -> Vec<(Cow<'static, Selector>, ElementContentHandlers<'static>)> {
-    let links = rw.clone();
-    let resources = rw.clone();
-    let srcsets = rw.clone();
-    let hrefs = rw.clone();
-    let mut handlers = vec![
-        on_element("a[href], area[href]", move |el: &mut Element| {
-            rewrite_attr(el, "href", |v| links.link(v));
-            Ok(())
-        }),
-        on_element(
-            "img[src], script[src], source[src], video[src], audio[src], track[src], embed[src], input[src], iframe[src], video[poster], object[data]",
-            move |el: &mut Element| {
-                for attr in ["src", "poster", "data"] {
-                    rewrite_attr(el, attr, |v| resources.resource(v));
-                }
-                Ok(())
-            },
-        ),
-        on_element("img[srcset], source[srcset]", move |el: &mut Element| {
-            rewrite_attr(el, "srcset", |v| srcsets.srcset(v));
-            Ok(())
-        }),
-        on_element("link[href], use[href], image[href]", move |el: &mut Element| {
-            rewrite_attr(el, "href", |v| hrefs.resource(v));
-            Ok(())
-        }),
-    ];
-    let forms = rw.clone();
-    handlers.push(on_element("form", move |el: &mut Element| {
-        forms.form(el);
+    let elements = rw.clone();
+    let mut handlers = vec![on_element("*", move |el: &mut Element| {
+        elements.element(el);
         Ok(())
-    }));
-    if rw.css_scope == CssScope::Rename {
-        let classes = rw.clone();
-        handlers.push(on_element("[class]", move |el: &mut Element| {
-            if let Some(v) = el.get_attribute("class") {
-                let _ = el.set_attribute("class", &scope_class_attr(&classes.class_prefix, &v));
-            }
-            Ok(())
-        }));
-    }
+    })];
     // An inline stylesheet arrives in chunks: gather it, then write it once,
     // rewritten, in place of its last chunk.
     let sheet = Rc::new(RefCell::new(String::new()));
