@@ -134,17 +134,23 @@ impl OriginClient {
             .acquire_owned()
             .await
             .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
-        let header = build_request(req)?;
+        let mut header = Some(build_request(req)?);
         // A pooled connection may have been closed by the origin meanwhile:
         // such a failure before any answer is retried on a fresh connection.
         let mut attempts = 0;
         let session = loop {
             attempts += 1;
+            // The header is built again only for a retry (rare), not cloned
+            // for every request.
+            let head = match header.take() {
+                Some(h) => h,
+                None => build_request(req)?,
+            };
             let (mut session, reused) =
                 self.connector.get_http_session(&peer).await.map_err(|e| {
                     FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
                 })?;
-            let sent = match session.write_request_header(Box::new(header.clone())).await {
+            let sent = match session.write_request_header(Box::new(head)).await {
                 Ok(_) => session.read_response().await.map(|_| ()),
                 Err(e) => Err(e),
             };
@@ -388,7 +394,9 @@ fn exchange_failure(origin: &str, e: &pingora::Error) -> FetchFailure {
 
 fn build_request(req: &OriginRequest<'_>) -> Result<RequestHeader, FetchFailure> {
     let bad = |e: pingora::BError| FetchFailure::Error(format!("cannot build the request: {e}"));
-    let mut h = RequestHeader::build(
+    // NOTE: no case-preserving name map: header names go out in lower case
+    // (HTTP/1.1 field names are case-insensitive), and building is cheaper.
+    let mut h = RequestHeader::build_no_case(
         req.method,
         req.path_and_query.as_bytes(),
         Some(req.headers.len() + 1),
