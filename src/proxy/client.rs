@@ -118,12 +118,14 @@ impl OriginClient {
         self.origins.read().ok()?.get(name).cloned()
     }
 
-    /// Sends one request and reads the answer's head; the body is then read
-    /// through the returned [`Exchange`] (streamed), which goes back to the
-    /// pool only when read to the end.
-    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange<'_>, FetchFailure> {
-        let conn = self.conn(&req.origin.name).ok_or_else(|| {
-            FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
+    /// The origin's peer and a place among its `max_connections` (waiting in
+    /// line for one when all are taken).
+    async fn slot(
+        &self,
+        origin: &str,
+    ) -> Result<(HttpPeer, tokio::sync::OwnedSemaphorePermit), FetchFailure> {
+        let conn = self.conn(origin).ok_or_else(|| {
+            FetchFailure::Unavailable(format!("origin `{origin}` is not configured"))
         })?;
         let peer = conn.peer.clone().ok_or_else(|| {
             FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
@@ -134,6 +136,14 @@ impl OriginClient {
             .acquire_owned()
             .await
             .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
+        Ok((peer, permit))
+    }
+
+    /// Sends one request and reads the answer's head; the body is then read
+    /// through the returned [`Exchange`] (streamed), which goes back to the
+    /// pool only when read to the end.
+    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange<'_>, FetchFailure> {
+        let (peer, permit) = self.slot(&req.origin.name).await?;
         let mut header = Some(build_request(req)?);
         // A pooled connection may have been closed by the origin meanwhile:
         // such a failure before any answer is retried on a fresh connection.
@@ -185,18 +195,7 @@ impl OriginClient {
         req: &OriginRequest<'_>,
         length: Option<u64>,
     ) -> Result<Upload<'_>, FetchFailure> {
-        let conn = self.conn(&req.origin.name).ok_or_else(|| {
-            FetchFailure::Unavailable(format!("origin `{}` is not configured", req.origin.name))
-        })?;
-        let peer = conn.peer.clone().ok_or_else(|| {
-            FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
-        })?;
-        let permit = conn
-            .limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
+        let (peer, permit) = self.slot(&req.origin.name).await?;
         let mut header = build_request(req)?;
         let framing = match length {
             Some(n) => header.insert_header(http::header::CONTENT_LENGTH, n.to_string()),

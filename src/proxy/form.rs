@@ -17,7 +17,7 @@ use super::client::OriginRequest;
 use super::forward::BrowserContext;
 use super::page::{render, respond_bytes, respond_simple, session_or_503, PageRequest};
 use super::server::App;
-use crate::aggregate::{valid_id, FetchRequest, Submitted, SubmittedOutcome};
+use crate::aggregate::{valid_id, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
 use crate::rewrite::{classify, is_rain_param, resolve_src, PageUrl, Target, UrlContext};
 
@@ -126,20 +126,9 @@ pub async fn serve(
         None => (back.clone(), None),
     };
     let browser = BrowserContext::new(&cfg, &page.headers, Some(client.ip()), back.clone());
-    let fetch = FetchRequest {
-        origin: origin.clone(),
-        url: url.clone(),
-        fragment_id: id.clone(),
-        public: false,
-        max_bytes: cfg.fragments.max_bytes,
-        chain_cookies: Vec::new(),
-        timeout: origin.timeout,
-    };
-    let jar = match &user {
-        Some(s) => s.cookie_header(&origin.name, &url).await.ok().flatten(),
-        None => None,
-    };
-    let mut headers = browser.origin_headers(&fetch, jar);
+    let mut headers = browser
+        .headers_with_jar(&origin, &url, &id, user.as_deref())
+        .await;
     if let Some(ct) = page.headers.get(http::header::CONTENT_TYPE) {
         headers.push((http::header::CONTENT_TYPE, ct.clone()));
     }

@@ -190,6 +190,33 @@ impl BrowserContext {
     }
 }
 
+impl BrowserContext {
+    /// The headers for a resource or form request to `origin` at `url` on
+    /// behalf of fragment `id`, with the user's jar for that origin.
+    pub async fn headers_with_jar(
+        &self,
+        origin: &Arc<crate::config::Origin>,
+        url: &url::Url,
+        id: &str,
+        user: Option<&PageSession>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let fetch = FetchRequest {
+            origin: origin.clone(),
+            url: url.clone(),
+            fragment_id: id.to_string(),
+            public: false,
+            max_bytes: 0,
+            chain_cookies: Vec::new(),
+            timeout: origin.timeout,
+        };
+        let jar = match user {
+            Some(s) => s.cookie_header(&origin.name, url).await.ok().flatten(),
+            None => None,
+        };
+        self.origin_headers(&fetch, jar)
+    }
+}
+
 /// A random request id (128 bits, hex).
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())

@@ -15,7 +15,6 @@ use super::client::OriginRequest;
 use super::forward::BrowserContext;
 use super::page::{respond_simple, session_or_503};
 use super::server::App;
-use crate::aggregate::FetchRequest;
 use crate::rewrite::{classify, resolve_src, resource_url, Target, UrlContext};
 
 /// Response headers of a resource passed on to the browser.
@@ -93,20 +92,9 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         Some(client.ip()),
         format!("/_rain/r/{rest}"),
     );
-    let fetch = FetchRequest {
-        origin: origin.clone(),
-        url: url.clone(),
-        fragment_id: "resource".into(),
-        public: false,
-        max_bytes: cfg.fragments.max_bytes,
-        chain_cookies: Vec::new(),
-        timeout: origin.timeout,
-    };
-    let jar = match &user {
-        Some(s) => s.cookie_header(&origin.name, &url).await.ok().flatten(),
-        None => None,
-    };
-    let mut out = browser.origin_headers(&fetch, jar);
+    let mut out = browser
+        .headers_with_jar(&origin, &url, "resource", user.as_deref())
+        .await;
     out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
     for name in ASKED {
         for v in headers.get_all(*name) {
