@@ -200,11 +200,7 @@ async fn primary_fragment_sets_the_page_status() {
             "[[routes]]\npath = \"/{case}\"\nlayout = \"{case}.html\"\n"
         ));
     }
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let edge = Edge::start(&config(&[("o", o.url("/"), "")], &routes, ""), &t).await;
+    let edge = Edge::start_pages(&config(&[("o", o.url("/"), "")], &routes, ""), &templates).await;
 
     let r = edge.get("/ok").await;
     assert_eq!(r.status, 200);

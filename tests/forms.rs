@@ -95,10 +95,6 @@ async fn jsp_multipart_spring_csrf_and_wicket_listener_forms() {
             r#"<fragment id="w" origin="wicket" src="/counter"></fragment>"#.to_string(),
         ),
     ]);
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let origins = [
         (
             "jsp",
@@ -116,7 +112,7 @@ async fn jsp_multipart_spring_csrf_and_wicket_listener_forms() {
             "kind = \"wicket\"\ntimeout = \"8s\"",
         ),
     ];
-    let edge = Edge::start(&config(&origins, &routes, ""), &t).await;
+    let edge = Edge::start_pages(&config(&origins, &routes, ""), &templates).await;
     let mut user = Browser::new(&edge);
 
     // JSP, multipart: the body reaches Tomcat intact, once.

@@ -18,18 +18,14 @@ async fn php_counter_login_and_two_users() {
         ("private", frag("php", "/private.php", "")),
         ("forbidden", frag("php", "/forbidden.php", "")),
     ]);
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let url = format!("http://127.0.0.1:{}/", php.port);
-    let edge = Edge::start(
+    let edge = Edge::start_pages(
         &config(
             &[("php", url, "kind = \"php\"\ntimeout = \"3s\"")],
             &routes,
             "",
         ),
-        &t,
+        &templates,
     )
     .await;
 
@@ -81,18 +77,14 @@ async fn php_session_lock_serializes_fragments_without_breaking_the_page() {
         frag("php", "/counter.php?sleep_ms=300&amp;f=3", "")
     );
     let (routes, templates) = pages(&[("", body)]);
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let url = format!("http://127.0.0.1:{}/", php.port);
-    let edge = Edge::start(
+    let edge = Edge::start_pages(
         &config(
             &[("php", url, "kind = \"php\"\ntimeout = \"3s\"")],
             &routes,
             "",
         ),
-        &t,
+        &templates,
     )
     .await;
     let mut user = Browser::new(&edge);
@@ -147,10 +139,6 @@ async fn jsp_wicket_and_spring_sessions_logins_and_users() {
         ),
         ("forbidden", frag("jsp", "/forbidden.jsp", "")),
     ]);
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let origins = [
         (
             "jsp",
@@ -168,7 +156,7 @@ async fn jsp_wicket_and_spring_sessions_logins_and_users() {
             "kind = \"spring\"\ntimeout = \"8s\"",
         ),
     ];
-    let edge = Edge::start(&config(&origins, &routes, ""), &t).await;
+    let edge = Edge::start_pages(&config(&origins, &routes, ""), &templates).await;
 
     let mut ann = Browser::new(&edge);
     let first = ann.get("/").await;

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rain_edge::aggregate::{merge_statics, Item, Splitter};
+use rain_edge::aggregate::{Item, Splitter};
 use rain_edge::config::{CssScope, OriginKind};
 use rain_edge::rewrite::{FragmentRewrite, PageUrl};
 use url::Url;
@@ -30,17 +30,7 @@ fn rewrite(src: &[u8], kind: OriginKind, chunk: &mut dyn FnMut() -> usize) -> St
         },
         class_prefix: "shop".into(),
     });
-    let mut s = Splitter::for_fragment(rw);
-    let mut items = Vec::new();
-    let mut i = 0;
-    while i < src.len() {
-        let n = chunk().clamp(1, src.len() - i);
-        s.write(&src[i..i + n]).expect("write");
-        items.extend(s.take_ready());
-        i += n;
-    }
-    items.extend(s.end().expect("end"));
-    merge_statics(items)
+    crate::support::feed(Splitter::for_fragment(rw), src, chunk)
         .into_iter()
         .map(|item| match item {
             Item::Static(b) => String::from_utf8_lossy(&b).into_owned(),

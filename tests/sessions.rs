@@ -187,11 +187,7 @@ async fn path_scoping_and_deletion_are_honoured() {
             layout(&format!(r#"<fragment origin="o" src="{src}"></fragment>"#)),
         ));
     }
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let edge = Edge::start(&config(&[("o", o.url("/"), "")], &routes, ""), &t).await;
+    let edge = Edge::start_pages(&config(&[("o", o.url("/"), "")], &routes, ""), &templates).await;
     let sid = sid_of(&edge.get("/set").await).expect("sid");
     let c = format!("rain_sid={sid}");
     let under = edge.get_with("/under", &[("Cookie", &c)]).await;
@@ -390,14 +386,10 @@ async fn concurrent_updates_merge(store_extra: &str, instances: usize) {
             r#"<fragment origin="o" src="/set-b"></fragment>"#.to_string(),
         ),
     ]);
-    let t: Vec<(&str, &str)> = templates
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     let cfg = config(&[("o", o.url("/"), "")], &routes, store_extra);
     let mut edges = Vec::new();
     for _ in 0..instances {
-        edges.push(Edge::start(&cfg, &t).await);
+        edges.push(Edge::start_pages(&cfg, &templates).await);
     }
     let sid = sid_of(&edges[0].get("/show").await).expect("sid");
     let c = format!("rain_sid={sid}");

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use rain_edge::aggregate::{merge_statics, FragmentSpec, Item, Splitter};
+use rain_edge::aggregate::{FragmentSpec, Item, Splitter};
 
 fn render(items: &[Item]) -> String {
     let mut out = String::new();
@@ -36,17 +36,7 @@ fn render(items: &[Item]) -> String {
 }
 
 fn split_in_chunks(src: &[u8], strip: bool, sizes: &mut dyn FnMut() -> usize) -> Vec<Item> {
-    let mut s = Splitter::new(strip);
-    let mut items = Vec::new();
-    let mut i = 0;
-    while i < src.len() {
-        let n = sizes().clamp(1, src.len() - i);
-        s.write(&src[i..i + n]).expect("write");
-        items.extend(s.take_ready());
-        i += n;
-    }
-    items.extend(s.end().expect("end"));
-    merge_statics(items)
+    crate::support::feed(Splitter::new(strip), src, sizes)
 }
 
 #[test]

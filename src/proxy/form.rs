@@ -27,6 +27,18 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// Answers 413 and closes: the rest of the body is not read.
+async fn too_large(session: &mut ServerSession) -> bool {
+    respond_simple(
+        session,
+        413,
+        "Content Too Large",
+        "The form is larger than this site accepts.",
+    )
+    .await;
+    false
+}
+
 /// Serves one form submission. Returns whether the connection may be kept.
 pub async fn serve(
     app: &App,
@@ -108,14 +120,7 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if length.is_some_and(|n| n > cfg.server.max_body) {
-        respond_simple(
-            session,
-            413,
-            "Content Too Large",
-            "The form is larger than this site accepts.",
-        )
-        .await;
-        return false;
+        return too_large(session).await;
     }
     let user = match session_or_503(app, &cfg, &page.headers, session, "form").await {
         Ok(s) => s,
@@ -172,14 +177,7 @@ pub async fn serve(
         sent += chunk.len() as u64;
         if sent > cfg.server.max_body {
             drop(upload);
-            respond_simple(
-                session,
-                413,
-                "Content Too Large",
-                "The form is larger than this site accepts.",
-            )
-            .await;
-            return false;
+            return too_large(session).await;
         }
         if let Some(u) = upload.as_mut() {
             match tokio::time::timeout(origin.timeout, u.write(&chunk)).await {

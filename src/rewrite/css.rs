@@ -83,14 +83,13 @@ impl<'i, F: FnMut(&str) -> Option<String>> Visitor<'i> for Scoper<'_, F> {
     }
 }
 
-/// Rewrites a stylesheet: classes renamed with `prefix` (when given), URLs
-/// through `map_url` (`None` keeps one). The result never contains `</`, so
-/// it can stand inside a `<style>` element.
-pub fn rewrite_css(
-    css: &str,
+/// Parses a stylesheet with error recovery (a broken rule is dropped, not the
+/// sheet), renames its classes with `prefix` when given and maps its URLs.
+fn parse_mapped<'i>(
+    css: &'i str,
     prefix: Option<&str>,
     map_url: impl FnMut(&str) -> Option<String>,
-) -> Result<String, String> {
+) -> Result<StyleSheet<'i>, String> {
     let options = ParserOptions {
         error_recovery: true,
         ..ParserOptions::default()
@@ -100,6 +99,18 @@ pub fn rewrite_css(
     if let Err(never) = sheet.visit(&mut scoper) {
         match never {}
     }
+    Ok(sheet)
+}
+
+/// Rewrites a stylesheet: classes renamed with `prefix` (when given), URLs
+/// through `map_url` (`None` keeps one). The result never contains `</`, so
+/// it can stand inside a `<style>` element.
+pub fn rewrite_css(
+    css: &str,
+    prefix: Option<&str>,
+    map_url: impl FnMut(&str) -> Option<String>,
+) -> Result<String, String> {
+    let sheet = parse_mapped(css, prefix, map_url)?;
     let printed = sheet
         .to_css(PrinterOptions::default())
         .map_err(|e| e.to_string())?;
@@ -117,18 +128,7 @@ pub fn wrap_css(
     origin: &str,
     map_url: impl FnMut(&str) -> Option<String>,
 ) -> Result<String, String> {
-    let options = ParserOptions {
-        error_recovery: true,
-        ..ParserOptions::default()
-    };
-    let mut sheet = StyleSheet::parse(css, options).map_err(|e| e.to_string())?;
-    let mut scoper = Scoper {
-        prefix: None,
-        map_url,
-    };
-    if let Err(never) = sheet.visit(&mut scoper) {
-        match never {}
-    }
+    let mut sheet = parse_mapped(css, None, map_url)?;
     let (scoped, top): (Vec<_>, Vec<_>) =
         std::mem::take(&mut sheet.rules.0)
             .into_iter()

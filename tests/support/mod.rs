@@ -196,6 +196,15 @@ impl Edge {
         .await
     }
 
+    /// As [`Edge::start`], with owned templates (as [`pages`] makes them).
+    pub async fn start_pages(config: &str, templates: &[(String, String)]) -> Edge {
+        let t: Vec<(&str, &str)> = templates
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        Edge::start(config, &t).await
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         get(self.addr, path, &[]).await
     }
@@ -719,4 +728,23 @@ pub fn golden(
         }
     }
     cases
+}
+
+/// Feeds `src` to `splitter` in chunks of the sizes `chunk` gives, taking
+/// items as they are ready, and returns them all, static runs merged.
+pub fn feed(
+    mut splitter: rain_edge::aggregate::Splitter,
+    src: &[u8],
+    chunk: &mut dyn FnMut() -> usize,
+) -> Vec<rain_edge::aggregate::Item> {
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < src.len() {
+        let n = chunk().clamp(1, src.len() - i);
+        splitter.write(&src[i..i + n]).expect("write");
+        items.extend(splitter.take_ready());
+        i += n;
+    }
+    items.extend(splitter.end().expect("end"));
+    rain_edge::aggregate::merge_statics(items)
 }
