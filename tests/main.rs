@@ -11,6 +11,7 @@ mod forms;
 mod forwarding;
 mod lifecycle;
 mod navigation;
+mod origin_wire;
 mod remote_apps;
 mod rewrite_golden;
 mod rewrite_props;

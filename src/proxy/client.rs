@@ -1,43 +1,78 @@
-//! The origin client: pingora's HTTP/1.1 connector with its keep-alive pool,
-//! one peer per origin, a cap on concurrent connections per origin, and a
-//! bounded body read. A connection goes back to the pool only when its
-//! answer was read to the end; a timed-out or failed exchange is dropped
-//! (closed), never reused.
+//! The origin client: HTTP/1.1 over tokio sockets with a keep-alive pool per
+//! origin, a cap on concurrent connections per origin, and bounded, streamed
+//! body reads. The wire format is in [`super::h1`].
+//!
+//! Our own rather than pingora's connector because of memory: pingora's
+//! client reserves a 64 KiB body buffer for every exchange, which under
+//! thousands of slow fragments in flight was most of rain-edge's RSS. Here an
+//! exchange holds no buffer while it waits: one is taken when bytes are
+//! ready, sized by what the answer announced.
+//!
+//! A connection goes back to the pool only when its answer was read to the
+//! end and both sides allow keep-alive; a failed, timed-out or abandoned
+//! exchange closes its connection.
 
-use std::collections::HashMap;
-use std::net::ToSocketAddrs;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::ConnectorOptions;
-use pingora::http::RequestHeader;
-use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
-use tokio::sync::Semaphore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decode::{decode_content, to_utf8};
+use super::h1::{self, BodyDecoder, Decoded, Head, RequestBody, ResponseHead};
 use crate::aggregate::{FetchFailure, FetchResponse};
 use crate::config::{Config, Origin};
 
 /// How long an idle pooled connection to an origin is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
-/// Idle connections kept in the pool, over all origins.
-const POOL_SIZE: usize = 4096;
 
-/// One origin's connection target and its concurrency cap.
+/// One origin's address, its concurrency cap and its idle connections.
 struct OriginConn {
-    peer: Option<HttpPeer>,
-    resolve_error: Option<String>,
+    addr: Result<SocketAddr, String>,
+    connect_timeout: Duration,
     limit: Arc<Semaphore>,
     max: usize,
+    idle: Arc<Mutex<VecDeque<(TcpStream, Instant)>>>,
+}
+
+impl OriginConn {
+    /// The most recently used idle connection that is still open.
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((_, since)) = idle.front() {
+            if since.elapsed() < POOL_IDLE {
+                break;
+            }
+            idle.pop_front();
+        }
+        while let Some((io, _)) = idle.pop_back() {
+            // An idle connection has nothing to say: readable means the
+            // origin closed it (or broke the protocol). Costs no system
+            // call unless the socket was reported readable.
+            match io.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(io),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, io: TcpStream) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max {
+                idle.push_back((io, Instant::now()));
+            }
+        }
+    }
 }
 
 /// Pooled HTTP/1.1 client to the configured origins.
 pub struct OriginClient {
-    connector: Connector,
     origins: std::sync::RwLock<HashMap<String, Arc<OriginConn>>>,
 }
 
@@ -61,51 +96,42 @@ pub struct OriginRequest<'a> {
 impl OriginClient {
     /// A client for the origins of `cfg`.
     pub fn new(cfg: &Config) -> OriginClient {
-        let mut opts = ConnectorOptions::new(POOL_SIZE);
-        opts.keepalive_pool_size = POOL_SIZE;
         let client = OriginClient {
-            connector: Connector::new(Some(opts)),
             origins: Default::default(),
         };
         client.configure(cfg);
         client
     }
 
-    /// Re-reads the origins of a new configuration (names are resolved now;
-    /// the pool of idle connections is kept).
+    /// Re-reads the origins of a new configuration. Names are resolved now;
+    /// an origin whose address and cap did not change keeps its idle
+    /// connections and its count of connections in use.
     pub fn configure(&self, cfg: &Config) {
         let mut map = HashMap::new();
         let old = self.origins.read().map(|m| m.clone()).unwrap_or_default();
         for (name, o) in &cfg.origins {
-            let (peer, resolve_error) = match (o.host.as_str(), o.port).to_socket_addrs() {
-                Ok(mut addrs) => match addrs.next() {
-                    Some(addr) => {
-                        let mut peer = HttpPeer::new(addr, false, o.host.clone());
-                        peer.options.idle_timeout = Some(POOL_IDLE);
-                        peer.options.connection_timeout = Some(o.timeout);
-                        (Some(peer), None)
-                    }
-                    None => (None, Some(format!("`{}` resolves to no address", o.host))),
-                },
-                Err(e) => (None, Some(format!("cannot resolve `{}`: {e}", o.host))),
+            let addr = match (o.host.as_str(), o.port).to_socket_addrs() {
+                Ok(mut addrs) => addrs
+                    .next()
+                    .ok_or_else(|| format!("`{}` resolves to no address", o.host)),
+                Err(e) => Err(format!("cannot resolve `{}`: {e}", o.host)),
             };
-            // Keep the old semaphore when the cap did not change, so that
-            // requests in flight across a reload still count against it.
-            let limit = old
-                .get(name)
-                .filter(|c| c.max == o.max_connections)
-                .map(|c| c.limit.clone())
-                .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections)));
-            if let Some(e) = &resolve_error {
+            if let Err(e) = &addr {
                 tracing::warn!(origin = %name, error = %e, "origin address not resolved; its fragments fail as unavailable");
             }
+            let same = old
+                .get(name)
+                .filter(|c| c.max == o.max_connections && c.addr == addr);
             map.insert(
                 name.clone(),
                 Arc::new(OriginConn {
-                    peer,
-                    resolve_error,
-                    limit,
+                    addr,
+                    connect_timeout: o.timeout,
+                    limit: same
+                        .map(|c| c.limit.clone())
+                        .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections))),
                     max: o.max_connections,
+                    idle: same.map(|c| c.idle.clone()).unwrap_or_default(),
                 }),
             );
         }
@@ -114,75 +140,55 @@ impl OriginClient {
         }
     }
 
-    fn conn(&self, name: &str) -> Option<Arc<OriginConn>> {
-        self.origins.read().ok()?.get(name).cloned()
-    }
-
-    /// The origin's peer and a place among its `max_connections` (waiting in
-    /// line for one when all are taken).
+    /// The origin and a place among its `max_connections` (waiting in line
+    /// for one when all are taken).
     async fn slot(
         &self,
         origin: &str,
-    ) -> Result<(HttpPeer, tokio::sync::OwnedSemaphorePermit), FetchFailure> {
-        let conn = self.conn(origin).ok_or_else(|| {
-            FetchFailure::Unavailable(format!("origin `{origin}` is not configured"))
-        })?;
-        let peer = conn.peer.clone().ok_or_else(|| {
-            FetchFailure::Unavailable(conn.resolve_error.clone().unwrap_or_default())
-        })?;
+    ) -> Result<(Arc<OriginConn>, OwnedSemaphorePermit), FetchFailure> {
+        let conn = self
+            .origins
+            .read()
+            .ok()
+            .and_then(|m| m.get(origin).cloned())
+            .ok_or_else(|| {
+                FetchFailure::Unavailable(format!("origin `{origin}` is not configured"))
+            })?;
+        if let Err(e) = &conn.addr {
+            return Err(FetchFailure::Unavailable(e.clone()));
+        }
         let permit = conn
             .limit
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| FetchFailure::Unavailable("origin client closed".into()))?;
-        Ok((peer, permit))
+        Ok((conn, permit))
     }
 
-    /// Sends one request and reads the answer's head; the body is then read
-    /// through the returned [`Exchange`] (streamed), which goes back to the
-    /// pool only when read to the end.
-    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange<'_>, FetchFailure> {
-        let (peer, permit) = self.slot(&req.origin.name).await?;
-        let mut header = Some(build_request(req)?);
+    /// Sends one request without a body and reads the answer's head; the
+    /// body is then read through the returned [`Exchange`] (streamed), whose
+    /// connection goes back to the pool only when read to the end.
+    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
+        let (origin, permit) = self.slot(&req.origin.name).await?;
+        let head = request_head(req, RequestBody::None)?;
         // A pooled connection may have been closed by the origin meanwhile:
-        // such a failure before any answer is retried on a fresh connection.
-        let mut attempts = 0;
-        let session = loop {
-            attempts += 1;
-            // The header is built again only for a retry (rare), not cloned
-            // for every request.
-            let head = match header.take() {
-                Some(h) => h,
-                None => build_request(req)?,
-            };
-            let (mut session, reused) =
-                self.connector.get_http_session(&peer).await.map_err(|e| {
-                    FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
-                })?;
-            let sent = match session.write_request_header(Box::new(head)).await {
-                Ok(_) => session.read_response().await.map(|_| ()),
-                Err(e) => Err(e),
+        // a failure on it before any answer is retried on a fresh connection
+        // (these requests have no body, and are GET or HEAD).
+        loop {
+            let (mut conn, reused) = connect(&origin, &req.origin.name).await?;
+            let sent = match conn.io.write_all(&head).await {
+                Ok(()) => conn.read_head(req.method == "HEAD").await,
+                Err(e) => Err(WireError::Io(e)),
             };
             match sent {
-                Ok(()) => break session,
-                // NOTE: bodies go through open_upload, which never retries
-                // once any of the body was sent.
-                Err(e) if reused && attempts < 3 => {
+                Ok(head) => return Ok(Exchange::new(conn, head, origin, permit)),
+                Err(WireError::Io(e)) if reused && conn.nothing_read => {
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
+                Err(e) => return Err(e.into_failure(&req.origin.name)),
             }
-        };
-        if session.resp_header().is_none() {
-            return Err(FetchFailure::Error("no response header".into()));
         }
-        Ok(Exchange {
-            client: self,
-            session,
-            peer,
-            _permit: permit,
-        })
     }
 
     /// Starts a request whose body is streamed: its head goes now (with
@@ -194,34 +200,27 @@ impl OriginClient {
         &self,
         req: &OriginRequest<'_>,
         length: Option<u64>,
-    ) -> Result<Upload<'_>, FetchFailure> {
-        let (peer, permit) = self.slot(&req.origin.name).await?;
-        let mut header = build_request(req)?;
-        let framing = match length {
-            Some(n) => header.insert_header(http::header::CONTENT_LENGTH, n.to_string()),
-            None => header.insert_header(http::header::TRANSFER_ENCODING, "chunked"),
-        };
-        framing.map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))?;
+    ) -> Result<Upload, FetchFailure> {
+        let (origin, permit) = self.slot(&req.origin.name).await?;
+        let framing = length.map_or(RequestBody::Chunked, RequestBody::Length);
+        let head = request_head(req, framing)?;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut session, reused) =
-                self.connector.get_http_session(&peer).await.map_err(|e| {
-                    FetchFailure::Unavailable(format!("connecting to `{}`: {e}", req.origin.name))
-                })?;
-            match session.write_request_header(Box::new(header.clone())).await {
-                Ok(_) => {
+            let (mut conn, reused) = connect(&origin, &req.origin.name).await?;
+            match conn.io.write_all(&head).await {
+                Ok(()) => {
                     return Ok(Upload {
-                        client: self,
-                        session,
-                        peer,
+                        conn,
+                        chunked: framing == RequestBody::Chunked,
+                        origin,
                         permit,
                     })
                 }
                 Err(e) if reused && attempts < 3 => {
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => return Err(exchange_failure(&req.origin.name, &e)),
+                Err(e) => return Err(WireError::Io(e).into_failure(&req.origin.name)),
             }
         }
     }
@@ -237,29 +236,39 @@ impl OriginClient {
         if let Some(tx) = req.on_head.take() {
             let _ = tx.send(set_cookies.clone());
         }
-        if let Some(len) = ex
-            .header_str("content-length")
-            .and_then(|l| l.trim().parse::<u64>().ok())
-        {
+        let too_large =
+            || FetchFailure::Error(format!("body over the {} byte limit", req.max_bytes));
+        if let BodyDecoder::Length(len) = ex.body {
             if len > req.max_bytes {
-                return Err(FetchFailure::Error(format!(
-                    "body of {len} bytes is over the {} byte limit",
-                    req.max_bytes
-                )));
+                return Err(too_large());
             }
         }
-        let mut raw = BytesMut::new();
+        // Most answers arrive in one piece: it is kept as it is, not copied.
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut total = 0u64;
         while let Some(chunk) = ex.chunk().await? {
-            if (raw.len() + chunk.len()) as u64 > req.max_bytes {
-                return Err(FetchFailure::Error(format!(
-                    "body over the {} byte limit",
-                    req.max_bytes
-                )));
+            total += chunk.len() as u64;
+            if total > req.max_bytes {
+                return Err(too_large());
             }
-            raw.extend_from_slice(&chunk);
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
         }
-        ex.finish().await;
-        let decoded = decode_content(raw.freeze(), content_encoding.as_deref(), req.max_bytes)
+        ex.finish();
+        let raw = if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        };
+        let decoded = decode_content(raw, content_encoding.as_deref(), req.max_bytes)
             .map_err(|e| FetchFailure::Error(e.to_string()))?;
         let body = to_utf8(decoded, content_type.as_deref());
         Ok(FetchResponse {
@@ -271,140 +280,264 @@ impl OriginClient {
     }
 }
 
-/// A request to an origin whose body is being streamed.
-pub struct Upload<'c> {
-    client: &'c OriginClient,
-    session: HttpSession,
-    peer: HttpPeer,
-    permit: tokio::sync::OwnedSemaphorePermit,
+fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, FetchFailure> {
+    h1::request_head(
+        req.method,
+        req.path_and_query,
+        &req.origin.authority,
+        &req.headers,
+        body,
+    )
+    .map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))
 }
 
-impl<'c> Upload<'c> {
+/// A pooled connection when one is idle, else a new one (bounded by the
+/// origin's timeout). The flag says it was pooled.
+async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchFailure> {
+    if let Some(io) = origin.take_idle() {
+        return Ok((Conn::new(io), true));
+    }
+    let addr = origin.addr.clone().map_err(FetchFailure::Unavailable)?;
+    let io = match tokio::time::timeout(origin.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => {
+            return Err(FetchFailure::Unavailable(format!(
+                "connecting to `{name}`: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(FetchFailure::Unavailable(format!(
+                "connecting to `{name}`: timed out"
+            )))
+        }
+    };
+    let _ = io.set_nodelay(true);
+    Ok((Conn::new(io), false))
+}
+
+/// Why an exchange failed on the wire.
+enum WireError {
+    /// The connection failed or closed.
+    Io(std::io::Error),
+    /// The origin broke HTTP.
+    Protocol(String),
+}
+
+impl WireError {
+    /// A closed, reset or refused connection is `unavailable`; a malformed
+    /// answer is `error`.
+    fn into_failure(self, origin: &str) -> FetchFailure {
+        match self {
+            WireError::Io(e) => {
+                FetchFailure::Unavailable(format!("no answer from `{origin}`: {e}"))
+            }
+            WireError::Protocol(e) => {
+                FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
+            }
+        }
+    }
+}
+
+/// A connection and the bytes read from it but not yet used.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    eof: bool,
+    nothing_read: bool,
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            eof: false,
+            nothing_read: true,
+        }
+    }
+
+    /// Reads what the socket has, into a buffer of about `want` bytes taken
+    /// only once bytes are ready (an exchange waiting on a slow origin holds
+    /// no buffer).
+    async fn fill(&mut self, want: usize) -> std::io::Result<()> {
+        loop {
+            self.io.readable().await?;
+            self.buf.reserve(want.max(1024));
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(_) => {
+                    self.nothing_read = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads up to and including the final response head (interim 1xx
+    /// answers are skipped).
+    async fn read_head(&mut self, to_head: bool) -> Result<ResponseHead, WireError> {
+        loop {
+            match h1::parse_response_head(&self.buf, to_head).map_err(WireError::Protocol)? {
+                Head::Final(head, n) => {
+                    let _ = self.buf.split_to(n);
+                    return Ok(head);
+                }
+                Head::Interim(n) => {
+                    let _ = self.buf.split_to(n);
+                    continue;
+                }
+                Head::Partial => {}
+            }
+            if self.eof {
+                return Err(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a complete answer head",
+                )));
+            }
+            self.fill(8 * 1024).await.map_err(WireError::Io)?;
+        }
+    }
+}
+
+/// A request to an origin whose body is being streamed.
+pub struct Upload {
+    conn: Conn,
+    chunked: bool,
+    origin: Arc<OriginConn>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Upload {
     /// Sends the next piece of the body.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FetchFailure> {
-        self.session
-            .write_body(chunk)
-            .await
-            .map(|_| ())
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let io = &mut self.conn.io;
+        let sent = async {
+            if self.chunked {
+                io.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                io.write_all(chunk).await?;
+                io.write_all(b"\r\n").await
+            } else {
+                io.write_all(chunk).await
+            }
+        };
+        sent.await
             .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))
     }
 
     /// Ends the body and reads the answer's head.
-    pub async fn finish(mut self) -> Result<Exchange<'c>, FetchFailure> {
-        let sent = match self.session.finish_body().await {
-            Ok(_) => self.session.read_response().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        sent.map_err(|e| exchange_failure("origin", &e))?;
-        if self.session.resp_header().is_none() {
-            return Err(FetchFailure::Error("no response header".into()));
+    pub async fn finish(mut self) -> Result<Exchange, FetchFailure> {
+        if self.chunked {
+            self.conn
+                .io
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))?;
         }
-        let Upload {
-            client,
-            session,
-            peer,
-            permit,
-        } = self;
-        Ok(Exchange {
-            client,
-            session,
-            peer,
-            _permit: permit,
-        })
+        let head = self
+            .conn
+            .read_head(false)
+            .await
+            .map_err(|e| e.into_failure("origin"))?;
+        Ok(Exchange::new(self.conn, head, self.origin, self.permit))
     }
 }
 
 /// One exchange with an origin whose head has been read.
-pub struct Exchange<'c> {
-    client: &'c OriginClient,
-    session: HttpSession,
-    peer: HttpPeer,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+pub struct Exchange {
+    conn: Conn,
+    status: u16,
+    headers: http::HeaderMap,
+    body: BodyDecoder,
+    keep_alive: bool,
+    origin: Arc<OriginConn>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Exchange<'_> {
-    fn head(&self) -> Option<&pingora::http::ResponseHeader> {
-        self.session.resp_header()
+impl Exchange {
+    fn new(
+        conn: Conn,
+        head: ResponseHead,
+        origin: Arc<OriginConn>,
+        permit: OwnedSemaphorePermit,
+    ) -> Exchange {
+        Exchange {
+            conn,
+            status: head.status,
+            headers: head.headers,
+            body: head.body,
+            keep_alive: head.keep_alive,
+            origin,
+            _permit: permit,
+        }
     }
 
     /// The answer's status.
     pub fn status(&self) -> u16 {
-        self.head().map_or(502, |h| h.status.as_u16())
+        self.status
     }
 
     /// The answer's header fields.
     pub fn headers(&self) -> Option<&http::HeaderMap> {
-        self.head().map(|h| &h.headers)
+        Some(&self.headers)
     }
 
     /// The first value of header `name`, if it is text.
     pub fn header_str(&self, name: &str) -> Option<String> {
-        self.headers()?.get(name)?.to_str().ok().map(str::to_string)
+        self.headers.get(name)?.to_str().ok().map(str::to_string)
     }
 
     /// Every `Set-Cookie` value.
     pub fn set_cookies(&self) -> Vec<String> {
-        self.headers()
-            .map(|h| {
-                h.get_all("set-cookie")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
     }
 
     /// The next piece of the body, as sent (no content decoding); `None` at
     /// the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchFailure> {
-        self.session
-            .read_body_bytes()
-            .await
-            .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))
+        loop {
+            let step = self
+                .body
+                .decode(&mut self.conn.buf, self.conn.eof)
+                .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))?;
+            match step {
+                Decoded::Data(b) => return Ok(Some(b)),
+                Decoded::End => return Ok(None),
+                Decoded::NeedMore => self
+                    .conn
+                    .fill(self.body.want())
+                    .await
+                    .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))?,
+            }
+        }
     }
 
-    /// Gives the connection back to the pool (if its answer was read whole
-    /// and it may be kept alive; otherwise it is closed).
-    pub async fn finish(self) {
+    /// Gives the connection back to the pool if its answer was read whole,
+    /// nothing followed it, and both sides keep it alive; otherwise it is
+    /// closed.
+    pub fn finish(self) {
         let Exchange {
-            client,
-            session,
-            peer,
+            conn,
+            body,
+            keep_alive,
+            origin,
             ..
         } = self;
-        client
-            .connector
-            .release_http_session(session, &peer, Some(POOL_IDLE))
-            .await;
-    }
-}
-
-/// Classifies a failed exchange: a malformed answer is `error`; a closed,
-/// reset or refused connection is `unavailable`.
-fn exchange_failure(origin: &str, e: &pingora::Error) -> FetchFailure {
-    use pingora::ErrorType as T;
-    match e.etype() {
-        T::InvalidHTTPHeader | T::H1Error | T::H2Error | T::InvalidH2 | T::Custom(_) => {
-            FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
+        let whole = matches!(body, BodyDecoder::Done | BodyDecoder::Length(0));
+        if keep_alive && whole && conn.buf.is_empty() && !conn.eof {
+            origin.put_idle(conn.io);
         }
-        _ => FetchFailure::Unavailable(format!("no answer from `{origin}`: {e}")),
     }
-}
-
-fn build_request(req: &OriginRequest<'_>) -> Result<RequestHeader, FetchFailure> {
-    let bad = |e: pingora::BError| FetchFailure::Error(format!("cannot build the request: {e}"));
-    // NOTE: no case-preserving name map: header names go out in lower case
-    // (HTTP/1.1 field names are case-insensitive), and building is cheaper.
-    let mut h = RequestHeader::build_no_case(
-        req.method,
-        req.path_and_query.as_bytes(),
-        Some(req.headers.len() + 1),
-    )
-    .map_err(bad)?;
-    h.insert_header(http::header::HOST, req.origin.authority.as_str())
-        .map_err(bad)?;
-    for (name, value) in &req.headers {
-        h.append_header(name.clone(), value.clone()).map_err(bad)?;
-    }
-    Ok(h)
 }

@@ -214,7 +214,7 @@ pub async fn serve(
             }
             raw.extend_from_slice(&c);
         }
-        ex.finish().await;
+        ex.finish();
         let body = super::decode::decode_content(
             raw.freeze(),
             encoding.as_deref(),

@@ -1,5 +1,5 @@
 //! The HTTP face of rain-edge and the only module that imports pingora:
-//! listeners and connections, routing, origin connections (a pooled
+//! listeners and connections, routing, origin connections (our own pooled HTTP/1.1
 //! [`OriginClient`]), what origins receive, and the mapping of aggregation
 //! outcomes to HTTP statuses.
 
@@ -7,6 +7,7 @@ mod client;
 mod decode;
 mod form;
 mod forward;
+mod h1;
 mod page;
 mod resource;
 mod server;

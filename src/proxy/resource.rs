@@ -199,7 +199,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         return false;
     }
     if bodyless {
-        ex.finish().await;
+        ex.finish();
         return session.finish_body().await.is_ok();
     }
     loop {
@@ -222,7 +222,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
             }
         }
     }
-    ex.finish().await;
+    ex.finish();
     session
         .write_response_body(Bytes::new(), true)
         .await
@@ -234,7 +234,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
 /// served by rain-edge, then sent with its caching headers.
 async fn serve_stylesheet(
     session: &mut ServerSession,
-    mut ex: super::client::Exchange<'_>,
+    mut ex: super::client::Exchange,
     origin: &crate::config::Origin,
     url: &url::Url,
     max: u64,
@@ -267,7 +267,7 @@ async fn serve_stylesheet(
             }
         }
     }
-    ex.finish().await;
+    ex.finish();
     let decoded = match super::decode::decode_content(raw.freeze(), encoding.as_deref(), max) {
         Ok(d) => super::decode::to_utf8(d, content_type.as_deref()),
         Err(e) => {

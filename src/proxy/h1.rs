@@ -1,0 +1,572 @@
+//! HTTP/1.1 as the origin client speaks it: request heads written in one
+//! piece, response heads parsed strictly (httparse), and the body framing of
+//! RFC 9112 §6 (`Content-Length`, chunked, or read until close). Pure
+//! functions over buffers, so that every framing case is tested without a
+//! socket.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Largest response head accepted from an origin.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (with extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// How a request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// No body.
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Writes a request head. The caller's fields that frame the message
+/// (`Host`, `Content-Length`, `Transfer-Encoding`, `Connection`) are dropped:
+/// only this function frames a request, so no caller can smuggle a second one.
+pub fn request_head(
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: RequestBody,
+) -> Result<Vec<u8>, String> {
+    if method.is_empty() || !method.bytes().all(is_tchar) {
+        return Err(format!("invalid method `{method}`"));
+    }
+    if !target.starts_with('/') || !target.bytes().all(|b| b > 0x20 && b < 0x7f) {
+        return Err("invalid request target".into());
+    }
+    if !host.bytes().all(|b| b > 0x20 && b < 0x7f) {
+        return Err("invalid host".into());
+    }
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(method.len() + target.len() + host.len() + fields + 64);
+    for part in [method, " ", target, " HTTP/1.1\r\nhost: ", host, "\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    for (name, value) in headers {
+        if matches!(
+            name.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match body {
+        RequestBody::None => {}
+        RequestBody::Length(n) => {
+            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Header fields.
+    pub headers: HeaderMap,
+    /// How the body is framed.
+    pub body: BodyDecoder,
+    /// Whether the connection may carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// What [`parse_response_head`] found at the front of a buffer.
+#[derive(Debug)]
+pub enum Head {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) answer of this many bytes, to be skipped.
+    Interim(usize),
+    /// A final head of this many bytes.
+    Final(ResponseHead, usize),
+}
+
+/// Parses the response head at the front of `buf`. `to_head` says the
+/// request was `HEAD` (the answer has no body whatever it declares).
+pub fn parse_response_head(buf: &[u8], to_head: bool) -> Result<Head, String> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(format!("response head over {MAX_HEAD} bytes"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(Head::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(format!("more than {MAX_HEADERS} response header fields"))
+        }
+        Err(e) => return Err(format!("malformed response head: {e}")),
+    };
+    if len > MAX_HEAD {
+        return Err(format!("response head over {MAX_HEAD} bytes"));
+    }
+    let status = res.code.unwrap_or(0);
+    if status == 101 {
+        return Err("unexpected protocol switch".into());
+    }
+    if (100..200).contains(&status) {
+        return Ok(Head::Interim(len));
+    }
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("invalid header name `{}`", h.name))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| format!("invalid value of header `{}`", h.name))?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = res.version == Some(1) && !has_token(&headers, "connection", "close");
+    let bodyless = to_head || status == 204 || status == 304;
+    let body = if bodyless {
+        BodyDecoder::Length(0)
+    } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length, and
+        // such an answer ends the connection; a final coding other than
+        // chunked means "read until close".
+        let codings = list_tokens(&headers, "transfer-encoding");
+        let chunked_at_end = codings.last().is_some_and(|c| c == "chunked")
+            && codings.iter().filter(|c| *c == "chunked").count() == 1;
+        if headers.contains_key(http::header::CONTENT_LENGTH) || !chunked_at_end {
+            keep_alive = false;
+        }
+        if chunked_at_end {
+            BodyDecoder::Chunked(Chunk::Size, 0)
+        } else {
+            BodyDecoder::Close
+        }
+    } else if headers.contains_key(http::header::CONTENT_LENGTH) {
+        BodyDecoder::Length(content_length(&headers)?)
+    } else {
+        keep_alive = false;
+        BodyDecoder::Close
+    };
+    Ok(Head::Final(
+        ResponseHead {
+            status,
+            headers,
+            body,
+            keep_alive,
+        },
+        len,
+    ))
+}
+
+/// The one length all `Content-Length` values agree on.
+fn content_length(headers: &HeaderMap) -> Result<u64, String> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(http::header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length".into());
+            }
+            let n = part
+                .iter()
+                .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err("conflicting Content-Length values".into());
+            }
+            found = Some(n);
+        }
+    }
+    found.ok_or_else(|| "invalid Content-Length".into())
+}
+
+fn list_tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
+    list_tokens(headers, name).iter().any(|t| t == token)
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields up to an empty line.
+    Trailers,
+}
+
+/// Decodes a response body from the bytes read so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyDecoder {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked, with the trailer bytes seen so far.
+    Chunked(Chunk, usize),
+    /// Everything until the origin closes the connection.
+    Close,
+    /// The body was read whole.
+    Done,
+}
+
+/// One step of [`BodyDecoder::decode`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// More input is needed (read from the connection, then call again).
+    NeedMore,
+    /// The body is complete.
+    End,
+}
+
+impl BodyDecoder {
+    /// How many bytes are worth reading next (a hint for the buffer size).
+    pub fn want(&self) -> usize {
+        const MOST: usize = 64 * 1024;
+        match self {
+            BodyDecoder::Length(n) => (*n).clamp(1, MOST as u64) as usize,
+            BodyDecoder::Chunked(Chunk::Data(n), _) => (*n + 7).clamp(1, MOST as u64) as usize,
+            _ => 8 * 1024,
+        }
+    }
+
+    /// Takes what it can from the front of `buf`. `eof` says the connection
+    /// was closed after the bytes in `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Decoded, String> {
+        loop {
+            match *self {
+                BodyDecoder::Done => return Ok(Decoded::End),
+                BodyDecoder::Length(0) => {
+                    *self = BodyDecoder::Done;
+                    return Ok(Decoded::End);
+                }
+                BodyDecoder::Length(left) => {
+                    if buf.is_empty() {
+                        return more(eof);
+                    }
+                    let n = (buf.len() as u64).min(left) as usize;
+                    *self = BodyDecoder::Length(left - n as u64);
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                BodyDecoder::Close => {
+                    if !buf.is_empty() {
+                        return Ok(Decoded::Data(buf.split().freeze()));
+                    }
+                    if eof {
+                        *self = BodyDecoder::Done;
+                        return Ok(Decoded::End);
+                    }
+                    return Ok(Decoded::NeedMore);
+                }
+                BodyDecoder::Chunked(Chunk::Size, _) => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "chunk-size line")? else {
+                        return more(eof);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = if size == 0 {
+                        BodyDecoder::Chunked(Chunk::Trailers, 0)
+                    } else {
+                        BodyDecoder::Chunked(Chunk::Data(size), 0)
+                    };
+                }
+                BodyDecoder::Chunked(Chunk::Data(left), _) => {
+                    if buf.is_empty() {
+                        return more(eof);
+                    }
+                    let n = (buf.len() as u64).min(left) as usize;
+                    *self = if n as u64 == left {
+                        BodyDecoder::Chunked(Chunk::DataEnd, 0)
+                    } else {
+                        BodyDecoder::Chunked(Chunk::Data(left - n as u64), 0)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                BodyDecoder::Chunked(Chunk::DataEnd, _) => {
+                    if buf.len() < 2 {
+                        return more(eof);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("chunk data not followed by CRLF".into());
+                    }
+                    buf.advance(2);
+                    *self = BodyDecoder::Chunked(Chunk::Size, 0);
+                }
+                BodyDecoder::Chunked(Chunk::Trailers, seen) => {
+                    let Some(line) = take_line(buf, MAX_TRAILERS - seen, "trailer section")? else {
+                        return more(eof);
+                    };
+                    if line.is_empty() {
+                        *self = BodyDecoder::Done;
+                        return Ok(Decoded::End);
+                    }
+                    *self = BodyDecoder::Chunked(Chunk::Trailers, seen + line.len() + 2);
+                }
+            }
+        }
+    }
+}
+
+fn more(eof: bool) -> Result<Decoded, String> {
+    if eof {
+        Err("body broken off".into())
+    } else {
+        Ok(Decoded::NeedMore)
+    }
+}
+
+/// Takes one CRLF-terminated line off the front of `buf` (without its CRLF),
+/// or `None` when it is not all there yet. A bare LF is an error.
+fn take_line(buf: &mut BytesMut, max: usize, what: &str) -> Result<Option<BytesMut>, String> {
+    match memchr::memchr(b'\n', buf) {
+        Some(i) if i > max => Err(format!("{what} too long")),
+        Some(i) => {
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Err(format!("{what} not ended by CRLF"));
+            }
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i - 1);
+            Ok(Some(line))
+        }
+        None if buf.len() > max => Err(format!("{what} too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size of a chunk-size line: hex digits, then optional extensions.
+fn chunk_size(line: &[u8]) -> Result<u64, String> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || matches!(rest.trim_ascii_start().first(), Some(b';'));
+    if digits == 0 || digits > 15 || !rest_ok {
+        return Err("invalid chunk size".into());
+    }
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
+    u64::from_str_radix(text, 16).map_err(|_| "invalid chunk size".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> ResponseHead {
+        match parse_response_head(raw.as_bytes(), false).unwrap() {
+            Head::Final(h, n) => {
+                assert_eq!(n, raw.len());
+                h
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Feeds `wire` to a decoder `step` bytes at a time; the body or the error.
+    fn decode_all(
+        mut d: BodyDecoder,
+        wire: &[u8],
+        step: usize,
+        eof: bool,
+    ) -> Result<Vec<u8>, String> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut pieces = wire.chunks(step.max(1)).peekable();
+        loop {
+            match d.decode(&mut buf, pieces.peek().is_none() && eof)? {
+                Decoded::Data(b) => out.extend_from_slice(&b),
+                Decoded::End => return Ok(out),
+                Decoded::NeedMore => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => return Err("incomplete".into()),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn request_head_frames_itself() {
+        let headers = vec![
+            (
+                HeaderName::from_static("cookie"),
+                HeaderValue::from_static("a=1"),
+            ),
+            (
+                HeaderName::from_static("content-length"),
+                HeaderValue::from_static("5"),
+            ),
+            (
+                HeaderName::from_static("transfer-encoding"),
+                HeaderValue::from_static("chunked"),
+            ),
+            (
+                HeaderName::from_static("host"),
+                HeaderValue::from_static("evil"),
+            ),
+        ];
+        let h = request_head("POST", "/a?b=c", "o:1", &headers, RequestBody::Length(3)).unwrap();
+        assert_eq!(
+            String::from_utf8(h).unwrap(),
+            "POST /a?b=c HTTP/1.1\r\nhost: o:1\r\ncookie: a=1\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert!(request_head("GET", "/a b", "o", &[], RequestBody::None).is_err());
+        assert!(request_head("GET", "/a\r\nx", "o", &[], RequestBody::None).is_err());
+        assert!(request_head("G T", "/", "o", &[], RequestBody::None).is_err());
+        assert!(request_head("GET", "http://x/", "o", &[], RequestBody::None).is_err());
+    }
+
+    #[test]
+    fn framing_of_answers() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(
+            (h.status, h.body, h.keep_alive),
+            (200, BodyDecoder::Length(5), true)
+        );
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.body, BodyDecoder::Chunked(Chunk::Size, 0));
+        assert!(h.keep_alive);
+        // TE and CL: TE wins and the connection is not reused.
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(
+            (h.body, h.keep_alive),
+            (BodyDecoder::Chunked(Chunk::Size, 0), false)
+        );
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((h.body, h.keep_alive), (BodyDecoder::Close, false));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n");
+        assert_eq!((h.body, h.keep_alive), (BodyDecoder::Close, false));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.body, h.keep_alive), (BodyDecoder::Close, false));
+        let h =
+            head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n");
+        assert_eq!(h.body, BodyDecoder::Length(0));
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!(h.body, BodyDecoder::Length(7));
+        match parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap() {
+            Head::Final(h, _) => assert_eq!(h.body, BodyDecoder::Length(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_answers_are_errors() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "NOTHTTP\r\n\r\n",
+        ] {
+            assert!(
+                parse_response_head(raw.as_bytes(), false).is_err(),
+                "{raw:?}"
+            );
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "x: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(parse_response_head(many.as_bytes(), false).is_err());
+        let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "y".repeat(MAX_HEAD));
+        assert!(parse_response_head(huge.as_bytes(), false).is_err());
+    }
+
+    #[test]
+    fn interim_answers_and_partial_heads() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n";
+        match parse_response_head(raw, false).unwrap() {
+            Head::Interim(n) => {
+                assert_eq!(n, 25);
+                assert!(matches!(
+                    parse_response_head(&raw[n..], false),
+                    Ok(Head::Partial)
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_at_every_split() {
+        let wire = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: y\r\n\r\n";
+        for step in 1..wire.len() {
+            let body = decode_all(BodyDecoder::Chunked(Chunk::Size, 0), wire, step, false).unwrap();
+            assert_eq!(body, b"hello 0123456789", "step {step}");
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        for wire in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"zz\r\n",
+            b"-5\r\nhello\r\n",
+            b"5 5\r\nhello\r\n",
+            b"1000000000000000\r\n",
+            b"5\r\nhel",
+        ] {
+            let r = decode_all(BodyDecoder::Chunked(Chunk::Size, 0), wire, 3, true);
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+        let long = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
+        let r = decode_all(
+            BodyDecoder::Chunked(Chunk::Size, 0),
+            long.as_bytes(),
+            64,
+            false,
+        );
+        assert!(r.unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn length_and_close_bodies() {
+        assert_eq!(
+            decode_all(BodyDecoder::Length(5), b"hello", 2, false).unwrap(),
+            b"hello"
+        );
+        assert!(decode_all(BodyDecoder::Length(5), b"hel", 2, true).is_err());
+        assert_eq!(
+            decode_all(BodyDecoder::Close, b"until close", 4, true).unwrap(),
+            b"until close"
+        );
+        // Bytes after the declared length stay in the buffer (not reusable).
+        let mut buf = BytesMut::from(&b"abcXYZ"[..]);
+        let mut d = BodyDecoder::Length(3);
+        assert_eq!(
+            d.decode(&mut buf, false).unwrap(),
+            Decoded::Data(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(d.decode(&mut buf, false).unwrap(), Decoded::End);
+        assert_eq!(&buf[..], b"XYZ");
+    }
+}

@@ -1,0 +1,234 @@
+//! The origin client on the wire: body framings, interim answers, trickled
+//! bytes, keep-alive reuse, origins that close idle connections, and answers
+//! that break HTTP. The origin here is scripted byte by byte.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+/// What the scripted origin writes for one request.
+#[derive(Clone)]
+struct Script {
+    /// Written one after another, with a short pause between them.
+    pieces: Vec<&'static [u8]>,
+    /// Close right after the answer.
+    close: bool,
+    /// Close a kept-alive connection after this long without a request.
+    idle_close: Option<std::time::Duration>,
+}
+
+struct RawOrigin {
+    addr: std::net::SocketAddr,
+    conns: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawOrigin {
+    async fn start(script: Script) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (conns.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (script, r) = (script.clone(), r.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    loop {
+                        // One request head (these requests have no body).
+                        let mut byte = [0u8; 1];
+                        let read = match script.idle_close {
+                            Some(d) if head.is_empty() => {
+                                match tokio::time::timeout(d, sock.read(&mut byte)).await {
+                                    Ok(r) => r,
+                                    Err(_) => return,
+                                }
+                            }
+                            _ => sock.read(&mut byte).await,
+                        };
+                        match read {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                        if !head.ends_with(b"\r\n\r\n") {
+                            continue;
+                        }
+                        head.clear();
+                        r.fetch_add(1, Ordering::SeqCst);
+                        for piece in &script.pieces {
+                            if sock.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(ms(5)).await;
+                        }
+                        if script.close {
+                            let _ = sock.shutdown().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin {
+            addr,
+            conns,
+            requests,
+            task,
+        }
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn keep_alive(pieces: Vec<&'static [u8]>) -> Script {
+    Script {
+        pieces,
+        close: false,
+        idle_close: None,
+    }
+}
+
+async fn edge_for(o: &RawOrigin) -> Edge {
+    let page = layout(r#"<ul><li><fragment origin="o" src="/f">FALLBACK</fragment></li></ul>"#);
+    Edge::start(
+        &config(
+            &[("o", format!("http://{}/", o.addr), "timeout = \"2s\"")],
+            HOME,
+            "",
+        ),
+        &[("page.html", &page)],
+    )
+    .await
+}
+
+async fn fragment_of(edge: &Edge) -> String {
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    list_items(&r.body)
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn chunked_trickled_and_interim_answers_are_decoded_and_reused() {
+    let o = RawOrigin::start(keep_alive(vec![
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-",
+        b"Encoding: chunked\r\n\r\n9;note=x\r\n<b>o",
+        b"k</b>\r\n",
+        b"1\r\n!\r\n0\r\nX-Trailer: t\r\n",
+        b"\r\n",
+    ]))
+    .await;
+    let edge = edge_for(&o).await;
+    for _ in 0..3 {
+        assert_eq!(fragment_of(&edge).await, "<b>ok</b>!");
+    }
+    assert_eq!(o.requests(), 3);
+    assert_eq!(
+        o.conns(),
+        1,
+        "a chunked answer read to its end keeps the connection"
+    );
+}
+
+#[tokio::test]
+async fn sequential_pages_share_one_connection() {
+    let o = RawOrigin::start(keep_alive(vec![
+        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n<i>A</i>",
+    ]))
+    .await;
+    let edge = edge_for(&o).await;
+    for _ in 0..10 {
+        assert_eq!(fragment_of(&edge).await, "<i>A</i>");
+    }
+    assert_eq!((o.requests(), o.conns()), (10, 1));
+}
+
+#[tokio::test]
+async fn close_delimited_and_connection_close_answers_are_whole_and_not_reused() {
+    let o = RawOrigin::start(Script {
+        pieces: vec![b"HTTP/1.1 200 OK\r\n\r\n<p>until", b" close</p>"],
+        close: true,
+        idle_close: None,
+    })
+    .await;
+    let edge = edge_for(&o).await;
+    for _ in 0..2 {
+        assert_eq!(fragment_of(&edge).await, "<p>until close</p>");
+    }
+    assert_eq!(o.conns(), 2);
+
+    let o = RawOrigin::start(keep_alive(vec![
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    ]))
+    .await;
+    let edge = edge_for(&o).await;
+    for _ in 0..2 {
+        assert_eq!(fragment_of(&edge).await, "abc");
+    }
+    // The origin said close (and did not): rain-edge closes it anyway.
+    assert_eq!(o.conns(), 2);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_origin_closed_is_not_a_failure() {
+    let o = RawOrigin::start(Script {
+        idle_close: Some(ms(30)),
+        ..keep_alive(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"])
+    })
+    .await;
+    let edge = edge_for(&o).await;
+    for _ in 0..4 {
+        assert_eq!(fragment_of(&edge).await, "hi");
+        tokio::time::sleep(ms(120)).await;
+    }
+    assert_eq!(o.requests(), 4);
+    assert_eq!(o.conns(), 4);
+}
+
+#[tokio::test]
+async fn answers_that_break_http_get_the_error_placeholder() {
+    let broken: [&'static [u8]; 5] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+    ];
+    for wire in broken {
+        let o = RawOrigin::start(Script {
+            pieces: vec![wire],
+            close: true,
+            idle_close: None,
+        })
+        .await;
+        let edge = edge_for(&o).await;
+        assert_eq!(
+            fragment_of(&edge).await,
+            "FALLBACK",
+            "{}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}
