@@ -460,14 +460,14 @@ fn start_slot(
                 let reason = reason.unwrap_or_default();
                 tracing::warn!(fragment = %task_id, %reason, "fragment refused");
                 let spec = spec.ok();
-                let nodes = fallback_nodes(
+                let nodes = Box::pin(fallback_nodes(
                     &task_ctx,
                     spec.as_ref(),
                     &raw.children,
                     origin_hint.as_deref(),
                     FailureClass::Error,
                     None,
-                )
+                ))
                 .await;
                 Resolved {
                     nodes,
@@ -681,7 +681,17 @@ async fn failed(
     class: FailureClass,
     level: Option<&Level>,
 ) -> Resolved {
-    let nodes = fallback_nodes(ctx, Some(spec), &spec.children, origin, class, level).await;
+    // Boxed: the fallback path (which may fetch a `fallback-src`) is rare,
+    // and inline it would make every fragment task larger while it waits.
+    let nodes = Box::pin(fallback_nodes(
+        ctx,
+        Some(spec),
+        &spec.children,
+        origin,
+        class,
+        level,
+    ))
+    .await;
     Resolved {
         nodes,
         outcome: Outcome::Failed(class),

@@ -5,8 +5,8 @@
 //! Our own rather than pingora's connector because of memory: pingora's
 //! client reserves a 64 KiB body buffer for every exchange, which under
 //! thousands of slow fragments in flight was most of rain-edge's RSS. Here an
-//! exchange holds no buffer while it waits: one is taken when bytes are
-//! ready, sized by what the answer announced.
+//! exchange holds no buffer while it waits, and what it reads is kept in a
+//! buffer of exactly its size.
 //!
 //! A connection goes back to the pool only when its answer was read to the
 //! end and both sides allow keep-alive; a failed, timed-out or abandoned
@@ -30,6 +30,8 @@ use crate::config::{Config, Origin};
 
 /// How long an idle pooled connection to an origin is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Most bytes taken from a socket in one read.
+const READ_SIZE: usize = 64 * 1024;
 
 /// One origin's address, its concurrency cap and its idle connections.
 struct OriginConn {
@@ -356,14 +358,24 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has, into a buffer of about `want` bytes taken
-    /// only once bytes are ready (an exchange waiting on a slow origin holds
-    /// no buffer).
-    async fn fill(&mut self, want: usize) -> std::io::Result<()> {
+    /// Reads what the socket has. The bytes land in a per-thread scratch
+    /// buffer and are copied into a buffer of exactly their size: an
+    /// exchange waiting on a slow origin holds no buffer, and one that got
+    /// 4 KB holds 4 KB, not a 64 KiB read buffer (the copy is cheap next to
+    /// the memory it saves under thousands of exchanges in flight).
+    async fn fill(&mut self) -> std::io::Result<()> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+                std::cell::RefCell::new(vec![0u8; READ_SIZE].into_boxed_slice());
+        }
         loop {
             self.io.readable().await?;
-            self.buf.reserve(want.max(1024));
-            match self.io.try_read_buf(&mut self.buf) {
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                let n = self.io.try_read(scratch)?;
+                self.buf.extend_from_slice(&scratch[..n]);
+                Ok::<usize, std::io::Error>(n)
+            });
+            match read {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(());
@@ -399,7 +411,7 @@ impl Conn {
                     "connection closed before a complete answer head",
                 )));
             }
-            self.fill(8 * 1024).await.map_err(WireError::Io)?;
+            self.fill().await.map_err(WireError::Io)?;
         }
     }
 }
@@ -517,7 +529,7 @@ impl Exchange {
                 Decoded::End => return Ok(None),
                 Decoded::NeedMore => self
                     .conn
-                    .fill(self.body.want())
+                    .fill()
                     .await
                     .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))?,
             }

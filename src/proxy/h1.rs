@@ -247,16 +247,6 @@ pub enum Decoded {
 }
 
 impl BodyDecoder {
-    /// How many bytes are worth reading next (a hint for the buffer size).
-    pub fn want(&self) -> usize {
-        const MOST: usize = 64 * 1024;
-        match self {
-            BodyDecoder::Length(n) => (*n).clamp(1, MOST as u64) as usize,
-            BodyDecoder::Chunked(Chunk::Data(n), _) => (*n + 7).clamp(1, MOST as u64) as usize,
-            _ => 8 * 1024,
-        }
-    }
-
     /// Takes what it can from the front of `buf`. `eof` says the connection
     /// was closed after the bytes in `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Decoded, String> {

@@ -262,11 +262,13 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
 
     if let Some(rest) = page.path.strip_prefix("/_rain/r/") {
         let rest = rest.to_string();
-        return super::resource::serve(app, session, client, &rest).await;
+        // Boxed, as is the form path: inline, the larger of them would set
+        // the size of every connection's task, page or not.
+        return Box::pin(super::resource::serve(app, session, client, &rest)).await;
     }
     if let Some(rest) = page.path.strip_prefix("/_rain/f/") {
         let rest = rest.to_string();
-        return super::form::serve(app, session, client, &rest, page).await;
+        return Box::pin(super::form::serve(app, session, client, &rest, page)).await;
     }
     if page.path == "/_rain" || page.path.starts_with("/_rain/") {
         return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;
