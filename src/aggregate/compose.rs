@@ -290,8 +290,15 @@ impl Output<'_> {
                     }
                     Node::Slot(slot) => {
                         if !slot.is_ready() {
-                            // Everything before this slot goes out now.
-                            self.flush().await?;
+                            // Fragments whose answers have already arrived
+                            // run first, so that one write carries them all
+                            // (a write to the browser costs a wakeup and a
+                            // context switch); then everything before this
+                            // slot goes out.
+                            tokio::task::yield_now().await;
+                            if !slot.is_ready() {
+                                self.flush().await?;
+                            }
                         }
                         let resolved = slot.resolve().await;
                         self.write_nodes(resolved.nodes).await?;

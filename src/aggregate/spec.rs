@@ -9,7 +9,7 @@ use url::Url;
 
 use super::split::RawFragment;
 use crate::config::{parse_timeout_attr, Config, FailureClass, Origin};
-use crate::rewrite::{resolve_src, resolve_within};
+use crate::rewrite::{absolute_within, resolve_src};
 
 /// A validated `<fragment>` element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +106,9 @@ pub fn resolve_target(
     origin: Option<&str>,
     src: &str,
 ) -> Result<Target, (FailureClass, String)> {
-    let lower = src.trim_start().to_ascii_lowercase();
-    let absolute =
-        lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("//");
+    let start = src.trim_start().as_bytes();
+    let has_prefix = |p: &[u8]| start.len() >= p.len() && start[..p.len()].eq_ignore_ascii_case(p);
+    let absolute = has_prefix(b"http://") || has_prefix(b"https://") || has_prefix(b"//");
     let named = match origin {
         Some(name) => Some(cfg.origins.get(name).cloned().ok_or_else(|| {
             (
@@ -134,7 +134,7 @@ pub fn resolve_target(
                 )
             })?,
         };
-        let url = resolve_within(&origin.url, &origin.url, src).map_err(|e| {
+        let url = absolute_within(&origin.url, parsed, src).map_err(|e| {
             (
                 FailureClass::NotFound,
                 format!("{e} (origin `{}`)", origin.name),

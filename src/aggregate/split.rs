@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use lol_html::html_content::Element;
 use lol_html::{end_tag, HtmlRewriter, OutputSink, Settings};
 
-use crate::rewrite::{fragment_handlers, on_element, FragmentRewrite};
+use crate::rewrite::{body_shape, fragment_handlers, on_element, BodyShape, FragmentRewrite};
 
 /// One piece of a split document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,16 +106,28 @@ pub struct Splitter {
 impl Splitter {
     /// A splitter for a layout (`strip_document = false`) or a fragment body.
     pub fn new(strip_document: bool) -> Self {
-        Self::build(strip_document, None)
+        let shape = BodyShape {
+            shell: strip_document,
+            nested: true,
+        };
+        Self::build(shape, !strip_document, None)
     }
 
     /// A splitter for a fragment body that also rewrites it for the page
     /// (links, resources; CONTRACT §8).
     pub fn for_fragment(rewrite: Arc<FragmentRewrite>) -> Self {
-        Self::build(true, Some(rewrite))
+        let shape = BodyShape {
+            shell: true,
+            nested: true,
+        };
+        Self::build(shape, false, Some(rewrite))
     }
 
-    fn build(strip_document: bool, rewrite: Option<Arc<FragmentRewrite>>) -> Self {
+    /// `shape` says which handlers the input needs (the shell's, nested
+    /// fragments'); `body_end` marks a layout's `</body>`. lol_html compiles
+    /// every selector for every rewriter: a rewriter with only the handlers
+    /// its input needs is cheaper to build.
+    fn build(shape: BodyShape, body_end: bool, rewrite: Option<Arc<FragmentRewrite>>) -> Self {
         let state = Rc::new(RefCell::new(State::default()));
         let on_fragment = {
             let state = state.clone();
@@ -171,16 +183,20 @@ impl Splitter {
                 Ok(())
             })
         };
-        let mut elements: Vec<_> = on_fragment.into_iter().collect();
+        let mut elements: Vec<_> = Vec::new();
+        if shape.nested {
+            elements.extend(on_fragment);
+        }
         let mut document = Vec::new();
-        if strip_document {
+        if shape.shell {
             let (els, doc) = crate::rewrite::strip_document();
             elements.extend(els);
             document.push(doc);
-            if let Some(rw) = rewrite {
-                elements.extend(fragment_handlers(rw));
-            }
-        } else {
+        }
+        if let Some(rw) = rewrite {
+            elements.extend(fragment_handlers(rw));
+        }
+        if body_end {
             elements.extend(on_body);
         }
         let mut settings = Settings::new();
@@ -232,8 +248,12 @@ pub fn split(html: &[u8], strip_document: bool) -> Result<Vec<Item>, SplitError>
 }
 
 /// Splits and rewrites a complete fragment body in one call.
+/// Its rewriter has only the handlers the body needs (see [`body_shape`]).
 pub fn split_fragment(html: &[u8], rewrite: Arc<FragmentRewrite>) -> Result<Vec<Item>, SplitError> {
-    split_with(Splitter::for_fragment(rewrite), html)
+    split_with(
+        Splitter::build(body_shape(html), false, Some(rewrite)),
+        html,
+    )
 }
 
 fn split_with(mut s: Splitter, html: &[u8]) -> Result<Vec<Item>, SplitError> {

@@ -399,16 +399,12 @@ impl Conn {
     /// answers are skipped).
     async fn read_head(&mut self, to_head: bool) -> Result<ResponseHead, WireError> {
         loop {
-            match h1::parse_response_head(&self.buf, to_head).map_err(WireError::Protocol)? {
-                Head::Final(head, n) => {
-                    let _ = self.buf.split_to(n);
-                    return Ok(head);
+            if let Some(n) = h1::head_len(&self.buf).map_err(WireError::Protocol)? {
+                let head = self.buf.split_to(n).freeze();
+                match h1::parse_response_head(&head, to_head).map_err(WireError::Protocol)? {
+                    Head::Final(head) => return Ok(head),
+                    Head::Interim => continue,
                 }
-                Head::Interim(n) => {
-                    let _ = self.buf.split_to(n);
-                    continue;
-                }
-                Head::Partial => {}
             }
             if self.eof {
                 return Err(WireError::Io(std::io::Error::new(

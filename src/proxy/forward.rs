@@ -42,17 +42,15 @@ const NEVER_FORWARDED: &[&str] = &[
 /// What rain-edge knows of the browser's request, as origins may see it.
 pub struct BrowserContext {
     headers: HeaderMap,
-    /// `X-Forwarded-For` to send: the client's address, appended to a trusted
-    /// proxy's list.
-    forwarded_for: String,
-    forwarded_proto: String,
-    forwarded_host: Option<String>,
     /// Same for every fragment of one page request.
     pub request_id: String,
     /// The page's path and query, `rain.*` parameters removed.
     pub page_url: String,
-    node_id: String,
     session_cookie: String,
+    /// Headers every origin request of this page carries, built once.
+    common: Vec<(HeaderName, HeaderValue)>,
+    /// Headers only non-public requests carry, built once.
+    private: Vec<(HeaderName, HeaderValue)>,
 }
 
 fn trusted(cfg: &Config, ip: IpAddr) -> bool {
@@ -108,15 +106,50 @@ impl BrowserContext {
             .flatten()
             .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or_else(new_request_id);
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        let named = |name: &'static str, v: Option<HeaderValue>| {
+            v.map(|v| (HeaderName::from_static(name), v))
+        };
+        let common = [
+            named(
+                "accept-encoding",
+                Some(HeaderValue::from_static("gzip, br")),
+            ),
+            named("x-request-id", value(&request_id)),
+            named("x-rain-node", value(&cfg.server.node_id)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut private: Vec<(HeaderName, HeaderValue)> = [
+            named("x-rain-page-url", value(&page_url)),
+            named(
+                "x-forwarded-for",
+                (!forwarded_for.is_empty())
+                    .then(|| value(&forwarded_for))
+                    .flatten(),
+            ),
+            named("x-forwarded-proto", value(&forwarded_proto)),
+            named(
+                "x-forwarded-host",
+                forwarded_host.as_deref().and_then(value),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for name in [http::header::USER_AGENT, http::header::ACCEPT_LANGUAGE] {
+            for v in headers.get_all(&name) {
+                private.push((name.clone(), v.clone()));
+            }
+        }
         BrowserContext {
             headers: headers.clone(),
-            forwarded_for,
-            forwarded_proto,
-            forwarded_host,
             request_id,
             page_url,
-            node_id: cfg.server.node_id.clone(),
             session_cookie: cfg.session.cookie_name.clone(),
+            common,
+            private,
         }
     }
 
@@ -128,36 +161,23 @@ impl BrowserContext {
         jar_cookies: Option<String>,
     ) -> Vec<(HeaderName, HeaderValue)> {
         let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(16);
-        let mut put = |name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                out.push((HeaderName::from_static(name), v));
-            }
-        };
-        put("accept-encoding", "gzip, br");
-        put("x-request-id", &self.request_id);
-        put("x-rain-fragment-id", &req.fragment_id);
-        put("x-rain-node", &self.node_id);
+        // Clones of the page's values share their bytes: no copy per fragment.
+        out.extend(self.common.iter().cloned());
+        if let Ok(v) = HeaderValue::from_str(&req.fragment_id) {
+            out.push((HeaderName::from_static("x-rain-fragment-id"), v));
+        }
         // With a jar, the cookies of a redirect chain are in it already.
         let mut cookies = match jar_cookies {
             Some(j) => j.split("; ").map(str::to_string).collect(),
             None => req.chain_cookies.clone(),
         };
         if !req.public {
-            put("x-rain-page-url", &self.page_url);
-            if !self.forwarded_for.is_empty() {
-                put("x-forwarded-for", &self.forwarded_for);
-            }
-            put("x-forwarded-proto", &self.forwarded_proto);
-            if let Some(h) = &self.forwarded_host {
-                put("x-forwarded-host", h);
-            }
+            out.extend(self.private.iter().cloned());
             let mut pass = |name: &HeaderName| {
                 for v in self.headers.get_all(name) {
                     out.push((name.clone(), v.clone()));
                 }
             };
-            pass(&http::header::USER_AGENT);
-            pass(&http::header::ACCEPT_LANGUAGE);
             for name in &req.origin.forward_headers {
                 let n = name.as_str();
                 let fixed = matches!(n, "user-agent" | "accept-language")

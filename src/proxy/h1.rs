@@ -93,120 +93,138 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// What [`parse_response_head`] found at the front of a buffer.
+/// What [`parse_response_head`] found.
 #[derive(Debug)]
 pub enum Head {
-    /// Not a whole head yet.
-    Partial,
-    /// An interim (1xx) answer of this many bytes, to be skipped.
-    Interim(usize),
-    /// A final head of this many bytes.
-    Final(ResponseHead, usize),
+    /// An interim (1xx) answer, to be skipped.
+    Interim,
+    /// The final head.
+    Final(ResponseHead),
 }
 
-/// Parses the response head at the front of `buf`. `to_head` says the
-/// request was `HEAD` (the answer has no body whatever it declares).
-pub fn parse_response_head(buf: &[u8], to_head: bool) -> Result<Head, String> {
+/// The length of the response head at the front of `buf` (up to and
+/// including its empty line), once it is all there.
+pub fn head_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    let crlf = memchr::memmem::find(window, b"\n\r\n").map(|i| i + 3);
+    let lf = memchr::memmem::find(window, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Ok(Some(a.min(b))),
+        (Some(n), None) | (None, Some(n)) => Ok(Some(n)),
+        (None, None) if buf.len() >= MAX_HEAD => {
+            Err(format!("response head over {MAX_HEAD} bytes"))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Parses a whole response head (as found by [`head_len`]). Header values
+/// share `head`'s memory. `to_head` says the request was `HEAD` (the answer
+/// has no body whatever it declares).
+pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, String> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(format!("response head over {MAX_HEAD} bytes"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(Head::Partial),
+    match res.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err("malformed response head".into()),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(format!("more than {MAX_HEADERS} response header fields"))
         }
         Err(e) => return Err(format!("malformed response head: {e}")),
-    };
-    if len > MAX_HEAD {
-        return Err(format!("response head over {MAX_HEAD} bytes"));
     }
     let status = res.code.unwrap_or(0);
     if status == 101 {
         return Err("unexpected protocol switch".into());
     }
     if (100..200).contains(&status) {
-        return Ok(Head::Interim(len));
+        return Ok(Head::Interim);
     }
     let mut headers = HeaderMap::with_capacity(res.headers.len());
+    let (mut close, mut te, mut cl) = (false, None::<(bool, usize)>, None::<u64>);
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| format!("invalid header name `{}`", h.name))?;
-        let value = HeaderValue::from_bytes(h.value)
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| format!("invalid value of header `{}`", h.name))?;
+        if name == http::header::CONNECTION {
+            close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if name == http::header::TRANSFER_ENCODING {
+            // Every coding in order: whether the last is chunked, and how
+            // many are.
+            let (mut last_chunked, mut chunked) = te.unwrap_or((false, 0));
+            for t in tokens(h.value) {
+                last_chunked = t.eq_ignore_ascii_case(b"chunked");
+                chunked += usize::from(last_chunked);
+            }
+            te = Some((last_chunked, chunked));
+        } else if name == http::header::CONTENT_LENGTH {
+            cl = Some(content_length(h.value, cl)?);
+        }
         headers.append(name, value);
     }
-    let mut keep_alive = res.version == Some(1) && !has_token(&headers, "connection", "close");
+    let mut keep_alive = res.version == Some(1) && !close;
     let bodyless = to_head || status == 204 || status == 304;
-    let body = if bodyless {
-        BodyDecoder::Length(0)
-    } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
+    let body = match (te, cl) {
+        _ if bodyless => BodyDecoder::Length(0),
         // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length, and
         // such an answer ends the connection; a final coding other than
         // chunked means "read until close".
-        let codings = list_tokens(&headers, "transfer-encoding");
-        let chunked_at_end = codings.last().is_some_and(|c| c == "chunked")
-            && codings.iter().filter(|c| *c == "chunked").count() == 1;
-        if headers.contains_key(http::header::CONTENT_LENGTH) || !chunked_at_end {
-            keep_alive = false;
+        (Some((last_chunked, chunked)), cl) => {
+            let chunked_at_end = last_chunked && chunked == 1;
+            if cl.is_some() || !chunked_at_end {
+                keep_alive = false;
+            }
+            if chunked_at_end {
+                BodyDecoder::Chunked(Chunk::Size, 0)
+            } else {
+                BodyDecoder::Close
+            }
         }
-        if chunked_at_end {
-            BodyDecoder::Chunked(Chunk::Size, 0)
-        } else {
+        (None, Some(n)) => BodyDecoder::Length(n),
+        (None, None) => {
+            keep_alive = false;
             BodyDecoder::Close
         }
-    } else if headers.contains_key(http::header::CONTENT_LENGTH) {
-        BodyDecoder::Length(content_length(&headers)?)
-    } else {
-        keep_alive = false;
-        BodyDecoder::Close
     };
-    Ok(Head::Final(
-        ResponseHead {
-            status,
-            headers,
-            body,
-            keep_alive,
-        },
-        len,
-    ))
+    Ok(Head::Final(ResponseHead {
+        status,
+        headers,
+        body,
+        keep_alive,
+    }))
 }
 
-/// The one length all `Content-Length` values agree on.
-fn content_length(headers: &HeaderMap) -> Result<u64, String> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err("invalid Content-Length".into());
-            }
-            let n = part
-                .iter()
-                .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err("conflicting Content-Length values".into());
-            }
-            found = Some(n);
-        }
-    }
-    found.ok_or_else(|| "invalid Content-Length".into())
-}
-
-fn list_tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
-        .collect()
 }
 
-fn has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
-    list_tokens(headers, name).iter().any(|t| t == token)
+/// The length a `Content-Length` value gives, which must agree with every
+/// value seen before (`prior`).
+fn content_length(value: &[u8], prior: Option<u64>) -> Result<u64, String> {
+    let mut found = prior;
+    let mut any = false;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length".into());
+        }
+        let n = part
+            .iter()
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err("conflicting Content-Length values".into());
+        }
+        found = Some(n);
+        any = true;
+    }
+    match found {
+        Some(n) if any => Ok(n),
+        _ => Err("invalid Content-Length".into()),
+    }
 }
 
 /// Where a chunked body's decoder stands.
@@ -365,9 +383,18 @@ fn chunk_size(line: &[u8]) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// Finds and parses the head at the front of `raw`.
+    fn parse(raw: &[u8], to_head: bool) -> Result<(Head, usize), String> {
+        let n = head_len(raw)?.ok_or("partial")?;
+        Ok((
+            parse_response_head(&Bytes::copy_from_slice(&raw[..n]), to_head)?,
+            n,
+        ))
+    }
+
     fn head(raw: &str) -> ResponseHead {
-        match parse_response_head(raw.as_bytes(), false).unwrap() {
-            Head::Final(h, n) => {
+        match parse(raw.as_bytes(), false).unwrap() {
+            (Head::Final(h), n) => {
                 assert_eq!(n, raw.len());
                 h
             }
@@ -459,8 +486,8 @@ mod tests {
         assert_eq!(h.body, BodyDecoder::Length(0));
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n");
         assert_eq!(h.body, BodyDecoder::Length(7));
-        match parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap() {
-            Head::Final(h, _) => assert_eq!(h.body, BodyDecoder::Length(0)),
+        match parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap() {
+            (Head::Final(h), _) => assert_eq!(h.body, BodyDecoder::Length(0)),
             other => panic!("{other:?}"),
         }
     }
@@ -476,33 +503,32 @@ mod tests {
             "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
             "NOTHTTP\r\n\r\n",
         ] {
-            assert!(
-                parse_response_head(raw.as_bytes(), false).is_err(),
-                "{raw:?}"
-            );
+            assert!(parse(raw.as_bytes(), false).is_err(), "{raw:?}");
         }
         let many = format!(
             "HTTP/1.1 200 OK\r\n{}\r\n",
             "x: y\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(parse_response_head(many.as_bytes(), false).is_err());
+        assert!(parse(many.as_bytes(), false).is_err());
         let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "y".repeat(MAX_HEAD));
-        assert!(parse_response_head(huge.as_bytes(), false).is_err());
+        assert!(head_len(huge.as_bytes()).is_err());
     }
 
     #[test]
     fn interim_answers_and_partial_heads() {
         let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n";
-        match parse_response_head(raw, false).unwrap() {
-            Head::Interim(n) => {
+        match parse(raw, false).unwrap() {
+            (Head::Interim, n) => {
                 assert_eq!(n, 25);
-                assert!(matches!(
-                    parse_response_head(&raw[n..], false),
-                    Ok(Head::Partial)
-                ));
+                assert_eq!(head_len(&raw[n..]), Ok(None));
             }
             other => panic!("{other:?}"),
         }
+        // Header values share the head's memory and keep their bytes.
+        let h = head("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-E:\r\n\r\n");
+        let cookies: Vec<_> = h.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h.headers.get("x-e").map(|v| v.as_bytes()), Some(&b""[..]));
     }
 
     #[test]

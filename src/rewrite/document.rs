@@ -50,10 +50,24 @@ fn is_stylesheet(el: &Element) -> bool {
     }
 }
 
-/// Whether a body may need the HTML pass: it mentions `<fragment`, or a
-/// document shell tag. A plain snippet (the common case) skips the parser.
-pub fn needs_html_pass(body: &[u8]) -> bool {
-    const TAGS: [&[u8]; 5] = [b"fragment", b"html", b"head", b"body", b"!doctype"];
+/// What a fragment body holds that needs handlers beyond rewriting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyShape {
+    /// A document shell tag: a doctype, `<html>`, `<head>` or `<body>`.
+    pub shell: bool,
+    /// A nested `<fragment>`.
+    pub nested: bool,
+}
+
+/// Scans a body for the tags of [`BodyShape`] (a byte scan, far cheaper than
+/// compiling selectors that would match nothing: a plain snippet, the common
+/// case, gets a rewriter without them).
+pub fn body_shape(body: &[u8]) -> BodyShape {
+    const SHELL: [&[u8]; 4] = [b"html", b"head", b"body", b"!doctype"];
+    let mut shape = BodyShape {
+        shell: false,
+        nested: false,
+    };
     let mut i = 0;
     while let Some(pos) = memchr::memchr(b'<', &body[i..]) {
         let rest = &body[i + pos + 1..];
@@ -65,12 +79,14 @@ pub fn needs_html_pass(body: &[u8]) -> bool {
                     .get(t.len())
                     .is_none_or(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
         };
-        if TAGS.iter().any(is_tag) {
-            return true;
+        shape.shell |= SHELL.iter().any(is_tag);
+        shape.nested |= is_tag(&&b"fragment"[..]);
+        if shape.shell && shape.nested {
+            break;
         }
         i += pos + 1;
     }
-    false
+    shape
 }
 
 #[cfg(test)]
@@ -79,15 +95,20 @@ mod tests {
 
     #[test]
     fn snippet_detection() {
-        assert!(!needs_html_pass(b"<div class=a>hi</div>"));
-        assert!(needs_html_pass(b"<div><FRAGMENT src=x></div>"));
-        assert!(needs_html_pass(b"<!DOCTYPE html><p>"));
-        assert!(needs_html_pass(b"x<body>"));
-        assert!(!needs_html_pass(
-            b"<header>x</header><bodyguard><fragments>"
-        ));
-        assert!(needs_html_pass(b"<head>"));
-        assert!(needs_html_pass(b"<fragment/>"));
-        assert!(needs_html_pass(b"<fragment"));
+        let shape = |b: &[u8]| {
+            let s = body_shape(b);
+            (s.shell, s.nested)
+        };
+        assert_eq!(shape(b"<div class=a>hi</div>"), (false, false));
+        assert_eq!(shape(b"<div><FRAGMENT src=x></div>"), (false, true));
+        assert_eq!(shape(b"<!DOCTYPE html><p>"), (true, false));
+        assert_eq!(shape(b"x<body>"), (true, false));
+        assert_eq!(
+            shape(b"<header>x</header><bodyguard><fragments>"),
+            (false, false)
+        );
+        assert_eq!(shape(b"<head><fragment/>"), (true, true));
+        assert_eq!(shape(b"<fragment"), (false, true));
+        assert_eq!(shape(b"<HTML>"), (true, false));
     }
 }

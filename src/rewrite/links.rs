@@ -42,12 +42,14 @@ pub struct PageUrl {
     pub path: String,
     /// Its query parameters as `name=value` pairs, raw, in order.
     pub params: Vec<String>,
+    /// The `rain.*` navigation values, decoded once: (fragment id, location).
+    navs: Vec<(String, String)>,
 }
 
 impl PageUrl {
     /// Parses a page's path and raw query.
     pub fn new(path: &str, query: Option<&str>) -> PageUrl {
-        let params = query
+        let params: Vec<String> = query
             .map(|q| {
                 q.split('&')
                     .filter(|kv| !kv.is_empty())
@@ -55,32 +57,33 @@ impl PageUrl {
                     .collect()
             })
             .unwrap_or_default();
-        PageUrl {
-            path: path.to_string(),
-            params,
-        }
-    }
-
-    /// The navigation state of fragment `id`, decoded, if the page has one.
-    pub fn nav(&self, id: &str) -> Option<String> {
-        let want = format!("rain.{id}");
-        self.params.iter().find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode(k) == want).then(|| decode(v))
-        })
-    }
-
-    /// Every `rain.*` navigation value, decoded: (fragment id, location).
-    pub fn nav_entries(&self) -> Vec<(String, String)> {
-        self.params
+        let navs = params
             .iter()
-            .filter_map(|kv| {
+            .filter_map(|kv: &String| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 let k = decode(k);
                 let id = k.strip_prefix("rain.")?;
                 Some((id.to_string(), decode(v)))
             })
-            .collect()
+            .collect();
+        PageUrl {
+            path: path.to_string(),
+            params,
+            navs,
+        }
+    }
+
+    /// The navigation state of fragment `id`, decoded, if the page has one
+    /// (the first, when a parameter repeats).
+    pub fn nav(&self, id: &str) -> Option<String> {
+        self.navs
+            .iter()
+            .find_map(|(k, v)| (k == id).then(|| v.clone()))
+    }
+
+    /// Every `rain.*` navigation value, decoded: (fragment id, location).
+    pub fn nav_entries(&self) -> Vec<(String, String)> {
+        self.navs.clone()
     }
 
     /// This page's URL as it is (path and full query).

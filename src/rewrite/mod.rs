@@ -12,7 +12,7 @@ mod selectors;
 mod url;
 
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class, wrap_css, wrap_open, WRAP_CLOSE};
-pub use self::document::{needs_html_pass, strip_document};
+pub use self::document::{body_shape, strip_document, BodyShape};
 pub use self::entities::decode_attr;
 pub use self::fragment::{form_url, fragment_handlers, FragmentRewrite};
 pub use self::links::{
@@ -21,6 +21,6 @@ pub use self::links::{
 };
 pub(crate) use self::selectors::on_element;
 pub use self::url::{
-    is_rain_param, is_under_base, merge_query, resolve_src, resolve_within, strip_rain_params,
-    UrlError,
+    absolute_within, is_rain_param, is_under_base, merge_query, resolve_src, resolve_within,
+    strip_rain_params, UrlError,
 };

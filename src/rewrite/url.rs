@@ -117,17 +117,34 @@ pub fn resolve_src(base: &Url, src: &str) -> Result<Url, UrlError> {
 /// and checks that it stays under `base`.
 pub fn resolve_within(base: &Url, current: &Url, reference: &str) -> Result<Url, UrlError> {
     let reference = reference.trim();
-    let lower = reference.to_ascii_lowercase();
-    let path_part = lower.split(['?', '#']).next().unwrap_or_default();
-    if path_part.contains("%2f")
-        || path_part.contains("%5c")
-        || reference.chars().any(|c| c.is_control())
-    {
-        return Err(UrlError::BadPath(reference.to_string()));
-    }
+    check_reference(reference)?;
     let url = current
         .join(reference)
         .map_err(|_| UrlError::ForeignUrl(reference.to_string()))?;
+    keep_within(base, url, reference)
+}
+
+/// [`resolve_within`] for a reference already parsed as an absolute URL
+/// (`parsed` is what `reference` parses to): no second parse.
+pub fn absolute_within(base: &Url, parsed: Url, reference: &str) -> Result<Url, UrlError> {
+    let reference = reference.trim();
+    check_reference(reference)?;
+    keep_within(base, parsed, reference)
+}
+
+/// No encoded slash or backslash in the path, no control character.
+fn check_reference(reference: &str) -> Result<(), UrlError> {
+    let path_part = reference.split(['?', '#']).next().unwrap_or_default();
+    let encoded_slash = path_part.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    });
+    if encoded_slash || reference.chars().any(|c| c.is_control()) {
+        return Err(UrlError::BadPath(reference.to_string()));
+    }
+    Ok(())
+}
+
+fn keep_within(base: &Url, url: Url, reference: &str) -> Result<Url, UrlError> {
     if is_under_base(base, &url) {
         Ok(url)
     } else {
