@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
-use super::spec::{resolve_target, FragmentSpec};
+use super::spec::{resolve_target, FragmentSpec, Target};
 use super::split::{split_fragment, Item, RawFragment};
 use super::templates::{builtin_placeholder, Templates};
 use crate::config::{Config, CssScope, FailureClass, Origin};
@@ -422,16 +422,20 @@ fn start_slot(
 ) -> Slot {
     let spec = FragmentSpec::parse(&raw);
     let origin_hint = raw.attr("origin").map(str::to_string);
+    // Resolved once: it names the fragment (when it has no id) and is what
+    // the fragment's task fetches.
+    let target = spec
+        .as_ref()
+        .ok()
+        .map(|s| resolve_target(&ctx.cfg, s.origin.as_deref(), &s.src));
     let id = match &spec {
         Ok(FragmentSpec { id: Some(id), .. }) => id.clone(),
         _ => {
             let base = origin_hint
                 .clone()
-                .or_else(|| {
-                    spec.as_ref()
-                        .ok()
-                        .and_then(|s| resolve_target(&ctx.cfg, None, &s.src).ok())
-                        .map(|t| t.origin.name.clone())
+                .or_else(|| match &target {
+                    Some(Ok(t)) => Some(t.origin.name.clone()),
+                    _ => None,
                 })
                 .filter(|o| super::spec::valid_id(o))
                 .unwrap_or_else(|| "fragment".to_string());
@@ -462,7 +466,12 @@ fn start_slot(
     let task_id = id.clone();
     let handle = tokio::spawn(async move {
         match (spec, refusal) {
-            (Ok(spec), None) => run_fragment(&task_ctx, &spec, &task_id, &level).await,
+            (Ok(spec), None) => {
+                let target = target.unwrap_or_else(|| {
+                    resolve_target(&task_ctx.cfg, spec.origin.as_deref(), &spec.src)
+                });
+                run_fragment(&task_ctx, &spec, target, &task_id, &level).await
+            }
             (spec, reason) => {
                 let reason = reason.unwrap_or_default();
                 tracing::warn!(fragment = %task_id, %reason, "fragment refused");
@@ -494,10 +503,11 @@ fn start_slot(
 async fn run_fragment(
     ctx: &Arc<PageContext>,
     spec: &FragmentSpec,
+    target: Result<Target, (FailureClass, String)>,
     id: &str,
     level: &Level,
 ) -> Resolved {
-    let target = match resolve_target(&ctx.cfg, spec.origin.as_deref(), &spec.src) {
+    let target = match target {
         Ok(t) => t,
         Err((class, reason)) => {
             tracing::warn!(fragment = %id, %reason, "fragment has no valid target");

@@ -106,16 +106,18 @@ pub enum Head {
 /// including its empty line), once it is all there.
 pub fn head_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
-    let crlf = memchr::memmem::find(window, b"\n\r\n").map(|i| i + 3);
-    let lf = memchr::memmem::find(window, b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Ok(Some(a.min(b))),
-        (Some(n), None) | (None, Some(n)) => Ok(Some(n)),
-        (None, None) if buf.len() >= MAX_HEAD => {
-            Err(format!("response head over {MAX_HEAD} bytes"))
+    // The empty line: a line feed followed by CRLF or by a bare LF.
+    for i in memchr::memchr_iter(b'\n', window) {
+        match window.get(i + 1) {
+            Some(b'\n') => return Ok(Some(i + 2)),
+            Some(b'\r') if window.get(i + 2) == Some(&b'\n') => return Ok(Some(i + 3)),
+            _ => {}
         }
-        (None, None) => Ok(None),
     }
+    if buf.len() >= MAX_HEAD {
+        return Err(format!("response head over {MAX_HEAD} bytes"));
+    }
+    Ok(None)
 }
 
 /// Parses a whole response head (as found by [`head_len`]). Header values
