@@ -11,6 +11,19 @@ use rain_edge::{demo, proxy};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Opts out of transparent huge pages. mimalloc asks for them on its arenas,
+/// and a proxy's heap is many small, short-lived blocks: with huge pages,
+/// 2 MiB regions that are mostly free still count in RSS (under 2,000
+/// concurrent pages, 59 MB of a 133 MB RSS were huge pages).
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory
+    // of ours; a failure (an old kernel) only leaves the default in place.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 const USAGE: &str = "\
 usage: rain-edge [--config PATH] [--check]
        rain-edge demo [--config PATH]
@@ -74,6 +87,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,

@@ -172,23 +172,34 @@ impl OriginClient {
     /// body is then read through the returned [`Exchange`] (streamed), whose
     /// connection goes back to the pool only when read to the end.
     pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
-        let (origin, permit) = self.slot(&req.origin.name).await?;
         let head = request_head(req, RequestBody::None)?;
+        self.open_head(&req.origin.name, head, req.method == "HEAD")
+            .await
+    }
+
+    /// [`OriginClient::open`] with the request head already written out.
+    async fn open_head(
+        &self,
+        name: &str,
+        head: Vec<u8>,
+        to_head: bool,
+    ) -> Result<Exchange, FetchFailure> {
+        let (origin, permit) = self.slot(name).await?;
         // A pooled connection may have been closed by the origin meanwhile:
         // a failure on it before any answer is retried on a fresh connection
         // (these requests have no body, and are GET or HEAD).
         loop {
-            let (mut conn, reused) = connect(&origin, &req.origin.name).await?;
+            let (mut conn, reused) = connect(&origin, name).await?;
             let sent = match conn.io.write_all(&head).await {
-                Ok(()) => conn.read_head(req.method == "HEAD").await,
+                Ok(()) => conn.read_head(to_head).await,
                 Err(e) => Err(WireError::Io(e)),
             };
             match sent {
-                Ok(head) => return Ok(Exchange::new(conn, head, origin, permit)),
+                Ok(answer) => return Ok(Exchange::new(conn, answer, origin, permit)),
                 Err(WireError::Io(e)) if reused && conn.nothing_read => {
-                    tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
+                    tracing::debug!(origin = %name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => return Err(e.into_failure(&req.origin.name)),
+                Err(e) => return Err(e.into_failure(name)),
             }
         }
     }
@@ -229,7 +240,13 @@ impl OriginClient {
 
     /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
     pub async fn send(&self, mut req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
-        let mut ex = self.open(&req).await?;
+        let head = request_head(&req, RequestBody::None)?;
+        // The header list is written out: freed now rather than held while
+        // the request waits for a connection and for its answer.
+        req.headers = Vec::new();
+        let mut ex = self
+            .open_head(&req.origin.name, head, req.method == "HEAD")
+            .await?;
         let status = ex.status();
         let location = ex.header_str("location");
         let content_type = ex.header_str("content-type");

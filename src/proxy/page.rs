@@ -211,6 +211,18 @@ pub(crate) async fn respond_bytes(
     body: Bytes,
     extra: &[(&str, String)],
 ) -> bool {
+    // Boxed: pingora's header and body writes make a large future, and
+    // inline it would set the size of every connection's task while its
+    // page waits on fragments.
+    Box::pin(respond_bytes_now(session, status, body, extra)).await
+}
+
+async fn respond_bytes_now(
+    session: &mut ServerSession,
+    status: u16,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> bool {
     let Ok(mut h) = ResponseHeader::build(status, Some(4 + extra.len())) else {
         return false;
     };
