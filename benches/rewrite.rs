@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rain_edge::aggregate::{Item, Splitter};
+use rain_edge::aggregate::{split_fragment, Item, Splitter};
 use rain_edge::config::{CssScope, OriginKind};
 use rain_edge::rewrite::{rewrite_css, FragmentRewrite, PageUrl};
 use url::Url;
@@ -90,6 +90,14 @@ fn main() {
         }
     });
     println!("small fragment, setup + rewrite       {:?} each", t / 1000);
+    // What the page path does: a rewriter with only the handlers the body
+    // needs (no shell, no nested fragment here).
+    let t = best_of(7, || {
+        for _ in 0..1000 {
+            let _ = split_fragment(small, rw.clone()).expect("split");
+        }
+    });
+    println!("small fragment, as pages rewrite it   {:?} each", t / 1000);
     let css = stylesheet(200 << 10);
     let mut printed = 0;
     let t = best_of(7, || {
