@@ -10,22 +10,14 @@
 //! Prints the best of several rounds; no extra dependency.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::best_of;
 
 use rain_edge::aggregate::{Item, Splitter};
 use rain_edge::session::{MemoryStore, PageSession, SessionId, SessionStore};
 use url::Url;
-
-fn best_of(rounds: usize, mut f: impl FnMut()) -> Duration {
-    (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
 
 /// The layout the peers' bench serves (Tailor syntax), with `n` fragments.
 fn layout(n: usize) -> String {

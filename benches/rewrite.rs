@@ -4,7 +4,9 @@
 //! scoping. Prints MB/s (best of several rounds); no extra dependency.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+mod common;
+use common::best_of;
 
 use rain_edge::aggregate::{split_fragment, Item, Splitter};
 use rain_edge::config::{CssScope, OriginKind};
@@ -30,17 +32,6 @@ fn stylesheet(target: usize) -> String {
 @media (max-width: 600px) { .product.card { padding: .2em } .tags li:not(.first) { display: none } }
 ";
     unit.repeat(target / unit.len() + 1)
-}
-
-fn best_of(rounds: usize, mut f: impl FnMut()) -> Duration {
-    (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -120,6 +120,14 @@ async fn edge_for(o: &RawOrigin) -> Edge {
     .await
 }
 
+/// Serves `pages` pages through a new rain-edge; each must show `expected`.
+async fn pages_show(o: &RawOrigin, pages: usize, expected: &str) {
+    let edge = edge_for(o).await;
+    for _ in 0..pages {
+        assert_eq!(fragment_of(&edge).await, expected);
+    }
+}
+
 async fn fragment_of(edge: &Edge) -> String {
     let r = edge.get("/").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -140,10 +148,7 @@ async fn chunked_trickled_and_interim_answers_are_decoded_and_reused() {
         b"\r\n",
     ]))
     .await;
-    let edge = edge_for(&o).await;
-    for _ in 0..3 {
-        assert_eq!(fragment_of(&edge).await, "<b>ok</b>!");
-    }
+    pages_show(&o, 3, "<b>ok</b>!").await;
     assert_eq!(o.requests(), 3);
     assert_eq!(
         o.conns(),
@@ -158,10 +163,7 @@ async fn sequential_pages_share_one_connection() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n<i>A</i>",
     ]))
     .await;
-    let edge = edge_for(&o).await;
-    for _ in 0..10 {
-        assert_eq!(fragment_of(&edge).await, "<i>A</i>");
-    }
+    pages_show(&o, 10, "<i>A</i>").await;
     assert_eq!((o.requests(), o.conns()), (10, 1));
 }
 
@@ -173,20 +175,14 @@ async fn close_delimited_and_connection_close_answers_are_whole_and_not_reused()
         idle_close: None,
     })
     .await;
-    let edge = edge_for(&o).await;
-    for _ in 0..2 {
-        assert_eq!(fragment_of(&edge).await, "<p>until close</p>");
-    }
+    pages_show(&o, 2, "<p>until close</p>").await;
     assert_eq!(o.conns(), 2);
 
     let o = RawOrigin::start(keep_alive(vec![
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
     ]))
     .await;
-    let edge = edge_for(&o).await;
-    for _ in 0..2 {
-        assert_eq!(fragment_of(&edge).await, "abc");
-    }
+    pages_show(&o, 2, "abc").await;
     // The origin said close (and did not): rain-edge closes it anyway.
     assert_eq!(o.conns(), 2);
 }
