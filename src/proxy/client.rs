@@ -64,6 +64,17 @@ impl OriginConn {
         None
     }
 
+    /// Closes the idle connections that expired or that the origin closed.
+    fn sweep(&self) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain(|(io, since)| {
+            since.elapsed() < POOL_IDLE
+                && matches!(io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+    }
+
     fn put_idle(&self, io: TcpStream) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max {
@@ -103,6 +114,30 @@ impl OriginClient {
         };
         client.configure(cfg);
         client
+    }
+
+    /// Every `every`, closes pooled connections that expired or that their
+    /// origin closed (otherwise they would wait for the next request to that
+    /// origin). Stops when the client is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let client = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(client) = client.upgrade() else {
+                    return;
+                };
+                let origins: Vec<Arc<OriginConn>> = match client.origins.read() {
+                    Ok(m) => m.values().cloned().collect(),
+                    Err(_) => return,
+                };
+                for o in origins {
+                    o.sweep();
+                }
+            }
+        });
     }
 
     /// Re-reads the origins of a new configuration. Names are resolved now;
@@ -569,5 +604,39 @@ impl Exchange {
         if keep_alive && whole && conn.buf.is_empty() && !conn.eof {
             origin.put_idle(conn.io);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), server.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_what_the_origin_closed_and_keeps_the_rest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let conn = OriginConn {
+            addr: Ok(listener.local_addr().unwrap()),
+            connect_timeout: Duration::from_secs(1),
+            limit: Arc::new(Semaphore::new(4)),
+            max: 4,
+            idle: Default::default(),
+        };
+        let (closed, server_side) = pair(&listener).await;
+        let (open, _kept) = pair(&listener).await;
+        conn.put_idle(closed);
+        conn.put_idle(open);
+        drop(server_side);
+        // Let the reactor see the origin's FIN.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.sweep();
+        assert_eq!(conn.idle.lock().unwrap().len(), 1);
+        assert!(conn.take_idle().is_some());
+        assert!(conn.take_idle().is_none());
     }
 }

@@ -173,6 +173,7 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         );
     }
     let client = Arc::new(OriginClient::new(&snap.cfg));
+    client.spawn_sweeper(Duration::from_secs(10));
     let store = open_store(&snap.cfg.session)?;
     tracing::info!(store = %snap.cfg.session.store, "session store ready");
     let app = Arc::new(App {
