@@ -351,6 +351,13 @@ async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchF
     if let Some(io) = origin.take_idle() {
         return Ok((Conn::new(io), true));
     }
+    // Boxed: a new connection is the rare case, and its future inline would
+    // make every exchange's state larger while it waits for its answer.
+    let io = Box::pin(connect_new(origin, name)).await?;
+    Ok((Conn::new(io), false))
+}
+
+async fn connect_new(origin: &OriginConn, name: &str) -> Result<TcpStream, FetchFailure> {
     let addr = origin.addr.clone().map_err(FetchFailure::Unavailable)?;
     let io = match tokio::time::timeout(origin.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(io)) => io,
@@ -366,7 +373,7 @@ async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchF
         }
     };
     let _ = io.set_nodelay(true);
-    Ok((Conn::new(io), false))
+    Ok(io)
 }
 
 /// Why an exchange failed on the wire.
