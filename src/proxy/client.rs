@@ -279,7 +279,7 @@ impl OriginClient {
         // The header list is written out: freed now rather than held while
         // the request waits for a connection and for its answer.
         req.headers = Vec::new();
-        let mut ex = self
+        let ex = self
             .open_head(&req.origin.name, head, req.method == "HEAD")
             .await?;
         let status = ex.status();
@@ -290,38 +290,9 @@ impl OriginClient {
         if let Some(tx) = req.on_head.take() {
             let _ = tx.send(set_cookies.clone());
         }
-        let too_large =
-            || FetchFailure::Error(format!("body over the {} byte limit", req.max_bytes));
-        if let BodyDecoder::Length(len) = ex.body {
-            if len > req.max_bytes {
-                return Err(too_large());
-            }
-        }
-        // Most answers arrive in one piece: it is kept as it is, not copied.
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0u64;
-        while let Some(chunk) = ex.chunk().await? {
-            total += chunk.len() as u64;
-            if total > req.max_bytes {
-                return Err(too_large());
-            }
-            match &first {
-                None => first = Some(chunk),
-                Some(f) => {
-                    if rest.is_empty() {
-                        rest.extend_from_slice(f);
-                    }
-                    rest.extend_from_slice(&chunk);
-                }
-            }
-        }
-        ex.finish();
-        let raw = if rest.is_empty() {
-            first.unwrap_or_default()
-        } else {
-            rest.freeze()
-        };
+        // Boxed: the body is read once the answer has come, and its state
+        // inline would size every request's future while it waits.
+        let raw = Box::pin(read_whole(ex, req.max_bytes)).await?;
         let decoded = decode_content(raw, content_encoding.as_deref(), req.max_bytes)
             .map_err(|e| FetchFailure::Error(e.to_string()))?;
         let body = to_utf8(decoded, content_type.as_deref());
@@ -332,6 +303,42 @@ impl OriginClient {
             body,
         })
     }
+}
+
+/// Reads an answer's body whole, at most `max` bytes, and gives the
+/// connection back. Most answers arrive in one piece: it is kept as it is,
+/// not copied.
+async fn read_whole(mut ex: Exchange, max: u64) -> Result<Bytes, FetchFailure> {
+    let too_large = || FetchFailure::Error(format!("body over the {max} byte limit"));
+    if let BodyDecoder::Length(len) = ex.body {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut total = 0u64;
+    while let Some(chunk) = ex.chunk().await? {
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large());
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    ex.finish();
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        rest.freeze()
+    })
 }
 
 fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, FetchFailure> {

@@ -317,7 +317,9 @@ impl FragmentSource for RequestSource {
         });
         let record = async {
             if let (Some(s), Ok(set_cookies)) = (session, head_rx.await) {
-                if let Err(e) = s.record(origin, &req.url, &set_cookies).await {
+                // Boxed: it runs once the answer's head has come; inline, it
+                // would size every request's future while it waits.
+                if let Err(e) = Box::pin(s.record(origin, &req.url, &set_cookies)).await {
                     tracing::warn!(origin, error = %e, "origin cookies not saved");
                 }
             }
