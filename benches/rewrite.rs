@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 mod common;
-use common::best_of;
+use common::{best_of, report_throughput};
 
 use rain_edge::aggregate::{split_fragment, Item, Splitter};
 use rain_edge::config::{CssScope, OriginKind};
@@ -63,13 +63,11 @@ fn main() {
                 .map(|i| if let Item::Static(b) = i { b.len() } else { 0 })
                 .sum();
         });
-        let mb = html.len() as f64 / 1e6;
-        println!(
-            "fragment rewrite ({name:6}) {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)",
-            mb / t.as_secs_f64(),
-            mb,
+        report_throughput(
+            &format!("fragment rewrite ({name})"),
+            html.len(),
             t,
-            out_len as f64 / 1e6
+            out_len,
         );
     }
     let small = b"<div class=\"frag\" data-name=\"f1\">lorem ipsum</div>";
@@ -96,12 +94,5 @@ fn main() {
             .expect("css")
             .len();
     });
-    let mb = css.len() as f64 / 1e6;
-    println!(
-        "stylesheet scoping         {:>7.1} MB/s  ({:.2} MB in {:?}, out {:.2} MB)",
-        mb / t.as_secs_f64(),
-        mb,
-        t,
-        printed as f64 / 1e6
-    );
+    report_throughput("stylesheet scoping", css.len(), t, printed);
 }

@@ -467,34 +467,31 @@ fn start_slot(
     // Two tasks, not one with a match inside: a task is as large as its
     // largest state, and a fetched fragment's task should not carry the
     // refused path's.
-    let handle = match (spec, refusal) {
-        (Ok(spec), None) => {
-            let target = target.unwrap_or_else(|| {
-                resolve_target(&task_ctx.cfg, spec.origin.as_deref(), &spec.src)
-            });
-            tokio::spawn(
-                async move { run_fragment(&task_ctx, &spec, target, &task_id, &level).await },
-            )
-        }
-        (spec, reason) => tokio::spawn(async move {
-            let reason = reason.unwrap_or_default();
-            tracing::warn!(fragment = %task_id, %reason, "fragment refused");
-            let spec = spec.ok();
-            let nodes = Box::pin(fallback_nodes(
-                &task_ctx,
-                spec.as_ref(),
-                &raw.children,
-                origin_hint.as_deref(),
-                FailureClass::Error,
-                None,
-            ))
-            .await;
-            Resolved {
-                nodes,
-                outcome: Outcome::Failed(FailureClass::Error),
-            }
-        }),
-    };
+    let handle =
+        match (spec, refusal, target) {
+            // A valid spec always has its target resolved above.
+            (Ok(spec), None, Some(target)) => tokio::spawn(async move {
+                run_fragment(&task_ctx, &spec, target, &task_id, &level).await
+            }),
+            (spec, reason, _) => tokio::spawn(async move {
+                let reason = reason.unwrap_or_default();
+                tracing::warn!(fragment = %task_id, %reason, "fragment refused");
+                let spec = spec.ok();
+                let nodes = Box::pin(fallback_nodes(
+                    &task_ctx,
+                    spec.as_ref(),
+                    &raw.children,
+                    origin_hint.as_deref(),
+                    FailureClass::Error,
+                    None,
+                ))
+                .await;
+                Resolved {
+                    nodes,
+                    outcome: Outcome::Failed(FailureClass::Error),
+                }
+            }),
+        };
     Slot {
         id,
         is_async,

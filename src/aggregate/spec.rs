@@ -9,7 +9,7 @@ use url::Url;
 
 use super::split::RawFragment;
 use crate::config::{parse_timeout_attr, Config, FailureClass, Origin};
-use crate::rewrite::{absolute_within, resolve_src};
+use crate::rewrite::{absolute_within, resolve_src, starts_with_ci};
 
 /// A validated `<fragment>` element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +106,10 @@ pub fn resolve_target(
     origin: Option<&str>,
     src: &str,
 ) -> Result<Target, (FailureClass, String)> {
-    let start = src.trim_start().as_bytes();
-    let has_prefix = |p: &[u8]| start.len() >= p.len() && start[..p.len()].eq_ignore_ascii_case(p);
-    let absolute = has_prefix(b"http://") || has_prefix(b"https://") || has_prefix(b"//");
+    let start = src.trim_start();
+    let absolute = ["http://", "https://", "//"]
+        .iter()
+        .any(|p| starts_with_ci(start, p));
     let named = match origin {
         Some(name) => Some(cfg.origins.get(name).cloned().ok_or_else(|| {
             (

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use url::Url;
 
-use super::url::is_under_base;
+use super::url::{is_under_base, starts_with_ci};
 use crate::config::OriginKind;
 
 /// The prefix of every URL rain-edge serves itself.
@@ -159,10 +159,9 @@ pub fn classify(ctx: &UrlContext<'_>, raw: &str) -> Target {
     if t.is_empty() || t.starts_with('#') {
         return Target::Foreign;
     }
-    let lower = t.get(..11).unwrap_or(t).to_ascii_lowercase();
     if ["javascript:", "mailto:", "tel:", "data:", "blob:", "about:"]
         .iter()
-        .any(|s| lower.starts_with(s))
+        .any(|s| starts_with_ci(t, s))
     {
         return Target::Foreign;
     }
@@ -199,7 +198,7 @@ pub fn strip_quirks(url: &mut Url, kind: OriginKind) {
         if let Some(q) = url.query() {
             let kept: Vec<&str> = q
                 .split('&')
-                .filter(|kv| !kv.to_ascii_lowercase().starts_with("phpsessid="))
+                .filter(|kv| !starts_with_ci(kv, "phpsessid="))
                 .collect();
             if kept.len() != q.split('&').count() {
                 let joined = kept.join("&");

@@ -22,5 +22,5 @@ pub use self::links::{
 pub(crate) use self::selectors::on_element;
 pub use self::url::{
     absolute_within, is_rain_param, is_under_base, merge_query, resolve_src, resolve_within,
-    strip_rain_params, UrlError,
+    starts_with_ci, strip_rain_params, UrlError,
 };

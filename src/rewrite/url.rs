@@ -69,12 +69,7 @@ pub fn resolve_src(base: &Url, src: &str) -> Result<Url, UrlError> {
         None => (src, None),
     };
     let path = path.split('#').next().unwrap_or_default();
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\')
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.chars().any(|c| c.is_control())
-    {
+    if path.contains('\\') || has_encoded_slash(path) || path.chars().any(|c| c.is_control()) {
         return Err(UrlError::BadPath(src.to_string()));
     }
     let mut segs: Vec<&str> = Vec::new();
@@ -135,10 +130,7 @@ pub fn absolute_within(base: &Url, parsed: Url, reference: &str) -> Result<Url, 
 /// No encoded slash or backslash in the path, no control character.
 fn check_reference(reference: &str) -> Result<(), UrlError> {
     let path_part = reference.split(['?', '#']).next().unwrap_or_default();
-    let encoded_slash = path_part.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
-    });
-    if encoded_slash || reference.chars().any(|c| c.is_control()) {
+    if has_encoded_slash(path_part) || reference.chars().any(|c| c.is_control()) {
         return Err(UrlError::BadPath(reference.to_string()));
     }
     Ok(())
@@ -186,8 +178,22 @@ pub fn merge_query(own: Option<&str>, page: Option<&str>) -> Option<String> {
 /// Whether a raw query parameter name is rain-edge's own (`rain.*`, also when
 /// the dot is percent-encoded).
 pub fn is_rain_param(raw_name: &str) -> bool {
-    let lower = raw_name.to_ascii_lowercase();
-    lower.starts_with("rain.") || lower.starts_with("rain%2e")
+    starts_with_ci(raw_name, "rain.") || starts_with_ci(raw_name, "rain%2e")
+}
+
+/// Whether `s` starts with `prefix`, ASCII case ignored (no allocation).
+pub fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// Whether a path holds an encoded slash or backslash (`%2f`, `%5c`, any
+/// case), which would let a path escape the segment checks.
+fn has_encoded_slash(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    })
 }
 
 /// The query with every `rain.*` parameter removed (for `X-Rain-Page-Url`
@@ -286,5 +292,21 @@ mod tests {
         assert_eq!(merge_query(None, Some("rain.a=1&rain%2Eb=2")), None);
         assert_eq!(merge_query(Some("a=1"), None), Some("a=1".into()));
         assert_eq!(strip_rain_params(Some("x=1&rain.y=2")), Some("x=1".into()));
+    }
+
+    #[test]
+    fn prefixes_and_encoded_slashes_ignore_case() {
+        assert!(starts_with_ci("HTTP://x", "http://"));
+        assert!(starts_with_ci("Rain%2Eid=1", "rain%2e"));
+        assert!(!starts_with_ci("ht", "http://"));
+        assert!(!starts_with_ci("é", "e"));
+        assert!(has_encoded_slash("/a%2Fb") && has_encoded_slash("/a%5c"));
+        assert!(!has_encoded_slash("/a%2"));
+        assert!(resolve_within(
+            &Url::parse("http://o/").unwrap(),
+            &Url::parse("http://o/").unwrap(),
+            "http://o/a%2F..%2Fb"
+        )
+        .is_err());
     }
 }
