@@ -53,12 +53,8 @@ impl OriginConn {
             idle.pop_front();
         }
         while let Some((io, _)) = idle.pop_back() {
-            // An idle connection has nothing to say: readable means the
-            // origin closed it (or broke the protocol). Costs no system
-            // call unless the socket was reported readable.
-            match io.try_read(&mut [0u8; 1]) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(io),
-                _ => continue,
+            if still_open(&io) {
+                return Some(io);
             }
         }
         None
@@ -69,10 +65,7 @@ impl OriginConn {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        idle.retain(|(io, since)| {
-            since.elapsed() < POOL_IDLE
-                && matches!(io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        });
+        idle.retain(|(io, since)| since.elapsed() < POOL_IDLE && still_open(io));
     }
 
     fn put_idle(&self, io: TcpStream) {
@@ -82,6 +75,13 @@ impl OriginConn {
             }
         }
     }
+}
+
+/// Whether an idle connection may carry another request. An idle connection
+/// has nothing to say: readable means the origin closed it (or broke the
+/// protocol). Costs no system call unless the socket was reported readable.
+fn still_open(io: &TcpStream) -> bool {
+    matches!(io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Pooled HTTP/1.1 client to the configured origins.
