@@ -3,7 +3,8 @@
 //! `config` reads and validates the TOML file; `aggregate` turns layouts into
 //! pages of parallel fragments; `rewrite` holds the URL and HTML rules;
 //! `session` the user's state; `proxy` is the only module that speaks HTTP
-//! (pingora) to browsers and origins; `demo` serves the bundled demo origins.
+//! (its own HTTP/1.1 codec) to browsers and origins; `demo` serves the
+//! bundled demo origins.
 
 pub mod aggregate;
 pub mod config;

@@ -141,3 +141,92 @@ async fn http10_clients_get_a_close_delimited_page() {
     assert_eq!(r.header("transfer-encoding"), None);
     assert!(r.body.ends_with("<p>A</p></body></html>"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn request_heads_over_the_limits_get_431() {
+    let edge = Edge::start(
+        &config(&[], HOME, "max_headers = 5\nmax_header_bytes = \"1KiB\""),
+        &[("page.html", &layout("fine"))],
+    )
+    .await;
+    let ok = raw_request(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let many = raw_request(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",
+    )
+    .await;
+    assert_eq!(many.status, 431, "{}", many.body);
+    assert_eq!(many.header("connection"), Some("close"));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(1500)
+    );
+    let big = raw_request(edge.addr, big.as_bytes()).await;
+    assert_eq!(big.status, 431, "{}", big.body);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_trickling_its_next_head_gets_408() {
+    let edge = Edge::start(
+        &config(
+            &[],
+            HOME,
+            "header_timeout = \"300ms\"\nidle_timeout = \"20s\"",
+        ),
+        &[("page.html", &layout("KA"))],
+    )
+    .await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("timely")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The next head starts, then trickles: header_timeout runs from its
+    // first byte, not the idle timeout.
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+    let mut rest = Vec::new();
+    let trickle = async {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let edge = Edge::start(&config(&[], HOME, ""), &[("page.html", &layout("P"))]).await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    let first = text.find("HTTP/1.1 200").expect("the page first");
+    let second = text.find("HTTP/1.1 404").expect("then the 404");
+    assert!(first < second, "{text}");
+    assert!(text[..second].contains("P"), "{text}");
+}

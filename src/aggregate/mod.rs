@@ -1,7 +1,7 @@
 //! Aggregation: a layout becomes a plan of static runs and fragment slots;
 //! every fragment is fetched in parallel under its own deadline through a
 //! [`FragmentSource`]; the page is written in document order with fallbacks
-//! for every failure. Knows nothing of pingora, sockets or sessions.
+//! for every failure. Knows nothing of HTTP, sockets or sessions.
 
 mod compose;
 mod fetch;

@@ -2,9 +2,10 @@
 //! origin, a cap on concurrent connections per origin, and bounded, streamed
 //! body reads. The wire format is in [`super::h1`].
 //!
-//! Our own rather than pingora's connector because of memory: pingora's
-//! client reserves a 64 KiB body buffer for every exchange, which under
-//! thousands of slow fragments in flight was most of rain-edge's RSS. Here an
+//! Our own rather than a library's connector because of memory: pingora's
+//! client (used until 2026-11) reserved a 64 KiB body buffer for every
+//! exchange, which under thousands of slow fragments in flight was most of
+//! rain-edge's RSS. Here an
 //! exchange holds no buffer while it waits, and what it reads is kept in a
 //! buffer of exactly its size.
 //!

@@ -10,8 +10,8 @@
 
 use std::net::SocketAddr;
 
+use super::conn::BrowserConn;
 use bytes::{Bytes, BytesMut};
-use pingora::protocols::http::ServerSession;
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
@@ -28,7 +28,7 @@ fn decode(s: &str) -> String {
 }
 
 /// Answers 413 and closes: the rest of the body is not read.
-async fn too_large(session: &mut ServerSession) -> bool {
+async fn too_large(session: &mut BrowserConn) -> bool {
     respond_simple(
         session,
         413,
@@ -42,7 +42,7 @@ async fn too_large(session: &mut ServerSession) -> bool {
 /// Serves one form submission. Returns whether the connection may be kept.
 pub async fn serve(
     app: &App,
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     client: SocketAddr,
     rest: &str,
     page: PageRequest,
@@ -166,7 +166,7 @@ pub async fn serve(
     };
     let mut sent: u64 = 0;
     loop {
-        let chunk = match session.read_request_body().await {
+        let chunk = match session.read_body().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
@@ -271,7 +271,6 @@ pub async fn serve(
     };
     let page = PageRequest {
         method: http::Method::GET,
-        version: page.version,
         path: back_path,
         query: back_query,
         headers: page.headers,

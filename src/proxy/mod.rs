@@ -1,9 +1,10 @@
-//! The HTTP face of rain-edge and the only module that imports pingora:
-//! listeners and connections, routing, origin connections (our own pooled HTTP/1.1
+//! The HTTP face of rain-edge: listeners and our own HTTP/1.1 connections,
+//! routing, origin connections (our own pooled HTTP/1.1
 //! [`OriginClient`]), what origins receive, and the mapping of aggregation
 //! outcomes to HTTP statuses.
 
 mod client;
+mod conn;
 mod decode;
 mod form;
 mod forward;

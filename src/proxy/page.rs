@@ -6,10 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::conn::{BrowserConn, ResponseHead};
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 
 use super::forward::{BrowserContext, RequestSource, SessionState};
 use super::server::App;
@@ -51,7 +50,7 @@ pub async fn session_or_503(
     app: &App,
     cfg: &Config,
     headers: &http::HeaderMap,
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     what: &str,
 ) -> Result<Option<Arc<PageSession>>, bool> {
     match lookup_session(app, cfg, headers).await {
@@ -104,13 +103,13 @@ async fn resolve_session(app: &App, cfg: &Config, headers: &http::HeaderMap) -> 
 }
 
 /// Writes page chunks to the browser, one flushed HTTP chunk each.
-struct SessionWriter<'s>(&'s mut ServerSession);
+struct SessionWriter<'s>(&'s mut BrowserConn);
 
 #[async_trait]
 impl PageWriter for SessionWriter<'_> {
     async fn write(&mut self, data: Bytes) -> Result<(), PageWriteError> {
         self.0
-            .write_response_body(data, false)
+            .write_body(data, false)
             .await
             .map_err(|e| PageWriteError(e.to_string()))
     }
@@ -123,80 +122,16 @@ fn html_page(title: &str, message: &str) -> String {
     )
 }
 
-/// Answers a request whose head could not be read (408, 400) by writing raw
-/// bytes, then closes the connection. (pingora's session methods need a
-/// parsed request head.)
-pub async fn reject_unread(session: ServerSession, status: u16, title: &str, message: &str) {
-    use tokio::io::AsyncWriteExt;
-    let ServerSession::H1(h1) = session else {
-        return;
-    };
-    let body = html_page(title, message);
-    let head = format!(
-        "HTTP/1.1 {status} {title}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut stream = h1.into_inner();
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.flush().await;
-    let _ = stream.shutdown().await;
-}
-
-/// What is wrong with a request head's framing, if anything (CONTRACT
-/// §10): both `Content-Length` and `Transfer-Encoding`, conflicting or
-/// malformed lengths, a transfer coding other than `chunked`, obs-fold, or
-/// white space before a colon. Checked on the raw head, because pingora
-/// normalizes some of these away.
-fn framing_problem(raw_head: &[u8]) -> Option<&'static str> {
-    let mut te = 0;
-    let mut te_ok = true;
-    let mut length: Option<&[u8]> = None;
-    for line in raw_head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Some("obs-fold in a header");
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Some("a header line without a colon");
-        };
-        let name = &line[..colon];
-        if name.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            return Some("white space before a colon");
-        }
-        let value = line[colon + 1..].trim_ascii();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te += 1;
-            te_ok &= value.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                let part = part.trim_ascii();
-                if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
-                    return Some("malformed Content-Length");
-                }
-                if length.is_some_and(|l| l != part) {
-                    return Some("conflicting Content-Length values");
-                }
-                length = Some(part);
-            }
-        }
-    }
-    if te > 0 && length.is_some() {
-        return Some("both Content-Length and Transfer-Encoding");
-    }
-    if te > 1 || !te_ok {
-        return Some("unsupported Transfer-Encoding");
-    }
-    None
+/// Answers a request whose head could not be read (408, 400, 431), then
+/// closes the connection.
+pub async fn reject_unread(conn: BrowserConn, status: u16, title: &str, message: &str) {
+    conn.reject(status, html_page(title, message)).await;
 }
 
 /// Answers with a small complete HTML page (only after the request head was
 /// read). Returns whether it was written.
 pub async fn respond_simple(
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     status: u16,
     title: &str,
     message: &str,
@@ -206,65 +141,42 @@ pub async fn respond_simple(
 }
 
 pub(crate) async fn respond_bytes(
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     status: u16,
     body: Bytes,
     extra: &[(&str, String)],
 ) -> bool {
-    // Boxed: pingora's header and body writes make a large future, and
-    // inline it would set the size of every connection's task while its
-    // page waits on fragments.
+    // Boxed: the rare answers' writes would otherwise be part of every
+    // connection's task, and set its size while its page waits on fragments.
     Box::pin(respond_bytes_now(session, status, body, extra)).await
 }
 
 async fn respond_bytes_now(
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     status: u16,
     body: Bytes,
     extra: &[(&str, String)],
 ) -> bool {
-    let Ok(mut h) = ResponseHeader::build(status, Some(4 + extra.len())) else {
+    let Some(mut h) = ResponseHead::new(status) else {
         return false;
     };
-    let head_only = session.req_header().method == http::Method::HEAD;
-    let ok = h
-        .insert_header("content-type", "text/html; charset=utf-8")
-        .is_ok()
-        && h.insert_header("content-length", body.len().to_string())
-            .is_ok()
-        && extra
-            .iter()
-            .all(|(k, v)| h.insert_header(k.to_string(), v.as_str()).is_ok());
-    if !ok || session.write_response_header(Box::new(h)).await.is_err() {
+    let ok = h.insert("content-type", "text/html; charset=utf-8")
+        && h.insert("content-length", body.len().to_string())
+        && extra.iter().all(|(k, v)| h.insert(k, v.as_str()));
+    if !ok {
         return false;
     }
-    if head_only || body.is_empty() {
-        return session.finish_body().await.is_ok();
-    }
-    session.write_response_body(body, true).await.is_ok()
+    session.write_head(h);
+    session.write_body(body, true).await.is_ok()
 }
 
 /// Serves one request. Returns whether the connection may be kept alive.
-pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -> bool {
-    let raw_head = session
-        .as_http1()
-        .map(|h1| h1.get_headers_raw_bytes())
-        .unwrap_or_default();
-    if let Some(problem) = framing_problem(&raw_head) {
-        tracing::debug!(%client, problem, "bad request framing");
-        respond_simple(
-            session,
-            400,
-            "Bad Request",
-            "The request's framing is invalid.",
-        )
-        .await;
+pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr) -> bool {
+    let Some(req) = session.request() else {
         return false;
-    }
-    let req = session.req_header();
+    };
     let page = PageRequest {
         method: req.method.clone(),
-        version: req.version,
         path: req.uri.path().to_string(),
         query: req.uri.query().map(str::to_string),
         headers: req.headers.clone(),
@@ -301,8 +213,6 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr) -
 pub struct PageRequest {
     /// The browser's method (GET or HEAD for pages; POST for a form answer).
     pub method: http::Method,
-    /// HTTP version of the browser's request.
-    pub version: http::Version,
     /// The page's path.
     pub path: String,
     /// The page's raw query.
@@ -316,7 +226,7 @@ pub struct PageRequest {
 /// Composes and streams a page.
 pub async fn render(
     app: &App,
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     client: SocketAddr,
     page: PageRequest,
 ) -> bool {
@@ -324,7 +234,6 @@ pub async fn render(
     let cfg = snap.cfg.clone();
     let PageRequest {
         method,
-        version,
         path,
         query,
         headers,
@@ -452,25 +361,17 @@ pub async fn render(
             return respond_bytes(session, 302, Bytes::new(), &extra).await;
         }
     };
-    let Ok(mut h) = ResponseHeader::build(status, Some(4 + extra.len())) else {
+    let Some(mut h) = ResponseHead::new(status) else {
         return false;
     };
-    // NOTE: HTTP/1.0 has no chunked coding: the page is streamed
-    // close-delimited and the connection closes after it.
-    let http10 = version == http::Version::HTTP_10;
-    if http10 {
-        session.set_keepalive(None);
-    }
-    let ok = h
-        .insert_header("content-type", "text/html; charset=utf-8")
-        .is_ok()
-        && (http10 || h.insert_header("transfer-encoding", "chunked").is_ok())
-        && extra
-            .iter()
-            .all(|(k, v)| h.append_header(k.to_string(), v.as_str()).is_ok());
-    if !ok || session.write_response_header(Box::new(h)).await.is_err() {
+    // NOTE: HTTP/1.0 has no chunked coding: the connection streams the page
+    // close-delimited and closes after it.
+    let ok = h.insert("content-type", "text/html; charset=utf-8")
+        && extra.iter().all(|(k, v)| h.append(k, v.as_str()));
+    if !ok {
         return false;
     }
+    session.write_head(h);
     if method == http::Method::HEAD {
         return session.finish_body().await.is_ok();
     }
@@ -563,45 +464,6 @@ async fn origin_layout(
                 "Bad Gateway",
                 "The page layout could not be parsed.",
             ))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::framing_problem;
-
-    #[test]
-    fn framing_rules() {
-        let ok: &[&[u8]] = &[
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n",
-        ];
-        for head in ok {
-            assert_eq!(
-                framing_problem(head),
-                None,
-                "{}",
-                String::from_utf8_lossy(head)
-            );
-        }
-        let bad: &[&[u8]] = &[
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
-        ];
-        for head in bad {
-            assert!(
-                framing_problem(head).is_some(),
-                "{}",
-                String::from_utf8_lossy(head)
-            );
         }
     }
 }

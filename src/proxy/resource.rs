@@ -6,10 +6,9 @@
 
 use std::net::SocketAddr;
 
+use super::conn::{BrowserConn, ResponseHead};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
@@ -44,10 +43,12 @@ const ASKED: &[&str] = &[
 ];
 
 /// Serves one `/_rain/r/` request. Returns whether the connection may be kept.
-pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, rest: &str) -> bool {
+pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, rest: &str) -> bool {
     let snap = app.snapshot();
     let cfg = snap.cfg.clone();
-    let req = session.req_header();
+    let Some(req) = session.request() else {
+        return false;
+    };
     let method = req.method.clone();
     let headers = req.headers.clone();
     let query = req.uri.query().map(str::to_string);
@@ -155,15 +156,13 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         )
         .await;
     }
-    let Ok(mut h) = ResponseHeader::build(status, Some(PASSED.len() + 2)) else {
+    let Some(mut h) = ResponseHead::new(status) else {
         return false;
     };
-    let mut has_length = false;
     if let Some(src) = ex.headers() {
         for name in PASSED {
             for v in src.get_all(*name) {
-                has_length |= *name == "content-length";
-                let _ = h.append_header(*name, v.clone());
+                let _ = h.append(name, v.clone());
             }
         }
         for header in ["location", "ajax-location"] {
@@ -183,7 +182,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
                 Target::Foreign => loc.to_string(),
             };
             if let Ok(v) = HeaderValue::from_str(&mapped) {
-                let _ = h.insert_header(header, v);
+                let _ = h.insert(header, v);
             }
         }
     }
@@ -191,13 +190,8 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         || status == 204
         || status == 304
         || (100..200).contains(&status);
-    if !has_length && !bodyless {
-        let _ = h.insert_header("transfer-encoding", "chunked");
-    }
-    let _ = h.insert_header("x-request-id", browser.request_id.as_str());
-    if session.write_response_header(Box::new(h)).await.is_err() {
-        return false;
-    }
+    let _ = h.insert("x-request-id", browser.request_id.as_str());
+    session.write_head(h);
     if bodyless {
         ex.finish();
         return session.finish_body().await.is_ok();
@@ -205,7 +199,7 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
     loop {
         match tokio::time::timeout(origin.timeout, ex.chunk()).await {
             Ok(Ok(Some(chunk))) => {
-                if session.write_response_body(chunk, false).await.is_err() {
+                if session.write_body(chunk, false).await.is_err() {
                     return false;
                 }
             }
@@ -223,17 +217,14 @@ pub async fn serve(app: &App, session: &mut ServerSession, client: SocketAddr, r
         }
     }
     ex.finish();
-    session
-        .write_response_body(Bytes::new(), true)
-        .await
-        .is_ok()
+    session.finish_body().await.is_ok()
 }
 
 /// A stylesheet of the origin: read whole (bounded), decoded, its classes
 /// renamed as the origin's fragments' are and its `url()`s of the origin
 /// served by rain-edge, then sent with its caching headers.
 async fn serve_stylesheet(
-    session: &mut ServerSession,
+    session: &mut BrowserConn,
     mut ex: super::client::Exchange,
     origin: &crate::config::Origin,
     url: &url::Url,
@@ -308,17 +299,15 @@ async fn serve_stylesheet(
             Bytes::new()
         }
     };
-    let Ok(mut h) = ResponseHeader::build(200, Some(8)) else {
+    let Some(mut h) = ResponseHead::new(200) else {
         return false;
     };
-    let _ = h.insert_header("content-type", "text/css; charset=utf-8");
-    let _ = h.insert_header("content-length", out.len().to_string());
-    let _ = h.insert_header("x-request-id", request_id);
+    h.insert("content-type", "text/css; charset=utf-8");
+    h.insert("content-length", out.len().to_string());
+    h.insert("x-request-id", request_id);
     for (n, v) in kept {
-        let _ = h.insert_header(n, v);
+        h.insert(n, v);
     }
-    if session.write_response_header(Box::new(h)).await.is_err() {
-        return false;
-    }
-    session.write_response_body(out, true).await.is_ok()
+    session.write_head(h);
+    session.write_body(out, true).await.is_ok()
 }

@@ -1,6 +1,6 @@
 //! Listening and connection handling: our own accept loops on a tokio
-//! runtime, pingora's HTTP/1.1 sessions for framing, keep-alive with an idle
-//! limit, a header deadline from the accept, SIGHUP reloads, and a SIGTERM
+//! runtime, our own HTTP/1.1 connections ([`BrowserConn`]), keep-alive with
+//! an idle limit, a whole-head deadline, SIGHUP reloads, and a SIGTERM
 //! drain (no new connections, idle ones closed, in-flight ones finished,
 //! then exit 0).
 
@@ -8,14 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
-use pingora::protocols::http::ServerSession;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use super::client::OriginClient;
+use super::conn::{BrowserConn, HeadLimits, ReadError};
 use super::page;
 use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors};
@@ -275,29 +274,37 @@ async fn handle_connection(
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stream: pingora::protocols::Stream =
-        Box::new(pingora::protocols::l4::stream::Stream::from(tcp));
-    let mut session = ServerSession::new_http1(stream);
+    let accepted = Instant::now();
+    let mut conn = BrowserConn::new(tcp);
     let mut first = true;
     loop {
         let snap = app.snapshot();
         let server = &snap.cfg.server;
-        // NOTE: the first request's head must arrive within header_timeout of
-        // the accept; a kept-alive connection may idle for idle_timeout.
-        let wait = if first {
-            server.header_timeout
+        // NOTE: the first request's head must arrive whole within
+        // header_timeout of the accept; later ones may be idle_timeout in
+        // coming, then have header_timeout from their first byte.
+        let (first_byte_by, head_by) = if first {
+            let by = accepted + server.header_timeout;
+            (by, Some(by))
         } else {
-            server.idle_timeout
+            (Instant::now() + server.idle_timeout, None)
+        };
+        let limits = HeadLimits {
+            max_bytes: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
+            max_fields: server.max_headers,
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(wait, session.read_request()) => r,
+            r = conn.read_request(first_byte_by, head_by, server.header_timeout, limits) => r,
             _ = shutdown.wait_for(|s| *s), if !first => return,
         };
+        drop(snap);
         match read {
-            Err(_) => {
-                if first {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(ReadError::Timeout { started }) => {
+                if first || started {
                     page::reject_unread(
-                        session,
+                        conn,
                         408,
                         "Request Timeout",
                         "The request head did not arrive in time.",
@@ -306,46 +313,39 @@ async fn handle_connection(
                 }
                 return;
             }
-            Ok(Err(e)) => {
-                tracing::debug!(client = %addr, error = %e, "bad request");
+            Err(ReadError::TooLarge) => {
                 page::reject_unread(
-                    session,
-                    400,
-                    "Bad Request",
-                    "The request could not be parsed.",
+                    conn,
+                    431,
+                    "Request Header Fields Too Large",
+                    "The request head is larger than this site accepts.",
                 )
                 .await;
                 return;
             }
-            Ok(Ok(false)) => return,
-            Ok(Ok(true)) => {}
+            Err(ReadError::Bad(problem)) => {
+                tracing::debug!(client = %addr, %problem, "bad request");
+                page::reject_unread(conn, 400, "Bad Request", "The request could not be parsed.")
+                    .await;
+                return;
+            }
+            Err(e @ (ReadError::Truncated | ReadError::Io(_))) => {
+                tracing::debug!(client = %addr, error = %e, "connection ended");
+                return;
+            }
         }
         first = false;
-        let keepalive = (!*shutdown.borrow()).then_some(server.idle_timeout.as_secs().max(1));
-        session.set_keepalive(keepalive);
-        drop(snap);
-        if !page::serve(&app, &mut session, addr).await {
+        if *shutdown.borrow() {
+            conn.close_after();
+        }
+        if !page::serve(&app, &mut conn, addr).await {
             return;
         }
         if *shutdown.borrow() {
-            session.set_keepalive(None);
+            conn.close_after();
         }
-        let settings = HttpPersistentSettings::for_session(&session);
-        // Boxed: pingora's finish is the largest future of a connection
-        // (3.7 KB), and inline it would size every connection's task while
-        // its page waits on fragments.
-        let reusable = match Box::pin(session.finish()).await {
-            Ok(Some(r)) => r,
-            _ => return,
-        };
-        if *shutdown.borrow() {
+        if !conn.finish().await || *shutdown.borrow() {
             return;
-        }
-        let (stream, settings) =
-            ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
-        session = ServerSession::new_http1(stream);
-        if let Some(s) = settings {
-            s.apply_to_session(&mut session);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Rewriting of origin content, synchronous and chunk-oriented: URL rules that
 //! keep fetches inside their origin, and the whole-document stripping that
-//! embeds an origin's page as a fragment. No tokio, no pingora, no session.
+//! embeds an origin's page as a fragment. No tokio, no sockets, no session.
 //! (Class scoping and link, resource and form rewriting build on this module.)
 
 mod css;

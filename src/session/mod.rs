@@ -2,7 +2,7 @@
 //! never adopted when unknown), one hidden cookie jar per origin inside it
 //! (RFC 6265, via `cookie_store`), the stores that keep sessions (memory or
 //! Redis), and which of the browser's own cookies may go to an origin.
-//! No pingora, no HTTP serving here.
+//! No HTTP serving here.
 
 mod forward;
 mod id;
