@@ -20,19 +20,18 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decode::{decode_content, to_utf8};
 use super::h1::{self, BodyDecoder, Decoded, Head, RequestBody, ResponseHead};
+use super::read::read_some;
 use crate::aggregate::{FetchFailure, FetchResponse};
 use crate::config::{Config, Origin};
 
 /// How long an idle pooled connection to an origin is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
-/// Most bytes taken from a socket in one read.
-const READ_SIZE: usize = 64 * 1024;
 
 /// One origin's address, its concurrency cap and its idle connections.
 struct OriginConn {
@@ -425,35 +424,9 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has. The bytes land in a per-thread scratch
-    /// buffer and are copied into a buffer of exactly their size: an
-    /// exchange waiting on a slow origin holds no buffer, and one that got
-    /// 4 KB holds 4 KB, not a 64 KiB read buffer (the copy is cheap next to
-    /// the memory it saves under thousands of exchanges in flight).
-    ///
-    /// Read through `poll_read`, not `readable` + `try_read`: tokio clears
-    /// a socket's readiness after a short read, which saves the extra
-    /// `recvfrom` that would otherwise end every exchange in `EAGAIN`.
+    /// Reads what the socket has (see [`read_some`]).
     async fn fill(&mut self) -> std::io::Result<()> {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-                std::cell::RefCell::new(vec![0u8; READ_SIZE].into_boxed_slice());
-        }
-        let Conn { io, buf, .. } = self;
-        let n = std::future::poll_fn(|cx| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let mut rb = tokio::io::ReadBuf::new(scratch);
-                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                    std::task::Poll::Ready(Ok(())) => {
-                        buf.extend_from_slice(rb.filled());
-                        std::task::Poll::Ready(Ok(rb.filled().len()))
-                    }
-                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
-                    std::task::Poll::Pending => std::task::Poll::Pending,
-                }
-            })
-        })
-        .await?;
+        let n = read_some(&mut self.io, &mut self.buf).await?;
         if n == 0 {
             self.eof = true;
         } else {

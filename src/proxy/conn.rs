@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::h1::{BodyDecoder, Chunk, Decoded};
+use super::read::read_some;
 
 /// A request head as read from the browser.
 #[derive(Debug)]
@@ -121,8 +122,6 @@ enum Framing {
 const DRAIN_MAX: u64 = 64 << 10;
 /// How long that drain may take.
 const DRAIN_TIME: Duration = Duration::from_millis(200);
-/// Read granularity.
-const READ_CHUNK: usize = 8 << 10;
 
 /// One browser connection.
 pub struct BrowserConn {
@@ -210,10 +209,11 @@ impl BrowserConn {
         }
     }
 
-    /// Reads more bytes into the buffer; sets `eof` at the end.
+    /// Reads more bytes into the buffer (see [`read_some`]): a connection
+    /// whose page waits on fragments keeps no read buffer. Sets `eof` at the
+    /// end.
     async fn fill(&mut self) -> std::io::Result<()> {
-        self.buf.reserve(READ_CHUNK);
-        if self.io.read_buf(&mut self.buf).await? == 0 {
+        if read_some(&mut self.io, &mut self.buf).await? == 0 {
             self.eof = true;
         }
         Ok(())
@@ -285,6 +285,10 @@ impl BrowserConn {
             headers.append(name, value);
         }
         let _ = self.buf.split_to(len);
+        if self.buf.is_empty() {
+            // Frees the head's bytes now rather than with the next request.
+            self.buf = BytesMut::new();
+        }
         self.body = body;
         self.continue_pending =
             expect_continue && version == Version::HTTP_11 && body != BodyDecoder::Length(0);
@@ -610,6 +614,7 @@ fn framing_problem(raw_head: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     const LIMITS: HeadLimits = HeadLimits {

@@ -10,6 +10,7 @@ mod form;
 mod forward;
 mod h1;
 mod page;
+mod read;
 mod resource;
 mod server;
 
