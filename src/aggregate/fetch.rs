@@ -77,6 +77,17 @@ impl FetchFailure {
 pub trait FragmentSource: Send + Sync + 'static {
     /// Performs one GET exchange (no redirect following).
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure>;
+
+    /// Told once per fragment when it ended (content or fallback), with its
+    /// origin when it had one, and how long it took from its start. For
+    /// statistics; the default does nothing.
+    fn fragment_done(
+        &self,
+        _origin: Option<&str>,
+        _outcome: &super::compose::Outcome,
+        _elapsed: std::time::Duration,
+    ) {
+    }
 }
 
 /// The result of fetching a fragment, redirects followed.

@@ -564,6 +564,27 @@ fn read_placeholders(
     out
 }
 
+/// Validates one origin's table as if it were `[origins.NAME]` of `cfg`'s
+/// file (the admin API's `PUT /origins/{name}`): the same keys, defaults
+/// and errors.
+pub fn parse_origin(cfg: &Config, name: &str, table: &toml::Table) -> Result<Origin, ConfigErrors> {
+    let mut errs = Errors {
+        file: &cfg.file,
+        list: Vec::new(),
+    };
+    let origin = read_origin(
+        &mut errs,
+        name,
+        table,
+        &cfg.fragments,
+        &cfg.server.templates,
+    );
+    match origin {
+        Some(o) if errs.list.is_empty() => Ok(o),
+        _ => Err(ConfigErrors(errs.list)),
+    }
+}
+
 fn read_origin(
     errs: &mut Errors,
     name: &str,

@@ -136,6 +136,8 @@ pub struct BrowserConn {
     framing: Framing,
     /// A written head that waits for the first body bytes.
     head: Option<Vec<u8>>,
+    /// The status of the last response head written.
+    status: u16,
 }
 
 impl BrowserConn {
@@ -151,7 +153,14 @@ impl BrowserConn {
             keep_alive: false,
             framing: Framing::None,
             head: None,
+            status: 0,
         }
+    }
+
+    /// The status of the response to the current request (0 before its
+    /// head was written).
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     /// The request being answered. Only valid after [`read_request`]
@@ -176,6 +185,7 @@ impl BrowserConn {
         self.req = None;
         self.framing = Framing::None;
         self.head = None;
+        self.status = 0;
         let mut deadline = first_byte_by;
         let mut started = false;
         loop {
@@ -333,6 +343,7 @@ impl BrowserConn {
             None => (false, Version::HTTP_11),
         };
         let status = head.status.as_u16();
+        self.status = status;
         head.headers.remove(http::header::TRANSFER_ENCODING);
         head.headers.remove(http::header::CONNECTION);
         let has_length = head.headers.contains_key(http::header::CONTENT_LENGTH);

@@ -5,13 +5,16 @@
 //! `Authorization`, hop-by-hop, conditional or range headers.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::client::{OriginClient, OriginRequest};
-use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource};
+use super::metrics::{InFlight, Metrics};
+use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
 use crate::config::{Cidr, Config};
 use crate::session::{forwarded_cookies, PageSession, Turn};
 
@@ -262,15 +265,18 @@ pub struct RequestSource {
     pub browser: Arc<BrowserContext>,
     /// The user's session, if the page needs one.
     pub session: SessionState,
-}
-
-fn unavailable(e: crate::session::StoreError) -> FetchFailure {
-    FetchFailure::Unavailable(e.to_string())
+    /// Where fragment outcomes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
 impl FragmentSource for RequestSource {
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
+        let _in_flight = InFlight::enter(&self.metrics.fetches_in_flight);
+        let unavailable = |e: crate::session::StoreError| {
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            FetchFailure::Unavailable(e.to_string())
+        };
         let path_and_query = match req.url.query() {
             Some(q) => format!("{}?{q}", req.url.path()),
             None => req.url.path().to_string(),
@@ -320,6 +326,7 @@ impl FragmentSource for RequestSource {
                 // Boxed: it runs once the answer's head has come; inline, it
                 // would size every request's future while it waits.
                 if let Err(e) = Box::pin(s.record(origin, &req.url, &set_cookies)).await {
+                    self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(origin, error = %e, "origin cookies not saved");
                 }
             }
@@ -328,5 +335,9 @@ impl FragmentSource for RequestSource {
         };
         let (result, ()) = tokio::join!(send, record);
         result
+    }
+
+    fn fragment_done(&self, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {
+        self.metrics.fragment(origin, outcome, elapsed);
     }
 }

@@ -3,12 +3,14 @@
 //! [`OriginClient`]), what origins receive, and the mapping of aggregation
 //! outcomes to HTTP statuses.
 
+mod admin;
 mod client;
 mod conn;
 mod decode;
 mod form;
 mod forward;
 mod h1;
+mod metrics;
 mod page;
 mod read;
 mod resource;

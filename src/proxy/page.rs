@@ -4,6 +4,7 @@
 //! The only place where aggregation outcomes become HTTP statuses.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::conn::{BrowserConn, ResponseHead};
@@ -56,6 +57,7 @@ pub async fn session_or_503(
     match lookup_session(app, cfg, headers).await {
         Ok(s) => Ok(s),
         Err(e) => {
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "session store unreachable for a {what}");
             Err(respond_simple(
                 session,
@@ -87,6 +89,7 @@ async fn resolve_session(app: &App, cfg: &Config, headers: &http::HeaderMap) -> 
             }
             Ok(false) => {}
             Err(e) => {
+                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "session store unreachable; serving without sessions");
                 return SessionState::Unavailable;
             }
@@ -94,8 +97,12 @@ async fn resolve_session(app: &App, cfg: &Config, headers: &http::HeaderMap) -> 
     }
     let id = SessionId::generate();
     match app.store.create(&id).await {
-        Ok(()) => SessionState::Active(Arc::new(PageSession::new(id, true, app.store.clone()))),
+        Ok(()) => {
+            app.metrics.sessions_created.fetch_add(1, Ordering::Relaxed);
+            SessionState::Active(Arc::new(PageSession::new(id, true, app.store.clone())))
+        }
         Err(e) => {
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "session store unreachable; serving without sessions");
             SessionState::Unavailable
         }
@@ -317,6 +324,7 @@ pub async fn render(
         client: app.client.clone(),
         browser,
         session: user_session,
+        metrics: app.metrics.clone(),
     });
 
     let (items, layout_status) = match local_items {

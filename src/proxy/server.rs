@@ -4,10 +4,11 @@
 //! drain (no new connections, idle ones closed, in-flight ones finished,
 //! then exit 0).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,9 +16,10 @@ use tokio::sync::{watch, Notify};
 
 use super::client::OriginClient;
 use super::conn::{BrowserConn, HeadLimits, ReadError};
+use super::metrics::{InFlight, Metrics, RequestKind};
 use super::page;
 use crate::aggregate::{check_templates, Templates};
-use crate::config::{self, Config, ConfigError, ConfigErrors};
+use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
 use crate::session::{open_store, SessionStore};
 
 /// How long a SIGTERM waits for in-flight requests before exiting anyway.
@@ -40,6 +42,10 @@ pub struct App {
     /// Where sessions live (kept across reloads: changing `[session]` store
     /// settings needs a restart).
     pub store: Arc<dyn SessionStore>,
+    /// What this process counts (admin API, `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Origins registered through the admin API since the last reload.
+    api_origins: Mutex<BTreeSet<String>>,
 }
 
 impl App {
@@ -52,8 +58,17 @@ impl App {
     }
 
     /// Re-reads the config file; on any error the old one stays in force.
+    /// Origins registered through the admin API are dropped.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
-        let snap = load_snapshot(&self.config_path)?;
+        let snap = match load_snapshot(&self.config_path) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics
+                    .reloads_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let old = self.snapshot();
         let (a, b) = (&old.cfg.session, &snap.cfg.session);
         if a.store != b.store || a.redis_url != b.redis_url || a.idle_timeout != b.idle_timeout {
@@ -61,12 +76,62 @@ impl App {
                 "[session] store settings changed: they take effect at the next restart"
             );
         }
+        let mut api = lock(&self.api_origins);
+        api.clear();
+        self.swap(snap);
+        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether origin `name` was registered through the admin API.
+    pub fn origin_from_api(&self, name: &str) -> bool {
+        lock(&self.api_origins).contains(name)
+    }
+
+    /// Registers or replaces an origin until the next reload; pages that
+    /// start from now on use it.
+    pub fn put_origin(&self, origin: Origin) {
+        let mut api = lock(&self.api_origins);
+        let old = self.snapshot();
+        let mut cfg = (*old.cfg).clone();
+        api.insert(origin.name.clone());
+        cfg.origins.insert(origin.name.clone(), Arc::new(origin));
+        self.swap(Snapshot {
+            cfg: Arc::new(cfg),
+            templates: old.templates.clone(),
+        });
+    }
+
+    /// Unregisters an origin until the next reload; false if there was none.
+    pub fn delete_origin(&self, name: &str) -> bool {
+        let mut api = lock(&self.api_origins);
+        let old = self.snapshot();
+        if !old.cfg.origins.contains_key(name) {
+            return false;
+        }
+        let mut cfg = (*old.cfg).clone();
+        cfg.origins.remove(name);
+        api.remove(name);
+        self.swap(Snapshot {
+            cfg: Arc::new(cfg),
+            templates: old.templates.clone(),
+        });
+        true
+    }
+
+    fn swap(&self, snap: Snapshot) {
         self.client.configure(&snap.cfg);
         match self.snapshot.write() {
             Ok(mut s) => *s = Arc::new(snap),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(snap),
         }
-        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -91,7 +156,7 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// A listener could not be opened.
-    #[error("cannot listen on {addr}: {source}. Consider another address in server.listen")]
+    #[error("cannot listen on {addr}: {source}. Consider another address in server.listen or server.admin_listen")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -156,6 +221,15 @@ pub fn run(path: PathBuf) -> Result<(), RunError> {
 }
 
 async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
+    // The admin listener first: once the public ones accept, it does too.
+    let admin = match snap.cfg.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let mut listeners = Vec::new();
     for addr in &snap.cfg.server.listen {
         let l = TcpListener::bind(addr)
@@ -166,11 +240,6 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
             })?;
         listeners.push(l);
     }
-    if snap.cfg.server.admin_listen.is_some() {
-        tracing::warn!(
-            "server.admin_listen is set, but this build has no admin API yet; ignoring it"
-        );
-    }
     let client = Arc::new(OriginClient::new(&snap.cfg));
     client.spawn_sweeper(Duration::from_secs(10));
     let store = open_store(&snap.cfg.session)?;
@@ -180,6 +249,8 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         snapshot: RwLock::new(Arc::new(snap)),
         client,
         store,
+        metrics: Arc::new(Metrics::default()),
+        api_origins: Mutex::new(BTreeSet::new()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
@@ -193,6 +264,12 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
             shutdown_rx.clone(),
             tracker.clone(),
         ));
+    }
+    if let Some(l) = admin {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "admin API listening");
+        }
+        tokio::spawn(super::admin::serve(l, app.clone(), shutdown_rx.clone()));
     }
     wait_for_termination(&app).await;
     tracing::info!(
@@ -338,7 +415,18 @@ async fn handle_connection(
         if *shutdown.borrow() {
             conn.close_after();
         }
-        if !page::serve(&app, &mut conn, addr).await {
+        let started = Instant::now();
+        let kind = conn
+            .request()
+            .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
+        let kept = {
+            let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
+            page::serve(&app, &mut conn, addr).await
+        };
+        if conn.status() != 0 {
+            app.metrics.response(kind, conn.status(), started.elapsed());
+        }
+        if !kept {
             return;
         }
         if *shutdown.borrow() {

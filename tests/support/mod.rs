@@ -124,6 +124,8 @@ pub fn bin() -> &'static str {
 /// A running rain-edge, killed on drop.
 pub struct Edge {
     pub addr: SocketAddr,
+    /// The address `{admin}` in the config was replaced with.
+    pub admin: SocketAddr,
     pub child: Child,
     pub dir: TempDir,
     pub config: PathBuf,
@@ -137,7 +139,8 @@ impl Drop for Edge {
 }
 
 impl Edge {
-    /// Writes `config` (with `{listen}` replaced by a free address) and the
+    /// Writes `config` (with `{listen}` and `{admin}` replaced by free
+    /// addresses) and the
     /// given templates, starts rain-edge and waits until it accepts.
     pub async fn start(config: &str, templates: &[(&str, &str)]) -> Edge {
         let dir = TempDir::new();
@@ -146,7 +149,10 @@ impl Edge {
         }
         for attempt in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-            let text = config.replace("{listen}", &addr.to_string());
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let text = config
+                .replace("{listen}", &addr.to_string())
+                .replace("{admin}", &admin.to_string());
             let path = dir.write("rain-edge.toml", &text);
             let mut child = Command::new(bin())
                 .arg("--config")
@@ -173,6 +179,7 @@ impl Edge {
                 if TcpStream::connect(addr).await.is_ok() {
                     return Edge {
                         addr,
+                        admin,
                         child,
                         dir,
                         config: path,

@@ -1,0 +1,302 @@
+//! The admin API (CONTRACT §9) on `admin_listen` only, never on the public
+//! listeners: health, origins with their health and statistics, runtime
+//! registration of origins, routes, reload, and `/metrics`. JSON answers;
+//! with `admin_token` set, every call needs `Authorization: Bearer TOKEN`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::conn::{BrowserConn, HeadLimits, ResponseHead};
+use super::metrics::OriginStats;
+use super::server::App;
+use crate::config::{self, ConfigErrors, CssScope, FailureClass, Origin, RouteTarget};
+
+/// Largest request body the admin API reads (a `PUT /origins` table).
+const MAX_BODY: usize = 64 << 10;
+/// Head limits of admin requests.
+const LIMITS: HeadLimits = HeadLimits {
+    max_bytes: 16 << 10,
+    max_fields: 64,
+};
+/// How long an admin connection may take for a request head, or idle.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API on `listener` until shutdown.
+pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(connection(app.clone(), tcp, addr));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn connection(app: Arc<App>, tcp: TcpStream, addr: SocketAddr) {
+    let mut conn = BrowserConn::new(tcp);
+    loop {
+        let by = Instant::now() + WAIT;
+        match conn.read_request(by, Some(by), WAIT, LIMITS).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::debug!(client = %addr, error = %e, "admin request unreadable");
+                return;
+            }
+        }
+        let (status, content_type, body) = answer(&app, &mut conn).await;
+        let Some(mut head) = ResponseHead::new(status) else {
+            return;
+        };
+        head.insert("content-type", content_type);
+        head.insert("content-length", body.len().to_string());
+        head.insert("cache-control", "no-store");
+        if status == 401 {
+            head.insert("www-authenticate", "Bearer");
+        }
+        conn.write_head(head);
+        if conn.write_body(body, true).await.is_err() || !conn.finish().await {
+            return;
+        }
+    }
+}
+
+const JSON: &str = "application/json";
+
+fn json_answer(status: u16, v: Value) -> (u16, &'static str, Bytes) {
+    let mut text = v.to_string();
+    text.push('\n');
+    (status, JSON, Bytes::from(text))
+}
+
+fn error(status: u16, message: &str) -> (u16, &'static str, Bytes) {
+    json_answer(status, json!({ "error": message }))
+}
+
+fn config_errors(status: u16, errors: &ConfigErrors) -> (u16, &'static str, Bytes) {
+    let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    json_answer(status, json!({ "errors": list }))
+}
+
+/// Whether the request carries the configured bearer token (compared in
+/// constant time).
+fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(given) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes) {
+    let Some(req) = conn.request() else {
+        return error(400, "no request");
+    };
+    let method = req.method.clone();
+    let path = req.uri.path().to_string();
+    let snap = app.snapshot();
+    if !authorized(snap.cfg.server.admin_token.as_deref(), &req.headers) {
+        return error(401, "a bearer token is needed (admin_token)");
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => json_answer(
+            200,
+            json!({ "status": "ok", "node_id": snap.cfg.server.node_id }),
+        ),
+        (&Method::GET, ["metrics"]) => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(app.metrics.render()),
+        ),
+        (&Method::GET, ["origins"]) => {
+            let list: Vec<Value> = snap
+                .cfg
+                .origins
+                .values()
+                .map(|o| origin_json(app, o, false))
+                .collect();
+            json_answer(200, json!({ "origins": list }))
+        }
+        (&Method::GET, ["origins", name]) => match snap.cfg.origins.get(*name) {
+            Some(o) => json_answer(200, origin_json(app, o, true)),
+            None => error(404, "no such origin"),
+        },
+        (&Method::PUT, ["origins", name]) => {
+            let name = name.to_string();
+            let body = match read_body(conn).await {
+                Ok(b) => b,
+                Err(answer) => return answer,
+            };
+            let table: toml::Table = match serde_json::from_slice(&body) {
+                Ok(t) => t,
+                Err(e) => {
+                    return error(
+                        400,
+                        &format!("the body must be a JSON object of the origin's keys: {e}"),
+                    )
+                }
+            };
+            match config::parse_origin(&snap.cfg, &name, &table) {
+                Ok(origin) => {
+                    let replaced = snap.cfg.origins.contains_key(&name);
+                    app.put_origin(origin);
+                    tracing::info!(origin = %name, replaced, "origin registered through the admin API");
+                    let snap = app.snapshot();
+                    match snap.cfg.origins.get(&name) {
+                        Some(o) => json_answer(
+                            if replaced { 200 } else { 201 },
+                            origin_json(app, o, false),
+                        ),
+                        None => error(500, "the origin vanished"),
+                    }
+                }
+                Err(errors) => config_errors(400, &errors),
+            }
+        }
+        (&Method::DELETE, ["origins", name]) => {
+            if app.delete_origin(name) {
+                tracing::info!(origin = %name, "origin unregistered through the admin API");
+                json_answer(200, json!({ "deleted": name }))
+            } else {
+                error(404, "no such origin")
+            }
+        }
+        (&Method::GET, ["routes"]) => {
+            let list: Vec<Value> = snap
+                .cfg
+                .routes
+                .iter()
+                .map(|r| match &r.target {
+                    RouteTarget::Layout(file) => json!({ "path": r.path, "layout": file }),
+                    RouteTarget::Origin { origin, src } => {
+                        json!({ "path": r.path, "origin": origin, "src": src })
+                    }
+                })
+                .collect();
+            json_answer(200, json!({ "routes": list }))
+        }
+        (&Method::POST, ["reload"]) => match app.reload() {
+            Ok(()) => {
+                tracing::info!("configuration reloaded through the admin API");
+                json_answer(200, json!({ "status": "reloaded" }))
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload rejected, old configuration kept: {e}");
+                }
+                config_errors(400, &errors)
+            }
+        },
+        (_, ["health" | "metrics" | "origins" | "routes" | "reload"]) | (_, ["origins", _]) => {
+            error(405, "method not allowed here")
+        }
+        _ => error(404, "no such admin call"),
+    }
+}
+
+/// The request body, bounded by [`MAX_BODY`].
+async fn read_body(conn: &mut BrowserConn) -> Result<Vec<u8>, (u16, &'static str, Bytes)> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, conn.read_body()).await {
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    conn.close_after();
+                    return Err(error(413, "the body is too large"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Err(e)) => {
+                conn.close_after();
+                return Err(error(400, &format!("the body could not be read: {e}")));
+            }
+            Err(_) => {
+                conn.close_after();
+                return Err(error(408, "the body did not arrive in time"));
+            }
+        }
+    }
+}
+
+fn scope_name(s: CssScope) -> &'static str {
+    match s {
+        CssScope::Rename => "rename",
+        CssScope::Wrap => "wrap",
+        CssScope::Off => "off",
+    }
+}
+
+/// An origin as JSON: its settings, health and counters; `detail` adds
+/// failures by class and latency percentiles.
+fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
+    let stats = app.metrics.origin(&o.name);
+    let threshold = app.snapshot().cfg.fragments.breaker_failures;
+    let down = threshold > 0 && stats.consecutive_failures() >= u64::from(threshold);
+    let mut v = json!({
+        "name": o.name,
+        "url": o.url.as_str(),
+        "kind": o.kind.as_str(),
+        "source": if app.origin_from_api(&o.name) { "api" } else { "config" },
+        "health": if down { "down" } else { "up" },
+        "timeout_ms": u64::try_from(o.timeout.as_millis()).unwrap_or(u64::MAX),
+        "max_connections": o.max_connections,
+        "css_scope": scope_name(o.css_scope),
+        "counters": counters(&stats),
+    });
+    if detail {
+        let errors: serde_json::Map<String, Value> = FailureClass::ALL
+            .iter()
+            .map(|c| (c.key().to_string(), json!(stats.failures(*c))))
+            .collect();
+        let q = |p: f64| {
+            stats
+                .latency
+                .quantile_ms(p)
+                .map(|ms| (ms * 10.0).round() / 10.0)
+        };
+        v["stats"] = json!({
+            "requests": stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+            "errors": errors,
+            "timeouts": stats.failures(FailureClass::Timeout),
+            "consecutive_failures": stats.consecutive_failures(),
+            "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
+        });
+    }
+    v
+}
+
+fn counters(stats: &OriginStats) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let requests = stats.requests.load(Relaxed);
+    let ok = stats.ok.load(Relaxed);
+    json!({
+        "requests": requests,
+        "ok": ok,
+        "failures": requests.saturating_sub(ok),
+        "timeouts": stats.failures(FailureClass::Timeout),
+    })
+}

@@ -1,0 +1,333 @@
+//! The admin API (CONTRACT §9): only on `admin_listen`, bearer-token
+//! protected, origins registered and removed at run time, reloads that keep
+//! the old config on errors (under load), and metrics that move as pages are
+//! served.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::*;
+
+const TOKEN: &str = "s3cret-token";
+
+fn admin_config(origins: &[(&str, String, &str)], extra: &str) -> String {
+    config(
+        origins,
+        HOME,
+        &format!("admin_listen = \"{{admin}}\"\nadmin_token = \"{TOKEN}\"\n{extra}"),
+    )
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Response {
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(addr, req.as_bytes()).await
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
+}
+
+#[tokio::test]
+async fn admin_calls_need_the_token_and_stay_off_the_public_listener() {
+    let edge = Edge::start(&admin_config(&[], ""), &[("page.html", &layout("x"))]).await;
+    let none = get(edge.admin, "/health", &[]).await;
+    assert_eq!(none.status, 401, "{}", none.body);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let wrong = get(
+        edge.admin,
+        "/health",
+        &[("Authorization", "Bearer s3cret-tokem")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let ok = call(edge.admin, "GET", "/health", None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let v = json(&ok);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["node_id"], "test-node");
+    // The public listener serves pages only.
+    for path in ["/health", "/metrics", "/origins"] {
+        assert_eq!(
+            edge.get(path).await.status,
+            404,
+            "{path} on the public listener"
+        );
+    }
+    let unknown = call(edge.admin, "GET", "/nope", None).await;
+    assert_eq!(unknown.status, 404);
+    let wrong_method = call(edge.admin, "DELETE", "/health", None).await;
+    assert_eq!(wrong_method.status, 405);
+}
+
+#[tokio::test]
+async fn without_a_token_the_admin_api_is_open() {
+    let edge = Edge::start(
+        &config(&[], HOME, "admin_listen = \"{admin}\""),
+        &[("page.html", &layout("x"))],
+    )
+    .await;
+    let r = get(edge.admin, "/health", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn metrics_and_origin_stats_move_as_pages_are_served() {
+    let o = Origin::with_routes(vec![
+        ("/a", R::html("<p>A</p>").after(ms(30))),
+        ("/missing", R::status(404, "gone")),
+    ])
+    .await;
+    let edge = Edge::start(
+        &admin_config(&[("o", o.url("/"), "")], ""),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/a"></fragment><fragment origin="o" src="/missing"></fragment>"#),
+        )],
+    )
+    .await;
+    for _ in 0..3 {
+        let r = edge.get("/").await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("<p>A</p>"));
+    }
+    let m = call(edge.admin, "GET", "/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/plain"));
+    for line in [
+        "rain_requests_total{kind=\"page\",status=\"200\"} 3",
+        "rain_fragments_total{origin=\"o\",outcome=\"ok\"} 3",
+        "rain_fragments_total{origin=\"o\",outcome=\"not_found\"} 3",
+        "rain_fragment_duration_seconds_count{origin=\"o\"} 6",
+        "rain_sessions_created_total 3",
+        "rain_requests_in_flight 0",
+        "rain_fragment_fetches_in_flight 0",
+    ] {
+        assert!(
+            m.body.lines().any(|l| l == line),
+            "no `{line}` in:\n{}",
+            m.body
+        );
+    }
+    let one = json(&call(edge.admin, "GET", "/origins/o", None).await);
+    assert_eq!(one["name"], "o");
+    assert_eq!(one["health"], "up");
+    assert_eq!(one["source"], "config");
+    assert_eq!(one["stats"]["requests"], 6);
+    assert_eq!(one["stats"]["errors"]["not_found"], 3);
+    assert_eq!(one["stats"]["timeouts"], 0);
+    let p50 = one["stats"]["latency_ms"]["p50"].as_f64().expect("p50");
+    assert!(p50 > 0.0 && p50 < 1000.0, "{p50}");
+    assert!(one["stats"]["latency_ms"]["p99"].as_f64().is_some());
+    let routes = json(&call(edge.admin, "GET", "/routes", None).await);
+    assert_eq!(routes["routes"][0]["path"], "/");
+    assert_eq!(routes["routes"][0]["layout"], "page.html");
+}
+
+#[tokio::test]
+async fn an_origin_that_keeps_failing_is_down_until_it_answers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let o = Origin::start(move |_req| {
+        if flag.load(Ordering::Relaxed) {
+            R::html("<p>back</p>")
+        } else {
+            R::status(503, "busy")
+        }
+    })
+    .await;
+    let edge = Edge::start(
+        &admin_config(
+            &[("o", o.url("/"), "")],
+            "[fragments]\nbreaker_failures = 3",
+        ),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/a"></fragment>"#),
+        )],
+    )
+    .await;
+    let health =
+        |v: serde_json::Value| v["origins"][0]["health"].as_str().unwrap_or("").to_string();
+    for _ in 0..2 {
+        edge.get("/").await;
+    }
+    let list = json(&call(edge.admin, "GET", "/origins", None).await);
+    assert_eq!(
+        health(list),
+        "up",
+        "two failures in a row are not yet three"
+    );
+    edge.get("/").await;
+    let list = json(&call(edge.admin, "GET", "/origins", None).await);
+    assert_eq!(list["origins"][0]["name"], "o");
+    assert_eq!(list["origins"][0]["counters"]["failures"], 3);
+    assert_eq!(health(list), "down");
+    healthy.store(true, Ordering::Relaxed);
+    assert!(edge.get("/").await.body.contains("back"));
+    let list = json(&call(edge.admin, "GET", "/origins", None).await);
+    assert_eq!(health(list), "up");
+}
+
+#[tokio::test]
+async fn origins_registered_at_run_time_serve_the_next_page() {
+    let first = Origin::with_routes(vec![("/a", R::html("<p>FIRST</p>"))]).await;
+    let second = Origin::with_routes(vec![("/a", R::html("<p>SECOND</p>"))]).await;
+    let edge = Edge::start(
+        &admin_config(&[("o", first.url("/"), "")], ""),
+        &[
+            (
+                "page.html",
+                &layout(r#"<fragment origin="o" src="/a"></fragment>"#),
+            ),
+            ("placeholders/not-found.html", "<i>PH-not-found</i>"),
+        ],
+    )
+    .await;
+    assert!(edge.get("/").await.body.contains("FIRST"));
+
+    // A bad table is refused with the config loader's errors, and nothing changes.
+    let bad = call(
+        edge.admin,
+        "PUT",
+        "/origins/o",
+        Some(r#"{"url": "ftp://nowhere/", "bogus": 1}"#),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let errors = json(&bad)["errors"].to_string();
+    assert!(
+        errors.contains("origins.o.url") && errors.contains("origins.o.bogus"),
+        "{errors}"
+    );
+    assert!(edge.get("/").await.body.contains("FIRST"));
+
+    // Replacing the origin takes effect for the next page.
+    let body = format!(r#"{{"url": "{}", "timeout": "2s"}}"#, second.url("/"));
+    let put = call(edge.admin, "PUT", "/origins/o", Some(&body)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let v = json(&put);
+    assert_eq!(v["source"], "api");
+    assert_eq!(v["timeout_ms"], 2000);
+    assert!(edge.get("/").await.body.contains("SECOND"));
+
+    // A new origin is listed with its source.
+    let body = format!(r#"{{"url": "{}"}}"#, first.url("/"));
+    let created = call(edge.admin, "PUT", "/origins/extra", Some(&body)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let list = json(&call(edge.admin, "GET", "/origins", None).await);
+    let names: Vec<(String, String)> = list["origins"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap_or("").to_string(),
+                o["source"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![("extra".into(), "api".into()), ("o".into(), "api".into())]
+    );
+
+    // Deleted: its fragments fail as not_found.
+    let del = call(edge.admin, "DELETE", "/origins/o", None).await;
+    assert_eq!(del.status, 200, "{}", del.body);
+    let page = edge.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("PH-not-found"), "{}", page.body);
+    assert_eq!(
+        call(edge.admin, "DELETE", "/origins/o", None).await.status,
+        404
+    );
+    assert_eq!(
+        call(edge.admin, "GET", "/origins/o", None).await.status,
+        404
+    );
+
+    // A reload drops what the API registered and restores the file's origins.
+    let r = call(edge.admin, "POST", "/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(edge.get("/").await.body.contains("FIRST"));
+    assert_eq!(
+        call(edge.admin, "GET", "/origins/extra", None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn reloads_under_load_lose_no_request() {
+    let edge = Edge::start(&admin_config(&[], ""), &[("page.html", &layout("V1"))]).await;
+    let good = std::fs::read_to_string(&edge.config).expect("config");
+    let page = edge.dir.0.join("templates/page.html");
+    let addr = edge.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = get(addr, "/", &[]).await;
+                if r.status == 200 && (r.body.contains("V1") || r.body.contains("V2")) {
+                    ok += 1;
+                } else {
+                    bad.push(format!("{} {}", r.status, r.body));
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        if i % 2 == 0 {
+            // A broken config: rejected with its errors, the old one serves on.
+            std::fs::write(&edge.config, format!("{good}\n[server.oops]\n")).expect("write");
+            let r = call(edge.admin, "POST", "/reload", None).await;
+            assert_eq!(r.status, 400, "{}", r.body);
+            assert!(
+                json(&r)["errors"].to_string().contains("oops"),
+                "{}",
+                r.body
+            );
+        } else {
+            std::fs::write(&edge.config, &good).expect("write");
+            std::fs::write(&page, layout(if i == 5 { "V2" } else { "V1" })).expect("write");
+            let r = call(edge.admin, "POST", "/reload", None).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, bad) = c.await.expect("client");
+        assert!(bad.is_empty(), "failed requests during reloads: {bad:?}");
+        total += ok;
+    }
+    assert!(total > 20, "only {total} pages were served");
+    assert!(edge.get("/").await.body.contains("V2"));
+    let m = call(edge.admin, "GET", "/metrics", None).await;
+    assert!(
+        m.body.lines().any(|l| l == "rain_config_reloads_total 3"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l == "rain_config_reloads_rejected_total 3"),
+        "{}",
+        m.body
+    );
+}
