@@ -25,7 +25,7 @@ fn no_transparent_huge_pages() {
 }
 
 const USAGE: &str = "\
-usage: rain-edge [--config PATH] [--check]
+usage: rain-edge [--config PATH] [--check] [--log-format text|json]
        rain-edge demo [--config PATH]
        rain-edge --version
 
@@ -34,15 +34,18 @@ usage: rain-edge [--config PATH] [--check]
   --check         validate the config, its templates and their fragments;
                   print every error and exit 1, or exit 0
   demo            start the bundled demo origins and rain-edge together
+  --log-format F  `text` (default) or `json`: one JSON object per line
   --version       print the version
 
-Logging: RUST_LOG (default `info`); `RUST_LOG=info,rain_edge::access=debug`
-logs every request.";
+Logging: RUST_LOG (default `info`). Every line of a request carries its
+request id and the node id. `RUST_LOG=info,rain_edge::access=info` adds an
+access line per page with its fragments' outcomes (`=debug`: every request).";
 
 struct Args {
     config: Option<PathBuf>,
     check: bool,
     demo: bool,
+    json_logs: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         config: None,
         check: false,
         demo: false,
+        json_logs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,6 +66,16 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.config = Some(PathBuf::from(&s["--config=".len()..]))
             }
             "--check" => args.check = true,
+            "--log-format" => match it.next().as_deref() {
+                Some("json") => args.json_logs = true,
+                Some("text") => args.json_logs = false,
+                other => {
+                    return Err(format!(
+                        "--log-format takes `text` or `json`, not `{}`",
+                        other.unwrap_or("")
+                    ))
+                }
+            },
             "demo" => args.demo = true,
             "--version" | "-V" => {
                 println!("rain-edge {}", env!("CARGO_PKG_VERSION"));
@@ -77,13 +91,24 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
+    // The access log is off unless RUST_LOG asks for it: a line per page
+    // costs more than some pages do.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rain_edge::access=off"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,7 +147,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
+    init_logging(args.json_logs);
     match run(config, args.demo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

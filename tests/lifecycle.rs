@@ -230,3 +230,98 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(first < second, "{text}");
     assert!(text[..second].contains("P"), "{text}");
 }
+
+async fn two_fragment_edge(args: &[&str]) -> (Origin, Edge) {
+    let o = Origin::with_routes(vec![
+        ("/a", R::html("<p>A</p>")),
+        ("/b", R::status(404, "gone")),
+    ])
+    .await;
+    let edge = Edge::start_with(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[(
+            "page.html",
+            &layout(r#"<fragment id="a" origin="o" src="/a"></fragment><fragment id="b" origin="o" src="/b"></fragment>"#),
+        )],
+        args,
+        "info,rain_edge::access=info",
+    )
+    .await;
+    (o, edge)
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_and_node_ids_and_an_access_line_per_page() {
+    let (_o, mut edge) = two_fragment_edge(&["--log-format", "json"]).await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    let id = r.header("x-request-id").expect("request id").to_string();
+    // A proxy that is not trusted cannot choose the id.
+    let forged = edge.get_with("/", &[("X-Request-Id", "forged-id")]).await;
+    assert_ne!(forged.header("x-request-id"), Some("forged-id"));
+    let logs = edge.stop_and_logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_request: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["id"] == id.as_str())
+        .collect();
+    assert!(of_request.len() >= 2, "{logs}");
+    for l in &of_request {
+        assert_eq!(l["spans"][0]["node"], "test-node", "{l}");
+    }
+    let warn = of_request
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("the 404 fragment's warning in the request: {logs}"));
+    assert_eq!(warn["fields"]["fragment"], "b");
+    let access = of_request
+        .iter()
+        .find(|l| l["target"] == "rain_edge::access")
+        .unwrap_or_else(|| panic!("no access line: {logs}"));
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["path"], "/");
+    let frags = access["fields"]["fragments"].as_str().unwrap_or("");
+    let mut outcomes: Vec<&str> = frags.split(' ').collect();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["a=ok", "b=not_found"], "{access}");
+    // Start-up lines carry the node id too.
+    let listening = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "rain-edge listening")
+        .expect("start-up line");
+    assert_eq!(listening["spans"][0]["node"], "test-node");
+}
+
+#[tokio::test]
+async fn text_logs_name_the_request_and_the_access_log_is_off_by_default() {
+    let (_o, mut edge) = two_fragment_edge(&[]).await;
+    let r = edge.get("/").await;
+    let id = r.header("x-request-id").expect("request id").to_string();
+    let logs = edge.stop_and_logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("fragment answered a client error"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(warn.contains(&format!("request{{id={id}}}")), "{warn}");
+    assert!(warn.contains("rain_edge{node=test-node}"), "{warn}");
+    assert!(logs.contains("fragments="), "access line asked for: {logs}");
+
+    // With the default filter, no access lines.
+    let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>"))]).await;
+    let mut quiet = Edge::start_with(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/a"></fragment>"#),
+        )],
+        &[],
+        "info,rain_edge::access=off",
+    )
+    .await;
+    assert_eq!(quiet.get("/").await.status, 200);
+    let logs = quiet.stop_and_logs();
+    assert!(!logs.contains("fragments="), "{logs}");
+}

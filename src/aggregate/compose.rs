@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use url::Url;
 
 use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
@@ -468,39 +469,53 @@ fn start_slot(
     // Two tasks, not one with a match inside: a task is as large as its
     // largest state, and a fetched fragment's task should not carry the
     // refused path's.
+    // Fragment tasks log inside the page's request span (its request id).
+    let span = tracing::Span::current();
     let handle = match (spec, refusal, target) {
         // A valid spec always has its target resolved above.
-        (Ok(spec), None, Some(target)) => tokio::spawn(async move {
-            let started = Instant::now();
-            let origin = match &target {
-                Ok(t) => Some(t.origin.name.clone()),
-                Err(_) => spec.origin.clone(),
-            };
-            let resolved = run_fragment(&task_ctx, &spec, target, &task_id, &level).await;
-            task_ctx
-                .source
-                .fragment_done(origin.as_deref(), &resolved.outcome, started.elapsed());
-            resolved
-        }),
-        (spec, reason, _) => tokio::spawn(async move {
-            let reason = reason.unwrap_or_default();
-            tracing::warn!(fragment = %task_id, %reason, "fragment refused");
-            let spec = spec.ok();
-            let nodes = Box::pin(fallback_nodes(
-                &task_ctx,
-                spec.as_ref(),
-                &raw.children,
-                origin_hint.as_deref(),
-                FailureClass::Error,
-                None,
-            ))
-            .await;
-            let outcome = Outcome::Failed(FailureClass::Error);
-            task_ctx
-                .source
-                .fragment_done(origin_hint.as_deref(), &outcome, Duration::ZERO);
-            Resolved { nodes, outcome }
-        }),
+        (Ok(spec), None, Some(target)) => tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let origin = match &target {
+                    Ok(t) => Some(t.origin.name.clone()),
+                    Err(_) => spec.origin.clone(),
+                };
+                let resolved = run_fragment(&task_ctx, &spec, target, &task_id, &level).await;
+                task_ctx.source.fragment_done(
+                    &task_id,
+                    origin.as_deref(),
+                    &resolved.outcome,
+                    started.elapsed(),
+                );
+                resolved
+            }
+            .instrument(span),
+        ),
+        (spec, reason, _) => tokio::spawn(
+            async move {
+                let reason = reason.unwrap_or_default();
+                tracing::warn!(fragment = %task_id, %reason, "fragment refused");
+                let spec = spec.ok();
+                let nodes = Box::pin(fallback_nodes(
+                    &task_ctx,
+                    spec.as_ref(),
+                    &raw.children,
+                    origin_hint.as_deref(),
+                    FailureClass::Error,
+                    None,
+                ))
+                .await;
+                let outcome = Outcome::Failed(FailureClass::Error);
+                task_ctx.source.fragment_done(
+                    &task_id,
+                    origin_hint.as_deref(),
+                    &outcome,
+                    Duration::ZERO,
+                );
+                Resolved { nodes, outcome }
+            }
+            .instrument(span),
+        ),
     };
     Slot {
         id,

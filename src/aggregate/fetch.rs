@@ -79,10 +79,11 @@ pub trait FragmentSource: Send + Sync + 'static {
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure>;
 
     /// Told once per fragment when it ended (content or fallback), with its
-    /// origin when it had one, and how long it took from its start. For
+    /// id, its origin when it had one, and how long it took from its start. For
     /// statistics; the default does nothing.
     fn fragment_done(
         &self,
+        _id: &str,
         _origin: Option<&str>,
         _outcome: &super::compose::Outcome,
         _elapsed: std::time::Duration,

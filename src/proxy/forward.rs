@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::client::{OriginClient, OriginRequest};
-use super::metrics::{InFlight, Metrics};
+use super::metrics::{InFlight, Metrics, PageLog};
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
 use crate::config::{Cidr, Config};
 use crate::session::{forwarded_cookies, PageSession, Turn};
@@ -109,6 +109,8 @@ impl BrowserContext {
             .flatten()
             .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or_else(new_request_id);
+        // The request's log lines carry it from here on.
+        tracing::Span::current().record("id", tracing::field::display(&request_id));
         let value = |v: &str| HeaderValue::from_str(v).ok();
         let named = |name: &'static str, v: Option<HeaderValue>| {
             v.map(|v| (HeaderName::from_static(name), v))
@@ -267,6 +269,8 @@ pub struct RequestSource {
     pub session: SessionState,
     /// Where fragment outcomes are counted.
     pub metrics: Arc<Metrics>,
+    /// The page's access log, when the request has one.
+    pub log: Option<Arc<PageLog>>,
 }
 
 #[async_trait]
@@ -337,7 +341,10 @@ impl FragmentSource for RequestSource {
         result
     }
 
-    fn fragment_done(&self, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {
+    fn fragment_done(&self, id: &str, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {
         self.metrics.fragment(origin, outcome, elapsed);
+        if let Some(log) = &self.log {
+            log.push(id, outcome);
+        }
     }
 }

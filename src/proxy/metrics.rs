@@ -347,6 +347,70 @@ impl Metrics {
     }
 }
 
+/// The fragments of one page as they end, for its access log line.
+#[derive(Default)]
+pub struct PageLog {
+    /// Whether the access log is on (else nothing is kept).
+    on: bool,
+    ended: Mutex<Vec<(String, &'static str)>>,
+}
+
+tokio::task_local! {
+    /// The access log of the request being served on this connection task.
+    pub static PAGE_LOG: Arc<PageLog>;
+}
+
+impl PageLog {
+    /// A log for one request; it keeps nothing unless the access log
+    /// (`rain_edge::access` at `info`) is on.
+    pub fn new() -> PageLog {
+        PageLog {
+            on: tracing::enabled!(target: "rain_edge::access", tracing::Level::INFO),
+            ended: Mutex::default(),
+        }
+    }
+
+    /// The log of the request being served, if the task has one.
+    pub fn current() -> Option<Arc<PageLog>> {
+        PAGE_LOG.try_with(Arc::clone).ok()
+    }
+
+    /// Notes that fragment `id` ended with `outcome`.
+    pub fn push(&self, id: &str, outcome: &Outcome) {
+        if !self.on {
+            return;
+        }
+        let key = match outcome {
+            Outcome::Ok => "ok",
+            Outcome::Failed(class) => class.key(),
+            Outcome::Redirect(_) => "redirect",
+        };
+        let mut v = match self.ended.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        v.push((id.to_string(), key));
+    }
+
+    /// `id=outcome` pairs, space-separated, in the order they ended.
+    pub fn summary(&self) -> String {
+        let v = match self.ended.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out = String::new();
+        for (id, key) in v.iter() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(id);
+            out.push('=');
+            out.push_str(key);
+        }
+        out
+    }
+}
+
 /// Counts one in-flight thing in a gauge until dropped.
 pub struct InFlight<'g>(&'g AtomicI64);
 

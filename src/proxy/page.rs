@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::conn::{BrowserConn, ResponseHead};
+use super::metrics::PageLog;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -189,7 +190,6 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr) -> 
         headers: req.headers.clone(),
         submitted: None,
     };
-    tracing::debug!(target: "rain_edge::access", %client, method = %page.method, path = %page.path, "request");
 
     if let Some(rest) = page.path.strip_prefix("/_rain/r/") {
         let rest = rest.to_string();
@@ -325,6 +325,7 @@ pub async fn render(
         browser,
         session: user_session,
         metrics: app.metrics.clone(),
+        log: PageLog::current(),
     });
 
     let (items, layout_status) = match local_items {

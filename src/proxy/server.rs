@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use super::client::OriginClient;
 use super::conn::{BrowserConn, HeadLimits, ReadError};
-use super::metrics::{InFlight, Metrics, RequestKind};
+use super::metrics::{InFlight, Metrics, PageLog, RequestKind, PAGE_LOG};
 use super::page;
 use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
@@ -217,7 +218,10 @@ pub fn run(path: PathBuf) -> Result<(), RunError> {
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    rt.block_on(serve(path, snap))
+    // Every line logged carries the node id; a request's lines also carry
+    // its request id (the `request` span below).
+    let node = tracing::info_span!("rain_edge", node = %snap.cfg.server.node_id);
+    rt.block_on(serve(path, snap).instrument(node))
 }
 
 async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
@@ -258,18 +262,19 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "rain-edge listening");
         }
-        tokio::spawn(accept_loop(
-            l,
-            app.clone(),
-            shutdown_rx.clone(),
-            tracker.clone(),
-        ));
+        tokio::spawn(
+            accept_loop(l, app.clone(), shutdown_rx.clone(), tracker.clone())
+                .instrument(tracing::Span::current()),
+        );
     }
     if let Some(l) = admin {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "admin API listening");
         }
-        tokio::spawn(super::admin::serve(l, app.clone(), shutdown_rx.clone()));
+        tokio::spawn(
+            super::admin::serve(l, app.clone(), shutdown_rx.clone())
+                .instrument(tracing::Span::current()),
+        );
     }
     wait_for_termination(&app).await;
     tracing::info!(
@@ -333,7 +338,7 @@ async fn accept_loop(
                     tokio::spawn(async move {
                         handle_connection(app, tcp, addr, shutdown).await;
                         drop(guard);
-                    });
+                    }.instrument(tracing::Span::current()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
@@ -419,13 +424,23 @@ async fn handle_connection(
         let kind = conn
             .request()
             .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
+        // The request id is recorded once known (a trusted proxy's, or new).
+        let span = tracing::info_span!("request", id = tracing::field::Empty);
+        let log = Arc::new(PageLog::new());
         let kept = {
             let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
-            page::serve(&app, &mut conn, addr).await
+            PAGE_LOG
+                .scope(
+                    log.clone(),
+                    page::serve(&app, &mut conn, addr).instrument(span.clone()),
+                )
+                .await
         };
+        let elapsed = started.elapsed();
         if conn.status() != 0 {
-            app.metrics.response(kind, conn.status(), started.elapsed());
+            app.metrics.response(kind, conn.status(), elapsed);
         }
+        access_line(&span, &conn, addr, kind, elapsed, &log);
         if !kept {
             return;
         }
@@ -435,5 +450,30 @@ async fn handle_connection(
         if !conn.finish().await || *shutdown.borrow() {
             return;
         }
+    }
+}
+
+/// The access log line of one request (target `rain_edge::access`: pages at
+/// `info`, with their fragments' outcomes; resources and forms at `debug`).
+fn access_line(
+    span: &tracing::Span,
+    conn: &BrowserConn,
+    client: SocketAddr,
+    kind: RequestKind,
+    elapsed: Duration,
+    log: &PageLog,
+) {
+    let _in_request = span.enter();
+    let Some(req) = conn.request() else {
+        return;
+    };
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let status = conn.status();
+    if kind == RequestKind::Page {
+        tracing::info!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
+            status, ms, fragments = %log.summary(), "page");
+    } else {
+        tracing::debug!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
+            status, ms, kind = ?kind, "request");
     }
 }

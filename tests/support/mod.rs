@@ -143,6 +143,16 @@ impl Edge {
     /// addresses) and the
     /// given templates, starts rain-edge and waits until it accepts.
     pub async fn start(config: &str, templates: &[(&str, &str)]) -> Edge {
+        Edge::start_with(config, templates, &[], "warn").await
+    }
+
+    /// As [`Edge::start`], with more command-line arguments and `RUST_LOG`.
+    pub async fn start_with(
+        config: &str,
+        templates: &[(&str, &str)],
+        args: &[&str],
+        rust_log: &str,
+    ) -> Edge {
         let dir = TempDir::new();
         for (name, text) in templates {
             dir.write(&format!("templates/{name}"), text);
@@ -157,7 +167,8 @@ impl Edge {
             let mut child = Command::new(bin())
                 .arg("--config")
                 .arg(&path)
-                .env("RUST_LOG", "warn")
+                .args(args)
+                .env("RUST_LOG", rust_log)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -222,6 +233,29 @@ impl Edge {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops rain-edge with SIGTERM (it drains: every request's lines are
+    /// written) and returns what it wrote to stderr.
+    pub fn stop_and_logs(&mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        err
     }
 }
 
