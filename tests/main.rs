@@ -16,6 +16,7 @@ mod origin_wire;
 mod remote_apps;
 mod rewrite_golden;
 mod rewrite_props;
+mod scale_out;
 mod scoping;
 mod security;
 mod sessions;
