@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod browser;
 mod compose;
+mod compression;
 mod config_check;
 mod failures;
 mod forms;

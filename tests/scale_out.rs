@@ -51,7 +51,7 @@ impl Balancer {
                    proxy_next_upstream error timeout http_502;\n    }}\n  }}\n}}\n"
         );
         let path = dir.write("nginx.conf", &conf);
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args(["-p", &root, "-c"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -70,6 +70,8 @@ impl Balancer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
         panic!("nginx did not start: {log}");
     }

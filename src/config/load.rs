@@ -426,6 +426,7 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
     let max_header_bytes = t.size(errs, "max_header_bytes", 32 << 10);
     let max_headers = t.uint(errs, "max_headers", 100, 10_000) as usize;
     let max_body = t.size(errs, "max_body", 10 << 20);
+    let compression = t.bool(errs, "compression", true);
     t.finish(errs);
     ServerConfig {
         listen,
@@ -440,6 +441,7 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
         max_header_bytes,
         max_headers,
         max_body,
+        compression,
     }
 }
 

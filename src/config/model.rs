@@ -254,6 +254,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Larger request bodies get 413.
     pub max_body: u64,
+    /// Compress text answers for browsers that accept `br` or `gzip`.
+    pub compression: bool,
 }
 
 /// `[session]` (used from the hidden-sessions work on; validated now).

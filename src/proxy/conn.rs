@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::encode::{self, Encoder};
 use super::h1::{BodyDecoder, Chunk, Decoded};
 use super::read::read_some;
 
@@ -120,6 +121,8 @@ enum Framing {
 /// Most request body bytes read and dropped after a response so that the
 /// connection can serve another request; a larger rest closes it instead.
 const DRAIN_MAX: u64 = 64 << 10;
+/// Known lengths below this go uncompressed.
+const MIN_COMPRESS: u64 = 256;
 /// How long that drain may take.
 const DRAIN_TIME: Duration = Duration::from_millis(200);
 
@@ -138,6 +141,10 @@ pub struct BrowserConn {
     head: Option<Vec<u8>>,
     /// The status of the last response head written.
     status: u16,
+    /// Whether text answers may be compressed (`[server] compression`).
+    compression: bool,
+    /// The current answer's encoder, when it is compressed.
+    encoder: Option<Encoder>,
 }
 
 impl BrowserConn {
@@ -154,7 +161,15 @@ impl BrowserConn {
             framing: Framing::None,
             head: None,
             status: 0,
+            compression: false,
+            encoder: None,
         }
+    }
+
+    /// Compresses text answers for browsers that accept it (from the next
+    /// response head on).
+    pub fn set_compression(&mut self, on: bool) {
+        self.compression = on;
     }
 
     /// The status of the response to the current request (0 before its
@@ -186,6 +201,7 @@ impl BrowserConn {
         self.framing = Framing::None;
         self.head = None;
         self.status = 0;
+        self.encoder = None;
         let mut deadline = first_byte_by;
         let mut started = false;
         loop {
@@ -356,6 +372,10 @@ impl BrowserConn {
         } else {
             Framing::Close
         };
+        self.encoder = None;
+        if self.compression {
+            self.maybe_compress(&mut head, version);
+        }
         if self.framing == Framing::Close {
             self.keep_alive = false;
         }
@@ -398,8 +418,76 @@ impl BrowserConn {
         self.head = Some(out);
     }
 
+    /// Compresses the answer if its type is text, the browser accepts a
+    /// coding, the origin did not encode it already, and it has a body that
+    /// is not tiny: `Content-Length` goes (the encoded length is not known
+    /// in advance), and the body is chunked (HTTP/1.0: close-delimited).
+    fn maybe_compress(&mut self, head: &mut ResponseHead, version: Version) {
+        let text = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(encode::compressible);
+        if !text {
+            return;
+        }
+        let vary = match head
+            .headers
+            .get(http::header::VARY)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) if v.to_ascii_lowercase().contains("accept-encoding") || v.trim() == "*" => {
+                None
+            }
+            Some(v) => Some(format!("{v}, accept-encoding")),
+            None => Some("accept-encoding".to_string()),
+        };
+        if let Some(v) = vary.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            head.headers.insert(http::header::VARY, v);
+        }
+        let small = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n < MIN_COMPRESS);
+        let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
+        if small || encoded || matches!(self.framing, Framing::Empty) {
+            return;
+        }
+        let Some(coding) = self.req.as_ref().and_then(|r| encode::choose(&r.headers)) else {
+            return;
+        };
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        head.headers.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
+        );
+        // The encoded body is another representation: a strong validator
+        // would claim byte equality.
+        if let Some(etag) = head.headers.get(http::header::ETAG).cloned() {
+            if !etag.as_bytes().starts_with(b"W/") {
+                let mut weak = b"W/".to_vec();
+                weak.extend_from_slice(etag.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                    head.headers.insert(http::header::ETAG, v);
+                }
+            }
+        }
+        self.framing = if version == Version::HTTP_11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        };
+        self.encoder = Some(Encoder::new(coding));
+    }
+
     /// Writes body bytes (with the held head, if any); `end` ends the body.
     pub async fn write_body(&mut self, data: Bytes, end: bool) -> std::io::Result<()> {
+        let data = match self.encoder.as_mut() {
+            Some(enc) if self.framing != Framing::Ended => Bytes::from(enc.encode(&data, end)?),
+            _ => data,
+        };
         let head = self.head.take();
         let head = head.as_deref().unwrap_or_default();
         let mut size_line = [0u8; 20];

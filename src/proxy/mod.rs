@@ -7,6 +7,7 @@ mod admin;
 mod client;
 mod conn;
 mod decode;
+mod encode;
 mod form;
 mod forward;
 mod h1;

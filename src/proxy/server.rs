@@ -371,6 +371,7 @@ async fn handle_connection(
         } else {
             (Instant::now() + server.idle_timeout, None)
         };
+        let compression = server.compression;
         let limits = HeadLimits {
             max_bytes: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
             max_fields: server.max_headers,
@@ -417,6 +418,7 @@ async fn handle_connection(
             }
         }
         first = false;
+        conn.set_compression(compression);
         if *shutdown.borrow() {
             conn.close_after();
         }

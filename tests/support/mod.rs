@@ -265,6 +265,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body's bytes (de-chunked), for encoded bodies.
+    pub bytes: Vec<u8>,
     /// (time since the request was sent, raw bytes received so far)
     pub arrivals: Vec<(Duration, usize)>,
     pub raw: Vec<u8>,
@@ -393,6 +395,7 @@ fn parse_response(raw: Vec<u8>, arrivals: Vec<(Duration, usize)>, total: Duratio
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body.clone(),
         arrivals,
         raw,
         total,
