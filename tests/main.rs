@@ -22,3 +22,4 @@ mod scoping;
 mod security;
 mod sessions;
 mod split_golden;
+mod tls;

@@ -379,16 +379,17 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
             ),
         }
     }
-    let tls_cert = t.string(errs, "tls_cert");
-    let tls_key = t.string(errs, "tls_key");
+    let tls_cert = t.string(errs, "tls_cert").map(|p| dir.join(p));
+    let tls_key = t.string(errs, "tls_key").map(|p| dir.join(p));
     if !tls_listen.is_empty() {
-        if tls_cert.is_none() || tls_key.is_none() {
-            errs.push("server.tls_listen", "needs tls_cert and tls_key");
+        match (&tls_cert, &tls_key) {
+            (Some(cert), Some(key)) => {
+                if let Err((key_name, e)) = read_tls_files(cert, key) {
+                    errs.push(format!("server.{key_name}"), e);
+                }
+            }
+            _ => errs.push("server.tls_listen", "needs tls_cert and tls_key"),
         }
-        errs.push(
-            "server.tls_listen",
-            "HTTPS listeners are not supported by this build yet; terminate TLS in front of rain-edge for now",
-        );
     }
     let admin_listen = t
         .string(errs, "admin_listen")
@@ -442,7 +443,45 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
         max_headers,
         max_body,
         compression,
+        tls_cert,
+        tls_key,
     }
+}
+
+/// A certificate chain and its private key, read from PEM files. The error
+/// names the key (`tls_cert` or `tls_key`) whose file is wrong.
+pub type TlsFiles = (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
+/// Reads `tls_cert` (a PEM chain, leaf first) and `tls_key` (a PEM private
+/// key: PKCS#8, PKCS#1 or SEC1).
+pub fn read_tls_files(cert: &Path, key: &Path) -> Result<TlsFiles, (&'static str, String)> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| ("tls_cert", format!("cannot read `{}`: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            (
+                "tls_cert",
+                format!("`{}` is not a PEM certificate chain: {e}", cert.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err((
+            "tls_cert",
+            format!("`{}` holds no certificate", cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        (
+            "tls_key",
+            format!("`{}` is not a PEM private key: {e}", key.display()),
+        )
+    })?;
+    Ok((certs, key))
 }
 
 fn default_node_id() -> String {

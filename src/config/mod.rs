@@ -8,7 +8,10 @@ mod model;
 mod units;
 
 pub(crate) use load::template_file_problem;
-pub use load::{load, parse, parse_origin, parse_origin_url, ConfigError, ConfigErrors};
+pub use load::{
+    load, parse, parse_origin, parse_origin_url, read_tls_files, ConfigError, ConfigErrors,
+    TlsFiles,
+};
 pub use model::{
     Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, Route, RouteTarget,
     ServerConfig, SessionConfig,

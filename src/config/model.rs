@@ -256,6 +256,10 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// Compress text answers for browsers that accept `br` or `gzip`.
     pub compression: bool,
+    /// PEM certificate chain of the TLS listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[session]` (used from the hidden-sessions work on; validated now).

@@ -48,7 +48,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
 }
 
 async fn connection(app: Arc<App>, tcp: TcpStream, addr: SocketAddr) {
-    let mut conn = BrowserConn::new(tcp);
+    let mut conn = BrowserConn::new(tcp, false);
     loop {
         let by = Instant::now() + WAIT;
         match conn.read_request(by, Some(by), WAIT, LIMITS).await {

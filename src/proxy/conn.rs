@@ -9,12 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::encode::{self, Encoder};
 use super::h1::{BodyDecoder, Chunk, Decoded};
 use super::read::read_some;
+
+/// A byte stream a browser connection runs on (TCP, or TLS over TCP).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A request head as read from the browser.
 #[derive(Debug)]
@@ -25,8 +28,10 @@ pub struct Request {
     pub uri: Uri,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The header fields, in order.
+    /// The header fields, in order (over HTTP/2, `Host` from `:authority`).
     pub headers: HeaderMap,
+    /// Whether it came over TLS.
+    pub secure: bool,
 }
 
 /// Limits on a request head (`[server]` keys).
@@ -114,8 +119,27 @@ enum Framing {
     Chunked,
     /// Until the connection closes (HTTP/1.0 without a length).
     Close,
+    /// HTTP/2 DATA frames.
+    Frames,
     /// The body is complete.
     Ended,
+}
+
+/// What a browser connection speaks.
+enum Transport {
+    /// HTTP/1.x on a byte stream.
+    H1(Box<dyn Io>),
+    /// One HTTP/2 stream.
+    H2(Box<H2Stream>),
+}
+
+/// One HTTP/2 request's stream.
+struct H2Stream {
+    recv: h2::RecvStream,
+    respond: Option<h2::server::SendResponse<Bytes>>,
+    send: Option<h2::SendStream<Bytes>>,
+    /// A response head held until the first body bytes.
+    head: Option<http::Response<()>>,
 }
 
 /// Most request body bytes read and dropped after a response so that the
@@ -128,7 +152,9 @@ const DRAIN_TIME: Duration = Duration::from_millis(200);
 
 /// One browser connection.
 pub struct BrowserConn {
-    io: TcpStream,
+    io: Transport,
+    /// Whether the connection is TLS.
+    secure: bool,
     /// Bytes read and not yet used (the rest of a body, a next request).
     buf: BytesMut,
     eof: bool,
@@ -148,10 +174,11 @@ pub struct BrowserConn {
 }
 
 impl BrowserConn {
-    /// Wraps an accepted connection.
-    pub fn new(io: TcpStream) -> BrowserConn {
+    /// Wraps an accepted connection (plain, or TLS once handshaken).
+    pub fn new(io: impl Io + 'static, secure: bool) -> BrowserConn {
         BrowserConn {
-            io,
+            io: Transport::H1(Box::new(io)),
+            secure,
             buf: BytesMut::new(),
             eof: false,
             req: None,
@@ -164,6 +191,36 @@ impl BrowserConn {
             compression: false,
             encoder: None,
         }
+    }
+
+    /// One HTTP/2 request, to be answered on its stream.
+    pub fn h2(
+        req: http::Request<h2::RecvStream>,
+        respond: h2::server::SendResponse<Bytes>,
+    ) -> BrowserConn {
+        let (parts, recv) = req.into_parts();
+        let mut headers = parts.headers;
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+        let mut conn = BrowserConn::new(tokio::io::empty(), true);
+        conn.io = Transport::H2(Box::new(H2Stream {
+            recv,
+            respond: Some(respond),
+            send: None,
+            head: None,
+        }));
+        conn.req = Some(Request {
+            method: parts.method,
+            uri: parts.uri,
+            version: Version::HTTP_2,
+            headers,
+            secure: true,
+        });
+        conn.keep_alive = false;
+        conn
     }
 
     /// Compresses text answers for browsers that accept it (from the next
@@ -239,7 +296,10 @@ impl BrowserConn {
     /// whose page waits on fragments keeps no read buffer. Sets `eof` at the
     /// end.
     async fn fill(&mut self) -> std::io::Result<()> {
-        if read_some(&mut self.io, &mut self.buf).await? == 0 {
+        let Transport::H1(io) = &mut self.io else {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        };
+        if read_some(io, &mut self.buf).await? == 0 {
             self.eof = true;
         }
         Ok(())
@@ -324,15 +384,28 @@ impl BrowserConn {
             uri,
             version,
             headers,
+            secure: self.secure,
         }))
     }
 
     /// The next piece of the request body, `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, String> {
+        let io = match &mut self.io {
+            Transport::H1(io) => io,
+            Transport::H2(stream) => {
+                return match stream.recv.data().await {
+                    None => Ok(None),
+                    Some(Ok(b)) => {
+                        let _ = stream.recv.flow_control().release_capacity(b.len());
+                        Ok(Some(b))
+                    }
+                    Some(Err(e)) => Err(e.to_string()),
+                };
+            }
+        };
         if self.continue_pending {
             self.continue_pending = false;
-            self.io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -373,8 +446,19 @@ impl BrowserConn {
             Framing::Close
         };
         self.encoder = None;
-        if self.compression {
-            self.maybe_compress(&mut head, version);
+        if self.compression && self.maybe_compress(&mut head) {
+            self.framing = if version == Version::HTTP_11 {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            };
+        }
+        if let Transport::H2(stream) = &mut self.io {
+            if self.framing != Framing::Empty {
+                self.framing = Framing::Frames;
+            }
+            stream.head = Some(h2_head(head));
+            return;
         }
         if self.framing == Framing::Close {
             self.keep_alive = false;
@@ -422,14 +506,14 @@ impl BrowserConn {
     /// coding, the origin did not encode it already, and it has a body that
     /// is not tiny: `Content-Length` goes (the encoded length is not known
     /// in advance), and the body is chunked (HTTP/1.0: close-delimited).
-    fn maybe_compress(&mut self, head: &mut ResponseHead, version: Version) {
+    fn maybe_compress(&mut self, head: &mut ResponseHead) -> bool {
         let text = head
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(encode::compressible);
         if !text {
-            return;
+            return false;
         }
         let vary = match head
             .headers
@@ -453,10 +537,10 @@ impl BrowserConn {
             .is_some_and(|n| n < MIN_COMPRESS);
         let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
         if small || encoded || matches!(self.framing, Framing::Empty) {
-            return;
+            return false;
         }
         let Some(coding) = self.req.as_ref().and_then(|r| encode::choose(&r.headers)) else {
-            return;
+            return false;
         };
         head.headers.remove(http::header::CONTENT_LENGTH);
         head.headers.insert(
@@ -474,12 +558,8 @@ impl BrowserConn {
                 }
             }
         }
-        self.framing = if version == Version::HTTP_11 {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        };
         self.encoder = Some(Encoder::new(coding));
+        true
     }
 
     /// Writes body bytes (with the held head, if any); `end` ends the body.
@@ -487,6 +567,16 @@ impl BrowserConn {
         let data = match self.encoder.as_mut() {
             Some(enc) if self.framing != Framing::Ended => Bytes::from(enc.encode(&data, end)?),
             _ => data,
+        };
+        let io = match &mut self.io {
+            Transport::H1(io) => io,
+            Transport::H2(stream) => {
+                let end_now = end || self.framing == Framing::Empty;
+                if end_now {
+                    self.framing = Framing::Ended;
+                }
+                return stream.send(data, end_now).await;
+            }
         };
         let head = self.head.take();
         let head = head.as_deref().unwrap_or_default();
@@ -503,26 +593,30 @@ impl BrowserConn {
                 if end {
                     self.framing = Framing::Ended;
                 }
-                write_parts(&mut self.io, &mut [head, line, &data, suffix]).await
+                write_parts(io, &mut [head, line, &data, suffix]).await
             }
             Framing::Length | Framing::Close => {
                 if end {
                     self.framing = Framing::Ended;
                 }
-                write_parts(&mut self.io, &mut [head, &data]).await
+                write_parts(io, &mut [head, &data]).await
             }
-            Framing::Empty | Framing::Ended | Framing::None => {
+            Framing::Empty | Framing::Ended | Framing::None | Framing::Frames => {
                 if end && self.framing == Framing::Empty {
                     self.framing = Framing::Ended;
                 }
-                write_parts(&mut self.io, &mut [head]).await
+                write_parts(io, &mut [head]).await
             }
         }
     }
 
     /// Ends the response body (and sends a head still held).
     pub async fn finish_body(&mut self) -> std::io::Result<()> {
-        if self.framing == Framing::Ended && self.head.is_none() {
+        let held = match &self.io {
+            Transport::H1(_) => self.head.is_some(),
+            Transport::H2(stream) => stream.head.is_some(),
+        };
+        if self.framing == Framing::Ended && !held {
             return Ok(());
         }
         self.write_body(Bytes::new(), true).await
@@ -533,6 +627,9 @@ impl BrowserConn {
     /// small and quick; otherwise the connection is done.
     pub async fn finish(&mut self) -> bool {
         if self.finish_body().await.is_err() || !self.keep_alive {
+            return false;
+        }
+        if matches!(self.io, Transport::H2(_)) {
             return false;
         }
         let mut dropped: u64 = 0;
@@ -560,6 +657,14 @@ impl BrowserConn {
         matches!(drained, Ok(true))
     }
 
+    /// Refuses an HTTP/2 request before serving it (its head is too large).
+    pub async fn reject_h2(&mut self, status: u16) {
+        if let Some(head) = ResponseHead::new(status) {
+            self.write_head(head);
+            let _ = self.finish_body().await;
+        }
+    }
+
     /// Answers with `status` and a small HTML body without a parsed request
     /// (a head that could not be read), then closes the connection.
     pub async fn reject(mut self, status: u16, body: String) {
@@ -572,12 +677,89 @@ impl BrowserConn {
         self.keep_alive = false;
         self.write_head(head);
         let _ = self.write_body(Bytes::from(body), true).await;
-        let _ = self.io.shutdown().await;
+        if let Transport::H1(io) = &mut self.io {
+            let _ = io.shutdown().await;
+        }
     }
 }
 
+impl H2Stream {
+    /// Sends the held head (with the end of the stream when there is no
+    /// body), then `data` in DATA frames as the peer's flow control allows.
+    async fn send(&mut self, mut data: Bytes, end: bool) -> std::io::Result<()> {
+        let broken = |e: h2::Error| std::io::Error::other(e.to_string());
+        if let (Some(head), Some(respond)) = (self.head.take(), self.respond.as_mut()) {
+            let only_head = end && data.is_empty();
+            let send = respond.send_response(head, only_head).map_err(broken)?;
+            self.respond = None;
+            if only_head {
+                return Ok(());
+            }
+            self.send = Some(send);
+        }
+        let Some(send) = self.send.as_mut() else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            if end {
+                send.send_data(Bytes::new(), true).map_err(broken)?;
+                self.send = None;
+            }
+            return Ok(());
+        }
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let granted = loop {
+                let cap = send.capacity();
+                if cap > 0 {
+                    break cap;
+                }
+                match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(broken(e)),
+                    None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+                }
+            };
+            let piece = data.split_to(granted.min(data.len()));
+            let last = end && data.is_empty();
+            send.send_data(piece, last).map_err(broken)?;
+        }
+        if end {
+            self.send = None;
+        }
+        Ok(())
+    }
+}
+
+/// A response head for HTTP/2: no connection-specific fields, a `date`.
+fn h2_head(head: ResponseHead) -> http::Response<()> {
+    let mut headers = head.headers;
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&http_date(SystemTime::now())) {
+        headers.insert(http::header::DATE, v);
+    }
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
 /// Writes every part, in order, with vectored writes.
-async fn write_parts(io: &mut TcpStream, parts: &mut [&[u8]]) -> std::io::Result<()> {
+async fn write_parts(io: &mut Box<dyn Io>, parts: &mut [&[u8]]) -> std::io::Result<()> {
+    // A stream without vectored writes (TLS) would send each part in its
+    // own record and system call: one buffer instead.
+    if !io.is_write_vectored() && parts.iter().filter(|p| !p.is_empty()).count() > 1 {
+        let joined = parts.concat();
+        return io.write_all(&joined).await;
+    }
     let mut first = 0;
     loop {
         while first < parts.len() && parts[first].is_empty() {
@@ -714,7 +896,7 @@ fn framing_problem(raw_head: &[u8]) -> Option<&'static str> {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     const LIMITS: HeadLimits = HeadLimits {
         max_bytes: 1024,
@@ -726,7 +908,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        (client, BrowserConn::new(server))
+        (client, BrowserConn::new(server, false))
     }
 
     fn soon() -> Instant {

@@ -130,7 +130,8 @@ pub async fn serve(
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (back.clone(), None),
     };
-    let browser = BrowserContext::new(&cfg, &page.headers, Some(client.ip()), back.clone());
+    let secure = session.request().is_some_and(|r| r.secure);
+    let browser = BrowserContext::new(&cfg, &page.headers, Some(client.ip()), secure, back.clone());
     let mut headers = browser
         .headers_with_jar(&origin, &url, &id, user.as_deref())
         .await;

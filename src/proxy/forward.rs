@@ -69,6 +69,7 @@ impl BrowserContext {
         cfg: &Config,
         headers: &HeaderMap,
         client: Option<IpAddr>,
+        secure: bool,
         page_url: String,
     ) -> BrowserContext {
         let from_proxy = client.is_some_and(|ip| trusted(cfg, ip));
@@ -99,7 +100,7 @@ impl BrowserContext {
         let forwarded_proto = from_proxy
             .then(|| header_str("x-forwarded-proto"))
             .flatten()
-            .unwrap_or_else(|| "http".to_string());
+            .unwrap_or_else(|| if secure { "https" } else { "http" }.to_string());
         let forwarded_host = from_proxy
             .then(|| header_str("x-forwarded-host"))
             .flatten()

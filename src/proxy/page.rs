@@ -283,10 +283,12 @@ pub async fn render(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
+    let secure = session.request().is_some_and(|r| r.secure);
     let browser = Arc::new(BrowserContext::new(
         &cfg,
         &headers,
         Some(client.ip()),
+        secure,
         page_url,
     ));
     let request_id = browser.request_id.clone();

@@ -52,6 +52,7 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
     let method = req.method.clone();
     let headers = req.headers.clone();
     let query = req.uri.query().map(str::to_string);
+    let secure = req.secure;
     if method != http::Method::GET && method != http::Method::HEAD {
         respond_simple(
             session,
@@ -91,6 +92,7 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
         &cfg,
         &headers,
         Some(client.ip()),
+        secure,
         format!("/_rain/r/{rest}"),
     );
     let mut out = browser

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub cfg: Arc<Config>,
     /// Its templates folder, in memory.
     pub templates: Arc<Templates>,
+    /// The TLS listeners' acceptor (certificate and key of this config).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Everything a connection needs.
@@ -100,6 +103,7 @@ impl App {
         self.swap(Snapshot {
             cfg: Arc::new(cfg),
             templates: old.templates.clone(),
+            tls: old.tls.clone(),
         });
     }
 
@@ -116,6 +120,7 @@ impl App {
         self.swap(Snapshot {
             cfg: Arc::new(cfg),
             templates: old.templates.clone(),
+            tls: old.tls.clone(),
         });
         true
     }
@@ -144,10 +149,41 @@ pub fn load_snapshot(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let tls = tls_acceptor(&cfg)?;
     Ok(Snapshot {
         cfg: Arc::new(cfg),
         templates: Arc::new(templates),
+        tls,
     })
+}
+
+/// The TLS acceptor of `cfg`'s TLS listeners (HTTP/2 and HTTP/1.1 by ALPN),
+/// or `None` without any.
+fn tls_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigErrors> {
+    use tokio_rustls::rustls;
+    let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) else {
+        return Ok(None);
+    };
+    if cfg.server.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    let err = |key: &str, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: cfg.file.clone(),
+            place: format!("server.{key}"),
+            message,
+        }])
+    };
+    let (chain, private) = config::read_tls_files(cert, key).map_err(|(k, m)| err(k, m))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| err("tls_key", format!("does not fit tls_cert: {e}")))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }
 
 /// Why rain-edge could not run.
@@ -235,14 +271,16 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         None => None,
     };
     let mut listeners = Vec::new();
-    for addr in &snap.cfg.server.listen {
+    let plain = snap.cfg.server.listen.iter().map(|a| (a, false));
+    let tls = snap.cfg.server.tls_listen.iter().map(|a| (a, true));
+    for (addr, secure) in plain.chain(tls) {
         let l = TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Listen {
                 addr: *addr,
                 source,
             })?;
-        listeners.push(l);
+        listeners.push((l, secure));
     }
     let client = Arc::new(OriginClient::new(&snap.cfg));
     client.spawn_sweeper(Duration::from_secs(10));
@@ -258,12 +296,16 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
-    for l in listeners {
+    for (l, secure) in listeners {
         if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "rain-edge listening");
+            if secure {
+                tracing::info!(%addr, "rain-edge listening (TLS: HTTP/2 and HTTP/1.1)");
+            } else {
+                tracing::info!(%addr, "rain-edge listening");
+            }
         }
         tokio::spawn(
-            accept_loop(l, app.clone(), shutdown_rx.clone(), tracker.clone())
+            accept_loop(l, secure, app.clone(), shutdown_rx.clone(), tracker.clone())
                 .instrument(tracing::Span::current()),
         );
     }
@@ -322,6 +364,7 @@ async fn wait_for_termination(app: &Arc<App>) {
 
 async fn accept_loop(
     listener: TcpListener,
+    secure: bool,
     app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
     tracker: Arc<Tracker>,
@@ -336,7 +379,11 @@ async fn accept_loop(
                     let app = app.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        handle_connection(app, tcp, addr, shutdown).await;
+                        if secure {
+                            handle_tls(app, tcp, addr, shutdown).await;
+                        } else {
+                            handle_connection(app, BrowserConn::new(tcp, false), addr, shutdown).await;
+                        }
                         drop(guard);
                     }.instrument(tracing::Span::current()));
                 }
@@ -350,14 +397,135 @@ async fn accept_loop(
     }
 }
 
-async fn handle_connection(
+/// A TLS connection: the handshake within `header_timeout`, then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+async fn handle_tls(
     app: Arc<App>,
     tcp: TcpStream,
+    addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let snap = app.snapshot();
+    let Some(acceptor) = snap.tls.clone() else {
+        return;
+    };
+    let wait = snap.cfg.server.header_timeout;
+    drop(snap);
+    let tls = match tokio::time::timeout(wait, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(app, tls, addr, shutdown).await;
+    } else {
+        handle_connection(app, BrowserConn::new(tls, true), addr, shutdown).await;
+    }
+}
+
+/// Most streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// An HTTP/2 connection: each stream is a request, served in its own task;
+/// on shutdown, a GOAWAY lets the open streams finish.
+async fn serve_h2(
+    app: Arc<App>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (max_fields, max_bytes) = {
+        let snap = app.snapshot();
+        (
+            snap.cfg.server.max_headers,
+            snap.cfg.server.max_header_bytes,
+        )
+    };
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(u32::try_from(max_bytes).unwrap_or(u32::MAX))
+        .handshake::<_, Bytes>(tls);
+    let mut conn = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(c)) => c,
+        _ => return,
+    };
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            next = conn.accept() => next,
+            _ = shutdown.wait_for(|s| *s), if !closing => {
+                closing = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+        };
+        match next {
+            Some(Ok((req, respond))) => {
+                let app = app.clone();
+                let too_many = req.headers().len() > max_fields;
+                tokio::spawn(
+                    async move {
+                        let mut stream = BrowserConn::h2(req, respond);
+                        if too_many {
+                            stream.reject_h2(431).await;
+                            return;
+                        }
+                        stream.set_compression(app.snapshot().cfg.server.compression);
+                        serve_request(&app, &mut stream, addr).await;
+                        let _ = stream.finish_body().await;
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+            }
+            Some(Err(e)) => {
+                tracing::debug!(client = %addr, error = %e, "HTTP/2 connection ended");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Serves one request with its span, metrics and access line. Returns
+/// whether the connection may be kept.
+async fn serve_request(app: &Arc<App>, conn: &mut BrowserConn, addr: SocketAddr) -> bool {
+    let started = Instant::now();
+    let kind = conn
+        .request()
+        .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
+    // The request id is recorded once known (a trusted proxy's, or new).
+    let span = tracing::info_span!("request", id = tracing::field::Empty);
+    let log = Arc::new(PageLog::new());
+    let kept = {
+        let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
+        PAGE_LOG
+            .scope(
+                log.clone(),
+                page::serve(app, conn, addr).instrument(span.clone()),
+            )
+            .await
+    };
+    let elapsed = started.elapsed();
+    if conn.status() != 0 {
+        app.metrics.response(kind, conn.status(), elapsed);
+    }
+    access_line(&span, conn, addr, kind, elapsed, &log);
+    kept
+}
+
+async fn handle_connection(
+    app: Arc<App>,
+    mut conn: BrowserConn,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let accepted = Instant::now();
-    let mut conn = BrowserConn::new(tcp);
     let mut first = true;
     loop {
         let snap = app.snapshot();
@@ -422,27 +590,7 @@ async fn handle_connection(
         if *shutdown.borrow() {
             conn.close_after();
         }
-        let started = Instant::now();
-        let kind = conn
-            .request()
-            .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
-        // The request id is recorded once known (a trusted proxy's, or new).
-        let span = tracing::info_span!("request", id = tracing::field::Empty);
-        let log = Arc::new(PageLog::new());
-        let kept = {
-            let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
-            PAGE_LOG
-                .scope(
-                    log.clone(),
-                    page::serve(&app, &mut conn, addr).instrument(span.clone()),
-                )
-                .await
-        };
-        let elapsed = started.elapsed();
-        if conn.status() != 0 {
-            app.metrics.response(kind, conn.status(), elapsed);
-        }
-        access_line(&span, &conn, addr, kind, elapsed, &log);
+        let kept = serve_request(&app, &mut conn, addr).await;
         if !kept {
             return;
         }

@@ -126,6 +126,8 @@ pub struct Edge {
     pub addr: SocketAddr,
     /// The address `{admin}` in the config was replaced with.
     pub admin: SocketAddr,
+    /// The address `{tls}` in the config was replaced with.
+    pub tls: SocketAddr,
     pub child: Child,
     pub dir: TempDir,
     pub config: PathBuf,
@@ -160,9 +162,11 @@ impl Edge {
         for attempt in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             let text = config
                 .replace("{listen}", &addr.to_string())
-                .replace("{admin}", &admin.to_string());
+                .replace("{admin}", &admin.to_string())
+                .replace("{tls}", &tls.to_string());
             let path = dir.write("rain-edge.toml", &text);
             let mut child = Command::new(bin())
                 .arg("--config")
@@ -191,6 +195,7 @@ impl Edge {
                     return Edge {
                         addr,
                         admin,
+                        tls,
                         child,
                         dir,
                         config: path,

@@ -1,0 +1,176 @@
+//! HTTPS listeners: TLS with a certificate from the config, HTTP/2 and
+//! HTTP/1.1 by ALPN, pages that still stream over HTTP/2, and a bad
+//! certificate reported by `--check` with its key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+
+use crate::support::*;
+
+/// A self-signed certificate for 127.0.0.1, as (cert PEM, key PEM, DER).
+fn self_signed() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
+    let (cert, key, der) = self_signed();
+    let dir = TempDir::new();
+    let cert_path = dir.write("edge.pem", &cert);
+    let key_path = dir.write("edge.key", &key);
+    let extra = format!(
+        "tls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, &extra),
+        &[("page.html", page)],
+    )
+    .await;
+    // The key files are read at start; the folder may go.
+    drop(dir);
+    (edge, der)
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    der: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN");
+    tls
+}
+
+#[tokio::test]
+async fn https_pages_over_http11_and_http2() {
+    let o = Origin::with_routes(vec![
+        ("/a", R::html("<p>FRAG-A</p>")),
+        ("/slow", R::html("<p>FRAG-SLOW</p>").after(ms(400))),
+    ])
+    .await;
+    let page = layout(
+        r#"<main>HEAD-PART</main><fragment origin="o" src="/a"></fragment><fragment origin="o" src="/slow" timeout="2s"></fragment>"#,
+    );
+    let (edge, der) = tls_edge(&o, &page).await;
+
+    // HTTP/1.1 over TLS.
+    let mut tls = connect(edge.tls, &der, b"http/1.1").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("FRAG-A") && text.contains("FRAG-SLOW"),
+        "{text}"
+    );
+    // The origin learns the page came over HTTPS.
+    let proto = o.requests_to("/a")[0]
+        .header("x-forwarded-proto")
+        .map(str::to_string);
+    assert_eq!(proto.as_deref(), Some("https"));
+
+    // HTTP/2: the head streams before the slow fragment.
+    let tls = connect(edge.tls, &der, b"h2").await;
+    let (mut client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let start = Instant::now();
+    let req = http::Request::get("https://127.0.0.1/")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(resp.headers().get("x-request-id").is_some());
+    assert!(resp.headers().get("transfer-encoding").is_none());
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let mut head_at = None;
+    while let Some(chunk) = body.data().await {
+        let chunk: Bytes = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+        if head_at.is_none() && find(&got, b"HEAD-PART").is_some() {
+            head_at = Some(start.elapsed());
+        }
+    }
+    let total = start.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("FRAG-A") && text.contains("FRAG-SLOW"),
+        "{text}"
+    );
+    let head_at = head_at.expect("the head");
+    assert!(
+        head_at < Duration::from_millis(200),
+        "head after {head_at:?}"
+    );
+    assert!(total >= Duration::from_millis(400), "{total:?}");
+
+    // Several requests on one HTTP/2 connection, at once.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let req = http::Request::get("https://127.0.0.1/nothing")
+            .body(())
+            .expect("request");
+        let (resp, _) = client.send_request(req, true).expect("send");
+        waits.push(resp);
+    }
+    for w in waits {
+        assert_eq!(w.await.expect("response").status(), 404);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_certificate_is_a_config_error() {
+    let dir = TempDir::new();
+    dir.write("templates/page.html", &layout("x"));
+    dir.write("bad.pem", "not a certificate");
+    let (_, key, _) = self_signed();
+    dir.write("edge.key", &key);
+    let path = dir.write(
+        "rain-edge.toml",
+        &config(
+            &[],
+            HOME,
+            "tls_listen = [\"127.0.0.1:0\"]\ntls_cert = \"bad.pem\"\ntls_key = \"edge.key\"",
+        )
+        .replace("{listen}", "127.0.0.1:0"),
+    );
+    let (ok, out) = run_check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("server.tls_cert"), "{out}");
+}
