@@ -331,3 +331,37 @@ async fn reloads_under_load_lose_no_request() {
         m.body
     );
 }
+
+#[tokio::test]
+async fn a_page_in_flight_finishes_on_the_config_it_began_with() {
+    let o = Origin::with_routes(vec![("/slow", R::html("<p>SLOW</p>").after(ms(400)))]).await;
+    let v1 = layout(r#"<h1>V1</h1><fragment origin="o" src="/slow" timeout="2s"></fragment>"#);
+    let edge = Edge::start(
+        &admin_config(&[("o", o.url("/"), "")], ""),
+        &[("page.html", &v1)],
+    )
+    .await;
+    let addr = edge.addr;
+    let in_flight = tokio::spawn(async move { get(addr, "/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    std::fs::write(
+        edge.dir.0.join("templates/page.html"),
+        layout("<h1>V2</h1>"),
+    )
+    .expect("write");
+    let r = call(edge.admin, "POST", "/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let next = edge.get("/").await;
+    assert!(
+        next.body.contains("V2") && !next.body.contains("SLOW"),
+        "{}",
+        next.body
+    );
+    let old = in_flight.await.expect("page");
+    assert_eq!(old.status, 200);
+    assert!(
+        old.body.contains("V1") && old.body.contains("SLOW"),
+        "{}",
+        old.body
+    );
+}

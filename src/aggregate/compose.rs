@@ -469,8 +469,11 @@ fn start_slot(
     // Two tasks, not one with a match inside: a task is as large as its
     // largest state, and a fetched fragment's task should not carry the
     // refused path's.
-    // Fragment tasks log inside the page's request span (its request id).
+    // Fragment tasks log inside the page's request span (its request id),
+    // and inside a span of their own when `debug` is on for this module
+    // (at `info`, a span per fragment would cost more than some fragments).
     let span = tracing::Span::current();
+    let fragment_span = tracing::debug_span!("fragment", id = %id);
     let handle = match (spec, refusal, target) {
         // A valid spec always has its target resolved above.
         (Ok(spec), None, Some(target)) => tokio::spawn(
@@ -489,6 +492,7 @@ fn start_slot(
                 );
                 resolved
             }
+            .instrument(fragment_span)
             .instrument(span),
         ),
         (spec, reason, _) => tokio::spawn(
@@ -514,6 +518,7 @@ fn start_slot(
                 );
                 Resolved { nodes, outcome }
             }
+            .instrument(fragment_span)
             .instrument(span),
         ),
     };
