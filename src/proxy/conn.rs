@@ -169,8 +169,10 @@ pub struct BrowserConn {
     status: u16,
     /// Whether text answers may be compressed (`[server] compression`).
     compression: bool,
-    /// The current answer's encoder, when it is compressed.
-    encoder: Option<Encoder>,
+    /// The current answer's encoder, when it is compressed (boxed: most
+    /// answers have none, and a connection waiting on its page should not
+    /// carry an encoder's size).
+    encoder: Option<Box<Encoder>>,
 }
 
 impl BrowserConn {
@@ -558,7 +560,7 @@ impl BrowserConn {
                 }
             }
         }
-        self.encoder = Some(Encoder::new(coding));
+        self.encoder = Some(Box::new(Encoder::new(coding)));
         true
     }
 

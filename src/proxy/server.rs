@@ -380,7 +380,9 @@ async fn accept_loop(
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         if secure {
-                            handle_tls(app, tcp, addr, shutdown).await;
+                            // Boxed: the handshake's and HTTP/2's state would
+                            // otherwise size every plain connection's task.
+                            Box::pin(handle_tls(app, tcp, addr, shutdown)).await;
                         } else {
                             handle_connection(app, BrowserConn::new(tcp, false), addr, shutdown).await;
                         }
