@@ -16,6 +16,21 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid} failed");
 }
 
+/// Reads one chunked answer off a kept-alive connection.
+async fn read_chunked_answer(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("timely")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 #[tokio::test]
 async fn sigterm_finishes_in_flight_pages_then_exits_zero() {
     let o = Origin::with_routes(vec![(
@@ -96,16 +111,7 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("send");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.ends_with(b"0\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("timely")
-                .expect("read");
-            assert!(n > 0, "connection closed");
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_chunked_answer(&mut s).await;
         assert!(String::from_utf8_lossy(&got).contains("KA"));
     }
 }
@@ -185,16 +191,7 @@ async fn a_kept_alive_connection_trickling_its_next_head_gets_408() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"0\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("timely")
-            .expect("read");
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_chunked_answer(&mut s).await;
     // The next head starts, then trickles: header_timeout runs from its
     // first byte, not the idle timeout.
     let start = Instant::now();

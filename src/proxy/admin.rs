@@ -12,6 +12,7 @@ use http::Method;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::conn::{BrowserConn, HeadLimits, ResponseHead};
 use super::metrics::OriginStats;
@@ -29,22 +30,11 @@ const LIMITS: HeadLimits = HeadLimits {
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Serves the admin API on `listener` until shutdown.
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(connection(app.clone(), tcp, addr));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: watch::Receiver<bool>) {
+    super::server::accept_each(listener, shutdown, |tcp, addr| {
+        tokio::spawn(connection(app.clone(), tcp, addr).instrument(tracing::Span::current()));
+    })
+    .await;
 }
 
 async fn connection(app: Arc<App>, tcp: TcpStream, addr: SocketAddr) {

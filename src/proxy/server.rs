@@ -362,12 +362,13 @@ async fn wait_for_termination(app: &Arc<App>) {
     }
 }
 
-async fn accept_loop(
+/// Accepts connections until shutdown and hands each to `serve` (with
+/// `TCP_NODELAY` set); a failed accept (out of descriptors and the like)
+/// backs off briefly.
+pub(super) async fn accept_each(
     listener: TcpListener,
-    secure: bool,
-    app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
-    tracker: Arc<Tracker>,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
 ) {
     loop {
         tokio::select! {
@@ -375,28 +376,44 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
-                    let guard = tracker.enter();
-                    let app = app.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        if secure {
-                            // Boxed: the handshake's and HTTP/2's state would
-                            // otherwise size every plain connection's task.
-                            Box::pin(handle_tls(app, tcp, addr, shutdown)).await;
-                        } else {
-                            handle_connection(app, BrowserConn::new(tcp, false), addr, shutdown).await;
-                        }
-                        drop(guard);
-                    }.instrument(tracing::Span::current()));
+                    serve(tcp, addr);
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
     }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    secure: bool,
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+    tracker: Arc<Tracker>,
+) {
+    let conn_shutdown = shutdown.clone();
+    accept_each(listener, shutdown, move |tcp, addr| {
+        let guard = tracker.enter();
+        let app = app.clone();
+        let shutdown = conn_shutdown.clone();
+        tokio::spawn(
+            async move {
+                if secure {
+                    // Boxed: the handshake's and HTTP/2's state would
+                    // otherwise size every plain connection's task.
+                    Box::pin(handle_tls(app, tcp, addr, shutdown)).await;
+                } else {
+                    handle_connection(app, BrowserConn::new(tcp, false), addr, shutdown).await;
+                }
+                drop(guard);
+            }
+            .instrument(tracing::Span::current()),
+        );
+    })
+    .await;
 }
 
 /// A TLS connection: the handshake within `header_timeout`, then HTTP/2 or
