@@ -365,3 +365,34 @@ async fn a_page_in_flight_finishes_on_the_config_it_began_with() {
         old.body
     );
 }
+
+#[tokio::test]
+async fn origin_names_from_html_do_not_grow_the_metrics() {
+    let o = Origin::with_routes(vec![(
+        "/layout",
+        R::html(layout(
+            r#"<fragment origin="ghost-1" src="/x"></fragment><fragment origin="ghost-2" src="/x"></fragment>"#,
+        )),
+    )])
+    .await;
+    let routes = "[[routes]]\npath = \"/\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "")],
+            routes,
+            &format!("admin_listen = \"{{admin}}\"\nadmin_token = \"{TOKEN}\""),
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(edge.get("/").await.status, 200);
+    let m = call(edge.admin, "GET", "/metrics", None).await;
+    assert!(!m.body.contains("ghost"), "{}", m.body);
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l == "rain_fragments_total{origin=\"\",outcome=\"not_found\"} 2"),
+        "{}",
+        m.body
+    );
+}

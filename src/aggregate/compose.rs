@@ -479,10 +479,9 @@ fn start_slot(
         (Ok(spec), None, Some(target)) => tokio::spawn(
             async move {
                 let started = Instant::now();
-                let origin = match &target {
-                    Ok(t) => Some(t.origin.name.clone()),
-                    Err(_) => spec.origin.clone(),
-                };
+                // Only a configured origin names the statistics: a name
+                // from HTML (an unknown origin) must not grow them.
+                let origin = target.as_ref().ok().map(|t| t.origin.name.clone());
                 let resolved = run_fragment(&task_ctx, &spec, target, &task_id, &level).await;
                 task_ctx.source.fragment_done(
                     &task_id,
@@ -510,12 +509,9 @@ fn start_slot(
                 ))
                 .await;
                 let outcome = Outcome::Failed(FailureClass::Error);
-                task_ctx.source.fragment_done(
-                    &task_id,
-                    origin_hint.as_deref(),
-                    &outcome,
-                    Duration::ZERO,
-                );
+                task_ctx
+                    .source
+                    .fragment_done(&task_id, None, &outcome, Duration::ZERO);
                 Resolved { nodes, outcome }
             }
             .instrument(fragment_span)

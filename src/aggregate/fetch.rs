@@ -79,7 +79,8 @@ pub trait FragmentSource: Send + Sync + 'static {
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure>;
 
     /// Told once per fragment when it ended (content or fallback), with its
-    /// id, its origin when it had one, and how long it took from its start. For
+    /// id, its configured origin when it had one (never a name that only
+    /// HTML gave), and how long it took from its start. For
     /// statistics; the default does nothing.
     fn fragment_done(
         &self,
