@@ -80,6 +80,13 @@ impl App {
                 "[session] store settings changed: they take effect at the next restart"
             );
         }
+        let (a, b) = (&old.cfg.server, &snap.cfg.server);
+        if a.listen != b.listen || a.tls_listen != b.tls_listen || a.admin_listen != b.admin_listen
+        {
+            tracing::warn!(
+                "server.listen, tls_listen or admin_listen changed: listeners change at the next restart"
+            );
+        }
         let mut api = lock(&self.api_origins);
         api.clear();
         self.swap(snap);
