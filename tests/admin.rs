@@ -131,7 +131,7 @@ async fn metrics_and_origin_stats_move_as_pages_are_served() {
 }
 
 #[tokio::test]
-async fn an_origin_that_keeps_failing_is_down_until_it_answers() {
+async fn an_origin_that_keeps_failing_is_down_and_its_circuit_opens_until_a_probe_succeeds() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let healthy = Arc::new(AtomicBool::new(false));
@@ -147,7 +147,7 @@ async fn an_origin_that_keeps_failing_is_down_until_it_answers() {
     let edge = Edge::start(
         &admin_config(
             &[("o", o.url("/"), "")],
-            "[fragments]\nbreaker_failures = 3",
+            "[fragments]\nbreaker_failures = 3\nbreaker_cooldown = \"300ms\"",
         ),
         &[(
             "page.html",
@@ -171,7 +171,14 @@ async fn an_origin_that_keeps_failing_is_down_until_it_answers() {
     assert_eq!(list["origins"][0]["name"], "o");
     assert_eq!(list["origins"][0]["counters"]["failures"], 3);
     assert_eq!(health(list), "down");
+    // The open circuit fails the fragment at once, without the origin.
+    let asked = o.requests_to("/a").len();
+    let page = edge.get("/").await;
+    assert!(!page.body.contains("back") && !page.body.contains("busy"));
+    assert_eq!(o.requests_to("/a").len(), asked, "the origin was asked");
     healthy.store(true, Ordering::Relaxed);
+    // After the cooldown one probe goes through, and its success closes it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(edge.get("/").await.body.contains("back"));
     let list = json(&call(edge.admin, "GET", "/origins", None).await);
     assert_eq!(health(list), "up");

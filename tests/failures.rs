@@ -267,3 +267,39 @@ async fn too_many_fragments_fail_as_error_without_a_fetch() {
     assert_eq!(r.body.matches("CAPPED").count(), 2);
     assert_eq!(o.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn timeouts_open_the_circuit_and_its_fragments_then_fail_at_once() {
+    let o = Origin::with_routes(vec![("/slow", R::html("<p>late</p>").after(ms(600)))]).await;
+    let edge = Edge::start_pages(
+        &config(
+            &[("o", o.url("/"), "timeout = \"300ms\"")],
+            HOME,
+            "[fragments]\nbreaker_failures = 2\nbreaker_cooldown = \"10s\"",
+        ),
+        &[(
+            "page.html".to_string(),
+            layout(r#"<fragment origin="o" src="/slow"></fragment>"#),
+        )]
+        .into_iter()
+        .chain(placeholder_templates())
+        .collect::<Vec<_>>(),
+    )
+    .await;
+    for _ in 0..2 {
+        let r = edge.get("/").await;
+        assert!(r.body.contains("PH-timeout"), "{}", r.body);
+    }
+    let r = edge.get("/").await;
+    assert!(r.body.contains("PH-unavailable"), "{}", r.body);
+    assert!(
+        r.total < ms(250),
+        "an open circuit answers at once: {:?}",
+        r.total
+    );
+    assert_eq!(
+        o.requests_to("/slow").len(),
+        2,
+        "the third never reached the origin"
+    );
+}

@@ -244,8 +244,8 @@ fn scope_name(s: CssScope) -> &'static str {
 /// failures by class and latency percentiles.
 fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
     let stats = app.metrics.origin(&o.name);
-    let threshold = app.snapshot().cfg.fragments.breaker_failures;
-    let down = threshold > 0 && stats.consecutive_failures() >= u64::from(threshold);
+    // Passive health: an origin is down while its circuit is open.
+    let down = stats.is_open();
     let mut v = json!({
         "name": o.name,
         "url": o.url.as_str(),
@@ -273,6 +273,7 @@ fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
             "errors": errors,
             "timeouts": stats.failures(FailureClass::Timeout),
             "consecutive_failures": stats.consecutive_failures(),
+            "circuit_rejected": stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
             "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
         });
     }

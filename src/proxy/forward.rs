@@ -7,13 +7,13 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::client::{OriginClient, OriginRequest};
-use super::metrics::{InFlight, Metrics, PageLog};
+use super::metrics::{Admit, InFlight, Metrics, OriginStats, PageLog};
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
 use crate::config::{Cidr, Config};
 use crate::session::{forwarded_cookies, PageSession, Turn};
@@ -272,11 +272,64 @@ pub struct RequestSource {
     pub metrics: Arc<Metrics>,
     /// The page's access log, when the request has one.
     pub log: Option<Arc<PageLog>>,
+    /// `[fragments] breaker_failures` and `breaker_cooldown`.
+    pub breaker: (u32, Duration),
+}
+
+/// One admitted exchange, as its origin's circuit breaker sees it. Dropped
+/// unfinished at the fragment's deadline, it counts as a failure (a
+/// timeout); dropped earlier (the page went away), it counts as nothing.
+struct Attempt {
+    stats: Arc<OriginStats>,
+    admit: Admit,
+    breaker: (u32, Duration),
+    started: Instant,
+    deadline: Duration,
+    done: bool,
+}
+
+impl Attempt {
+    fn finish(mut self, healthy: bool) {
+        self.done = true;
+        let (threshold, cooldown) = self.breaker;
+        self.stats
+            .exchange_done(self.admit, healthy, threshold, cooldown);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (threshold, cooldown) = self.breaker;
+        if self.started.elapsed() + Duration::from_millis(5) >= self.deadline {
+            self.stats
+                .exchange_done(self.admit, false, threshold, cooldown);
+        } else if self.admit == Admit::Probe {
+            self.stats.release_probe();
+        }
+    }
 }
 
 #[async_trait]
 impl FragmentSource for RequestSource {
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
+        let stats = self.metrics.origin(&req.origin.name);
+        let admit = stats.admit();
+        if admit == Admit::No {
+            return Err(FetchFailure::Unavailable(
+                "the origin's circuit is open (too many failures in a row)".into(),
+            ));
+        }
+        let attempt = Attempt {
+            stats,
+            admit,
+            breaker: self.breaker,
+            started: Instant::now(),
+            deadline: req.timeout,
+            done: false,
+        };
         let _in_flight = InFlight::enter(&self.metrics.fetches_in_flight);
         let unavailable = |e: crate::session::StoreError| {
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +392,7 @@ impl FragmentSource for RequestSource {
             drop(gate);
         };
         let (result, ()) = tokio::join!(send, record);
+        attempt.finish(matches!(&result, Ok(r) if r.status < 500));
         result
     }
 

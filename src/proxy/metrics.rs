@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::aggregate::Outcome;
 use crate::config::FailureClass;
@@ -98,7 +98,26 @@ impl Histogram {
     }
 }
 
-/// One origin's fragment statistics.
+/// Milliseconds since the process's first call (never 0).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Whether an exchange with an origin may go (its circuit breaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// The circuit is closed.
+    Yes,
+    /// The circuit is open and its cooldown is over: this one exchange
+    /// probes the origin.
+    Probe,
+    /// The circuit is open: fail at once.
+    No,
+}
+
+/// One origin's fragment statistics and its circuit breaker (CONTRACT §10).
 #[derive(Default)]
 pub struct OriginStats {
     /// Fragments of this origin that ended (content or fallback).
@@ -109,9 +128,15 @@ pub struct OriginStats {
     failures: [AtomicU64; 6],
     /// Fragment latency, from start to content or fallback.
     pub latency: Histogram,
-    /// Timeouts, `unavailable` and `error` failures in a row (401, 403 and
-    /// 404 do not count, nor break the run).
+    /// Exchanges in a row that timed out, could not connect, broke or
+    /// answered 5xx (an answer below 500 ends the run).
     consecutive: AtomicU64,
+    /// 0 while the circuit is closed; else when (`now_ms`) a probe may go.
+    open_until: AtomicU64,
+    /// A probe is out.
+    probing: AtomicBool,
+    /// Exchanges refused by the open circuit.
+    pub rejected: AtomicU64,
 }
 
 impl OriginStats {
@@ -129,23 +154,68 @@ impl OriginStats {
         self.consecutive.load(Ordering::Relaxed)
     }
 
+    /// Whether the circuit is open (its fragments fail at once).
+    pub fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// May an exchange go? With the circuit open, one probe goes once the
+    /// cooldown is over; the rest are refused.
+    pub fn admit(&self) -> Admit {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Admit::Yes;
+        }
+        if now_ms() >= until
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Admit::Probe;
+        }
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Admit::No
+    }
+
+    /// Lets another probe go (this one was abandoned, not answered).
+    pub fn release_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// The end of an admitted exchange: `healthy` when the origin answered
+    /// below 500. A failure that makes `threshold` in a row (0: never), or a
+    /// failed probe, opens the circuit for `cooldown`; a healthy answer
+    /// closes it.
+    pub fn exchange_done(&self, admit: Admit, healthy: bool, threshold: u32, cooldown: Duration) {
+        if healthy {
+            self.consecutive.store(0, Ordering::Relaxed);
+            if admit == Admit::Probe || self.is_open() {
+                self.open_until.store(0, Ordering::Release);
+                self.probing.store(false, Ordering::Release);
+            }
+            return;
+        }
+        let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        let trips = threshold > 0 && (admit == Admit::Probe || run >= u64::from(threshold));
+        if trips {
+            let cooldown = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX / 2);
+            self.open_until
+                .store(now_ms().saturating_add(cooldown), Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
     fn record(&self, outcome: &Outcome, elapsed: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.latency.observe(elapsed);
         match outcome {
             Outcome::Ok => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
-                self.consecutive.store(0, Ordering::Relaxed);
             }
             Outcome::Failed(class) => {
                 if let Some(i) = FailureClass::ALL.iter().position(|c| c == class) {
                     self.failures[i].fetch_add(1, Ordering::Relaxed);
-                }
-                if matches!(
-                    class,
-                    FailureClass::Timeout | FailureClass::Unavailable | FailureClass::Error
-                ) {
-                    self.consecutive.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Outcome::Redirect(_) => {
@@ -336,6 +406,28 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP rain_circuit_open Whether an origin's circuit breaker is open (1) or closed (0).\n");
+        out.push_str("# TYPE rain_circuit_open gauge\n");
+        for (name, s) in &origins {
+            let _ = writeln!(
+                out,
+                "rain_circuit_open{{origin=\"{}\"}} {}",
+                escape_label(name),
+                u8::from(s.is_open())
+            );
+        }
+        out.push_str(
+            "# HELP rain_circuit_rejected_total Exchanges refused at once by an open circuit.\n",
+        );
+        out.push_str("# TYPE rain_circuit_rejected_total counter\n");
+        for (name, s) in &origins {
+            let _ = writeln!(
+                out,
+                "rain_circuit_rejected_total{{origin=\"{}\"}} {}",
+                escape_label(name),
+                s.rejected.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP rain_fragment_duration_seconds Time from a fragment's start to its content or fallback.\n");
         out.push_str("# TYPE rain_fragment_duration_seconds histogram\n");
         for (name, s) in &origins {
@@ -440,6 +532,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_circuit_opens_after_a_run_of_failures_and_a_probe_closes_it() {
+        let s = OriginStats::default();
+        let cool = Duration::from_millis(40);
+        for _ in 0..2 {
+            assert_eq!(s.admit(), Admit::Yes);
+            s.exchange_done(Admit::Yes, false, 3, cool);
+        }
+        // A healthy answer ends the run.
+        s.exchange_done(Admit::Yes, true, 3, cool);
+        for _ in 0..3 {
+            assert_eq!(s.admit(), Admit::Yes);
+            s.exchange_done(Admit::Yes, false, 3, cool);
+        }
+        assert!(s.is_open());
+        assert_eq!(s.admit(), Admit::No);
+        std::thread::sleep(cool + Duration::from_millis(10));
+        assert_eq!(s.admit(), Admit::Probe);
+        assert_eq!(s.admit(), Admit::No, "one probe at a time");
+        // A failed probe opens it again for a whole cooldown.
+        s.exchange_done(Admit::Probe, false, 3, cool);
+        assert_eq!(s.admit(), Admit::No);
+        std::thread::sleep(cool + Duration::from_millis(10));
+        assert_eq!(s.admit(), Admit::Probe);
+        s.exchange_done(Admit::Probe, true, 3, cool);
+        assert!(!s.is_open());
+        assert_eq!(s.admit(), Admit::Yes);
+        assert_eq!(s.rejected.load(Ordering::Relaxed), 3);
+        // threshold 0: never opens.
+        let never = OriginStats::default();
+        for _ in 0..10 {
+            never.exchange_done(Admit::Yes, false, 0, cool);
+        }
+        assert_eq!(never.admit(), Admit::Yes);
+    }
+
+    #[test]
     fn quantiles_follow_the_buckets() {
         let h = Histogram::default();
         assert_eq!(h.quantile_ms(0.5), None);
@@ -466,9 +594,7 @@ mod tests {
         let s = m.origin("shop");
         assert_eq!(s.requests.load(Ordering::Relaxed), 4);
         assert_eq!(s.failures(FailureClass::Timeout), 1);
-        assert_eq!(s.consecutive_failures(), 2, "404 neither counts nor resets");
         m.fragment(Some("shop"), &Outcome::Ok, t);
-        assert_eq!(s.consecutive_failures(), 0);
         m.response(RequestKind::Page, 200, t);
         let text = m.render();
         assert!(

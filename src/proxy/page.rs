@@ -328,6 +328,10 @@ pub async fn render(
         session: user_session,
         metrics: app.metrics.clone(),
         log: PageLog::current(),
+        breaker: (
+            cfg.fragments.breaker_failures,
+            cfg.fragments.breaker_cooldown,
+        ),
     });
 
     let (items, layout_status) = match local_items {
