@@ -11,6 +11,7 @@ mod config_check;
 mod failures;
 mod forms;
 mod forwarding;
+mod framing;
 mod lifecycle;
 mod navigation;
 mod origin_wire;

@@ -167,11 +167,36 @@ pub async fn serve(
     };
     let mut sent: u64 = 0;
     loop {
-        let chunk = match session.read_body().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(%client, error = %e, "form body broken off");
+        // Each piece of the body must come within header_timeout: a body
+        // that trickles or stalls does not hold the connection forever.
+        let read = tokio::time::timeout(cfg.server.header_timeout, session.read_body()).await;
+        let chunk = match read {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                // Dropping the upload cuts it off: the origin never sees a
+                // whole request.
+                drop(upload);
+                tracing::debug!(%client, error = %e, "form body broken");
+                respond_simple(
+                    session,
+                    400,
+                    "Bad Request",
+                    "The form's body is not validly framed.",
+                )
+                .await;
+                return false;
+            }
+            Err(_) => {
+                drop(upload);
+                tracing::debug!(%client, "form body stalled");
+                respond_simple(
+                    session,
+                    408,
+                    "Request Timeout",
+                    "The form's body did not arrive in time.",
+                )
+                .await;
                 return false;
             }
         };
