@@ -303,3 +303,77 @@ async fn timeouts_open_the_circuit_and_its_fragments_then_fail_at_once() {
         "the third never reached the origin"
     );
 }
+
+#[tokio::test]
+async fn public_fragments_fall_back_to_their_last_good_copy_for_stale_if_error() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let served = Arc::new(AtomicU32::new(0));
+    let (h, n) = (healthy.clone(), served.clone());
+    let o = Origin::start(move |req| {
+        if !h.load(Ordering::SeqCst) {
+            return R::status(503, "down");
+        }
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        match req.path.as_str() {
+            "/pub" => R::html(format!("<p>PUB-{i}</p>")),
+            "/nostore" => R::html("<p>NOSTORE</p>").with_header("cache-control", "no-store"),
+            _ => R::html("<p>USER</p>"),
+        }
+    })
+    .await;
+    let page = layout(
+        r#"<fragment origin="o" src="/pub" public></fragment><fragment origin="o" src="/nostore" public></fragment><fragment origin="o" src="/user"></fragment>"#,
+    );
+    let edge = Edge::start_pages(
+        &config(
+            &[("o", o.url("/"), "")],
+            HOME,
+            "admin_listen = \"{admin}\"\n[fragments]\nstale_if_error = \"1s\"\nbreaker_failures = 0",
+        ),
+        &[("page.html".to_string(), page)]
+            .into_iter()
+            .chain(placeholder_templates())
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let fresh = edge.get("/").await;
+    assert!(
+        fresh.body.contains("PUB-") && fresh.body.contains("NOSTORE"),
+        "{}",
+        fresh.body
+    );
+    let pub_text = fresh.body[fresh.body.find("PUB-").unwrap_or(0)..]
+        .split('<')
+        .next()
+        .unwrap_or("")
+        .to_string();
+
+    healthy.store(false, Ordering::SeqCst);
+    let stale = edge.get("/").await;
+    assert_eq!(stale.status, 200);
+    assert!(
+        stale.body.contains(&pub_text),
+        "the last good copy: {}",
+        stale.body
+    );
+    assert!(
+        !stale.body.contains("NOSTORE"),
+        "no-store is never kept: {}",
+        stale.body
+    );
+    assert_eq!(stale.body.matches("PH-error").count(), 2, "{}", stale.body);
+    let m = get(edge.admin, "/metrics", &[]).await;
+    assert!(
+        m.body.lines().any(|l| l == "rain_stale_served_total 1"),
+        "{}",
+        m.body
+    );
+
+    // Older than stale_if_error: the placeholder.
+    tokio::time::sleep(ms(1100)).await;
+    let old = edge.get("/").await;
+    assert!(!old.body.contains("PUB-"), "{}", old.body);
+    assert_eq!(old.body.matches("PH-error").count(), 3, "{}", old.body);
+}

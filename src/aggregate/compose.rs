@@ -600,24 +600,16 @@ async fn run_fragment(
         Fetched::Content {
             url: final_url,
             body,
+            storable,
             ..
-        } => match content_nodes(ctx, body, level, &origin, &url, &final_url, id) {
-            Ok(nodes) => Resolved {
-                nodes,
-                outcome: Outcome::Ok,
-            },
-            Err(reason) => {
-                tracing::warn!(fragment = %id, %reason, "fragment body rejected");
-                failed(
-                    ctx,
-                    spec,
-                    Some(&origin.name),
-                    FailureClass::Error,
-                    Some(level),
-                )
-                .await
+        } => {
+            // A public fragment's good answer is kept for stale_if_error
+            // (unless the origin said no-store or private).
+            if spec.public && storable && !ctx.cfg.fragments.stale_if_error.is_zero() {
+                ctx.source.keep_good(url.as_str(), &final_url, &body).await;
             }
-        },
+            ok_or_failed(ctx, spec, body, level, &origin, &url, &final_url, id).await
+        }
         Fetched::ClientError { status, .. } => {
             tracing::warn!(fragment = %id, origin = %origin.name, status, "fragment answered a client error");
             failed(
@@ -644,7 +636,51 @@ async fn run_fragment(
         }
         Fetched::Failed(class, reason) => {
             tracing::warn!(fragment = %id, origin = %origin.name, class = class.key(), %reason, "fragment failed");
+            let stale_class = matches!(
+                class,
+                FailureClass::Timeout | FailureClass::Unavailable | FailureClass::Error
+            );
+            if spec.public && stale_class {
+                let max_age = ctx.cfg.fragments.stale_if_error;
+                if let Some((stale_url, body)) = ctx.source.last_good(url.as_str(), max_age).await {
+                    tracing::warn!(fragment = %id, origin = %origin.name, "served its last good copy (stale_if_error)");
+                    return ok_or_failed(ctx, spec, body, level, &origin, &url, &stale_url, id)
+                        .await;
+                }
+            }
             failed(ctx, spec, Some(&origin.name), class, Some(level)).await
+        }
+    }
+}
+
+/// A fragment's body as its content, or its fallback when the body is
+/// rejected.
+#[allow(clippy::too_many_arguments)]
+async fn ok_or_failed(
+    ctx: &Arc<PageContext>,
+    spec: &FragmentSpec,
+    body: Bytes,
+    level: &Level,
+    origin: &Arc<Origin>,
+    url: &Url,
+    final_url: &Url,
+    id: &str,
+) -> Resolved {
+    match content_nodes(ctx, body, level, origin, url, final_url, id) {
+        Ok(nodes) => Resolved {
+            nodes,
+            outcome: Outcome::Ok,
+        },
+        Err(reason) => {
+            tracing::warn!(fragment = %id, %reason, "fragment body rejected");
+            failed(
+                ctx,
+                spec,
+                Some(&origin.name),
+                FailureClass::Error,
+                Some(level),
+            )
+            .await
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct FetchResponse {
     pub set_cookies: Vec<String>,
     /// The body, UTF-8.
     pub body: Bytes,
+    /// Whether the origin lets the answer be kept (no `no-store` or
+    /// `private` in its `Cache-Control`).
+    pub storable: bool,
 }
 
 /// Why an exchange with an origin failed before a usable answer.
@@ -82,6 +85,17 @@ pub trait FragmentSource: Send + Sync + 'static {
     /// id, its configured origin when it had one (never a name that only
     /// HTML gave), and how long it took from its start. For
     /// statistics; the default does nothing.
+    /// Keeps the last good answer of a `public` fragment fetched at `key`
+    /// (its final URL and body), for `stale_if_error`. The default keeps
+    /// nothing.
+    async fn keep_good(&self, _key: &str, _url: &Url, _body: &Bytes) {}
+
+    /// The last good answer kept for `key`, if it is at most `max_age` old
+    /// (served in place of a failure, and counted).
+    async fn last_good(&self, _key: &str, _max_age: std::time::Duration) -> Option<(Url, Bytes)> {
+        None
+    }
+
     fn fragment_done(
         &self,
         _id: &str,
@@ -103,6 +117,8 @@ pub enum Fetched {
         status: u16,
         /// UTF-8 body.
         body: Bytes,
+        /// Whether the origin lets it be kept (for `stale_if_error`).
+        storable: bool,
     },
     /// A 4xx answer, with its body (a layout's own 404 page, a form's
     /// validation error). Fragments fail with [`class_of_status`].
@@ -141,6 +157,7 @@ pub async fn fetch_following(source: &dyn FragmentSource, mut req: FetchRequest)
                     url: req.url,
                     status: resp.status,
                     body: resp.body,
+                    storable: resp.storable,
                 }
             }
             301 | 302 | 303 | 307 | 308 => {

@@ -287,6 +287,12 @@ impl OriginClient {
         let content_type = ex.header_str("content-type");
         let content_encoding = ex.header_str("content-encoding");
         let set_cookies = ex.set_cookies();
+        let storable = !ex.header_str("cache-control").is_some_and(|cc| {
+            cc.split(',').any(|d| {
+                let d = d.trim().split('=').next().unwrap_or("").trim();
+                d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+            })
+        });
         if let Some(tx) = req.on_head.take() {
             let _ = tx.send(set_cookies.clone());
         }
@@ -301,6 +307,7 @@ impl OriginClient {
             location,
             set_cookies,
             body,
+            storable,
         })
     }
 }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::client::{OriginClient, OriginRequest};
 use super::metrics::{Admit, InFlight, Metrics, OriginStats, PageLog};
+use super::stale::StaleCache;
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
 use crate::config::{Cidr, Config};
 use crate::session::{forwarded_cookies, PageSession, Turn};
@@ -274,6 +275,8 @@ pub struct RequestSource {
     pub log: Option<Arc<PageLog>>,
     /// `[fragments] breaker_failures` and `breaker_cooldown`.
     pub breaker: (u32, Duration),
+    /// Last good answers of public fragments (`stale_if_error`).
+    pub stale: Arc<StaleCache>,
 }
 
 /// One admitted exchange, as its origin's circuit breaker sees it. Dropped
@@ -394,6 +397,18 @@ impl FragmentSource for RequestSource {
         let (result, ()) = tokio::join!(send, record);
         attempt.finish(matches!(&result, Ok(r) if r.status < 500));
         result
+    }
+
+    async fn keep_good(&self, key: &str, url: &url::Url, body: &bytes::Bytes) {
+        self.stale.keep(key, url, body).await;
+    }
+
+    async fn last_good(&self, key: &str, max_age: Duration) -> Option<(url::Url, bytes::Bytes)> {
+        let kept = self.stale.get(key, max_age).await;
+        if kept.is_some() {
+            self.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
+        }
+        kept
     }
 
     fn fragment_done(&self, id: &str, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {

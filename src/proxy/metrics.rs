@@ -276,6 +276,8 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Rejected reloads.
     pub reloads_rejected: AtomicU64,
+    /// Public fragments served from their last good copy.
+    pub stale_served: AtomicU64,
 }
 
 impl Metrics {
@@ -357,6 +359,11 @@ impl Metrics {
                 "rain_session_store_errors_total",
                 "Session store calls that failed.",
                 &self.store_errors,
+            ),
+            (
+                "rain_stale_served_total",
+                "Public fragments served from their last good copy (stale_if_error).",
+                &self.stale_served,
             ),
             (
                 "rain_config_reloads_total",

@@ -16,6 +16,7 @@ mod page;
 mod read;
 mod resource;
 mod server;
+mod stale;
 
 pub use client::{Exchange, OriginClient, OriginRequest, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};

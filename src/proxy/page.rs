@@ -332,6 +332,7 @@ pub async fn render(
             cfg.fragments.breaker_failures,
             cfg.fragments.breaker_cooldown,
         ),
+        stale: app.stale.clone(),
     });
 
     let (items, layout_status) = match local_items {

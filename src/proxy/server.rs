@@ -20,6 +20,7 @@ use super::client::OriginClient;
 use super::conn::{BrowserConn, HeadLimits, ReadError};
 use super::metrics::{InFlight, Metrics, PageLog, RequestKind, PAGE_LOG};
 use super::page;
+use super::stale::StaleCache;
 use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
 use crate::session::{open_store, SessionStore};
@@ -48,6 +49,8 @@ pub struct App {
     pub store: Arc<dyn SessionStore>,
     /// What this process counts (admin API, `/metrics`).
     pub metrics: Arc<Metrics>,
+    /// Last good answers of public fragments (`stale_if_error`).
+    pub stale: Arc<StaleCache>,
     /// Origins registered through the admin API since the last reload.
     api_origins: Mutex<BTreeSet<String>>,
 }
@@ -293,12 +296,14 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
     client.spawn_sweeper(Duration::from_secs(10));
     let store = open_store(&snap.cfg.session)?;
     tracing::info!(store = %snap.cfg.session.store, "session store ready");
+    let stale = Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error));
     let app = Arc::new(App {
         config_path: path,
         snapshot: RwLock::new(Arc::new(snap)),
         client,
         store,
         metrics: Arc::new(Metrics::default()),
+        stale,
         api_origins: Mutex::new(BTreeSet::new()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
