@@ -244,3 +244,44 @@ async fn charsets_and_compressed_bodies_are_decoded() {
         .to_string();
     assert!(accept.contains("gzip") && accept.contains("br"));
 }
+
+#[tokio::test]
+async fn identical_public_fragments_in_flight_share_one_fetch() {
+    let o = Origin::with_routes(vec![
+        ("/pub", R::html("<p>PUBLIC</p>").after(ms(300))),
+        ("/mine", R::html("<p>MINE</p>").after(ms(300))),
+    ])
+    .await;
+    let edge = Edge::with_page(
+        &o,
+        r#"<fragment origin="o" src="/pub" public></fragment><fragment origin="o" src="/mine"></fragment>"#,
+    )
+    .await;
+    let pages: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = edge.addr;
+            tokio::spawn(async move { get(addr, "/", &[]).await })
+        })
+        .collect();
+    for p in pages {
+        let r = p.await.expect("page");
+        assert!(
+            r.body.contains("PUBLIC") && r.body.contains("MINE"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        o.requests_to("/pub").len(),
+        1,
+        "one shared fetch for the public fragment"
+    );
+    assert_eq!(
+        o.requests_to("/mine").len(),
+        5,
+        "a user's fragment is never shared"
+    );
+    // Once done, the next page fetches again.
+    edge.get("/").await;
+    assert_eq!(o.requests_to("/pub").len(), 2);
+}

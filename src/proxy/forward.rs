@@ -4,10 +4,14 @@
 //! proxy) and the context headers. Never the browser's session cookie, its
 //! `Authorization`, hop-by-hop, conditional or range headers.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -277,6 +281,8 @@ pub struct RequestSource {
     pub breaker: (u32, Duration),
     /// Last good answers of public fragments (`stale_if_error`).
     pub stale: Arc<StaleCache>,
+    /// Public fragment exchanges in flight, shared.
+    pub coalescer: Arc<Coalescer>,
 }
 
 /// One admitted exchange, as its origin's circuit breaker sees it. Dropped
@@ -315,33 +321,145 @@ impl Drop for Attempt {
     }
 }
 
+/// Asks the origin's circuit breaker whether an exchange may go.
+fn admit(
+    metrics: &Metrics,
+    breaker: (u32, Duration),
+    origin: &str,
+    deadline: Duration,
+) -> Result<Attempt, FetchFailure> {
+    let stats = metrics.origin(origin);
+    let admit = stats.admit();
+    if admit == Admit::No {
+        return Err(FetchFailure::Unavailable(
+            "the origin's circuit is open (too many failures in a row)".into(),
+        ));
+    }
+    Ok(Attempt {
+        stats,
+        admit,
+        breaker,
+        started: Instant::now(),
+        deadline,
+        done: false,
+    })
+}
+
+/// Identical `public` fragment fetches in flight at the same time share one
+/// exchange with their origin (nothing of a user is in them).
+#[derive(Default)]
+pub struct Coalescer {
+    inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, Answer>>>>,
+}
+
+type Answer = Result<FetchResponse, FetchFailure>;
+
+impl Coalescer {
+    /// The exchange for `key`: the one in flight, or a new one made by
+    /// `start` and run in its own task (so that it ends, and leaves the
+    /// table, even if every page waiting on it goes away).
+    fn join(
+        self: &Arc<Self>,
+        key: String,
+        start: impl FnOnce() -> BoxFuture<'static, Answer>,
+    ) -> Shared<BoxFuture<'static, Answer>> {
+        let mut map = match self.inflight.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(f) = map.get(&key) {
+            return f.clone();
+        }
+        let exchange = start();
+        let table = self.clone();
+        let done_key = key.clone();
+        let task = tokio::spawn(
+            async move {
+                let result = exchange.await;
+                let mut map = match table.inflight.lock() {
+                    Ok(m) => m,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                map.remove(&done_key);
+                result
+            }
+            .in_current_span(),
+        );
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(FetchFailure::Unavailable(e.to_string())))
+        }
+        .boxed()
+        .shared();
+        map.insert(key, shared.clone());
+        shared
+    }
+}
+
+impl RequestSource {
+    /// A public fragment's exchange, shared with identical ones in flight.
+    async fn fetch_public(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
+        let key = format!("{}\n{}\n{}", req.origin.name, req.url, req.fragment_id);
+        let shared = self.coalescer.join(key, || {
+            let client = self.client.clone();
+            let metrics = self.metrics.clone();
+            let breaker = self.breaker;
+            let origin = req.origin.clone();
+            let path_and_query = path_and_query(&req.url);
+            let headers = self.browser.origin_headers(req, None);
+            let (max_bytes, timeout) = (req.max_bytes, req.timeout);
+            async move {
+                let attempt = admit(&metrics, breaker, &origin.name, timeout)?;
+                let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
+                let send = client.send(OriginRequest {
+                    origin: &origin,
+                    method: "GET",
+                    path_and_query: &path_and_query,
+                    headers,
+                    max_bytes,
+                    on_head: None,
+                });
+                // Nobody drops this exchange at the fragment's deadline:
+                // it keeps one of its own.
+                let result = match tokio::time::timeout(timeout, send).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        drop(attempt);
+                        return Err(FetchFailure::Unavailable(format!(
+                            "no answer within {timeout:?}"
+                        )));
+                    }
+                };
+                attempt.finish(matches!(&result, Ok(r) if r.status < 500));
+                result
+            }
+            .boxed()
+        });
+        shared.await
+    }
+}
+
+/// A URL's path and query, as a request target.
+fn path_and_query(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
 #[async_trait]
 impl FragmentSource for RequestSource {
     async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
-        let stats = self.metrics.origin(&req.origin.name);
-        let admit = stats.admit();
-        if admit == Admit::No {
-            return Err(FetchFailure::Unavailable(
-                "the origin's circuit is open (too many failures in a row)".into(),
-            ));
+        if req.public {
+            return self.fetch_public(req).await;
         }
-        let attempt = Attempt {
-            stats,
-            admit,
-            breaker: self.breaker,
-            started: Instant::now(),
-            deadline: req.timeout,
-            done: false,
-        };
+        let attempt = admit(&self.metrics, self.breaker, &req.origin.name, req.timeout)?;
         let _in_flight = InFlight::enter(&self.metrics.fetches_in_flight);
         let unavailable = |e: crate::session::StoreError| {
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             FetchFailure::Unavailable(e.to_string())
         };
-        let path_and_query = match req.url.query() {
-            Some(q) => format!("{}?{q}", req.url.path()),
-            None => req.url.path().to_string(),
-        };
+        let path_and_query = path_and_query(&req.url);
         let origin = req.origin.name.as_str();
         // A public fragment carries nothing of the user, and its cookies are
         // not kept.

@@ -333,6 +333,7 @@ pub async fn render(
             cfg.fragments.breaker_cooldown,
         ),
         stale: app.stale.clone(),
+        coalescer: app.coalescer.clone(),
     });
 
     let (items, layout_status) = match local_items {

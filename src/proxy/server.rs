@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::client::OriginClient;
 use super::conn::{BrowserConn, HeadLimits, ReadError};
+use super::forward::Coalescer;
 use super::metrics::{InFlight, Metrics, PageLog, RequestKind, PAGE_LOG};
 use super::page;
 use super::stale::StaleCache;
@@ -51,6 +52,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Last good answers of public fragments (`stale_if_error`).
     pub stale: Arc<StaleCache>,
+    /// Identical public fragment fetches in flight, shared.
+    pub coalescer: Arc<Coalescer>,
     /// Origins registered through the admin API since the last reload.
     api_origins: Mutex<BTreeSet<String>>,
 }
@@ -304,6 +307,7 @@ async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
         store,
         metrics: Arc::new(Metrics::default()),
         stale,
+        coalescer: Arc::default(),
         api_origins: Mutex::new(BTreeSet::new()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
