@@ -285,3 +285,44 @@ async fn identical_public_fragments_in_flight_share_one_fetch() {
     edge.get("/").await;
     assert_eq!(o.requests_to("/pub").len(), 2);
 }
+
+#[tokio::test]
+async fn max_connections_caps_concurrent_fetches_to_an_origin() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n, p) = (now.clone(), peak.clone());
+    // The origin notes how many requests it holds at once (each 150 ms).
+    let o = Origin::start(move |_req| {
+        let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(cur, Ordering::SeqCst);
+        let n = n.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ms(100)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+        });
+        R::html("<p>F</p>").after(ms(150))
+    })
+    .await;
+    let frags: String = (0..6)
+        .map(|i| format!(r#"<fragment origin="o" src="/f{i}" timeout="3s"></fragment>"#))
+        .collect();
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "max_connections = 2")], HOME, ""),
+        &[("page.html", &layout(&frags))],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.body.matches("<p>F</p>").count(), 6, "{}", r.body);
+    assert!(
+        peak.load(Ordering::SeqCst) <= 2,
+        "{} at once",
+        peak.load(Ordering::SeqCst)
+    );
+    assert!(
+        r.total >= ms(440),
+        "6 fetches, 2 at a time, 150 ms each: {:?}",
+        r.total
+    );
+}

@@ -178,3 +178,42 @@ async fn origin_connections_are_reused() {
         "10 sequential pages used connections {conns:?}"
     );
 }
+
+#[tokio::test]
+async fn fields_the_browser_names_in_connection_are_never_forwarded() {
+    let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>"))]).await;
+    let edge = Edge::start(
+        &config(
+            &[(
+                "o",
+                o.url("/"),
+                "forward_headers = [\"x-tenant\", \"x-secret\"]",
+            )],
+            HOME,
+            "",
+        ),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/a"></fragment>"#),
+        )],
+    )
+    .await;
+    let r = edge
+        .get_with(
+            "/",
+            &[
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "hop-only"),
+                ("X-Tenant", "acme"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let seen = &o.requests_to("/a")[0];
+    assert_eq!(seen.header("x-tenant"), Some("acme"));
+    assert_eq!(
+        seen.header("x-secret"),
+        None,
+        "a hop-by-hop field reached the origin"
+    );
+}

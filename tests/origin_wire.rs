@@ -228,3 +228,67 @@ async fn answers_that_break_http_get_the_error_placeholder() {
         );
     }
 }
+
+/// A body trickled one byte every 5 ms: 300 bytes take about 1.5 s.
+static TRICKLE: [u8; 300] = [b'x'; 300];
+
+#[tokio::test]
+async fn an_origin_trickling_past_the_deadline_ends_at_the_deadline() {
+    let mut pieces: Vec<&'static [u8]> =
+        vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 300\r\n\r\n"];
+    pieces.extend(TRICKLE.chunks(1));
+    let o = RawOrigin::start(Script {
+        pieces,
+        close: true,
+        idle_close: None,
+    })
+    .await;
+    let page = layout(r#"<ul><li><fragment origin="o" src="/f">FALLBACK</fragment></li></ul>"#);
+    let edge = Edge::start(
+        &config(
+            &[("o", format!("http://{}/", o.addr), "timeout = \"300ms\"")],
+            HOME,
+            "",
+        ),
+        &[("page.html", &page)],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(
+        list_items(&r.body).first().copied(),
+        Some("FALLBACK"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.total < ms(1000),
+        "bytes kept coming, the deadline held: {:?}",
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn origin_heads_over_the_limits_get_the_error_placeholder() {
+    let many: String = (0..150).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let huge = format!("X-Big: {}\r\n", "b".repeat(70 * 1024));
+    for extra in [many, huge] {
+        let wire: &'static [u8] = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{extra}\r\nok")
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let o = RawOrigin::start(Script {
+            pieces: vec![wire],
+            close: true,
+            idle_close: None,
+        })
+        .await;
+        let edge = edge_for(&o).await;
+        assert_eq!(
+            fragment_of(&edge).await,
+            "FALLBACK",
+            "{} bytes of head",
+            extra.len()
+        );
+    }
+}

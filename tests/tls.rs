@@ -174,3 +174,33 @@ async fn a_bad_certificate_is_a_config_error() {
     assert!(!ok, "{out}");
     assert!(out.contains("server.tls_cert"), "{out}");
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_at_header_timeout() {
+    let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>"))]).await;
+    let (cert, key, _) = self_signed();
+    let dir = TempDir::new();
+    let cert_path = dir.write("edge.pem", &cert);
+    let key_path = dir.write("edge.key", &key);
+    let extra = format!(
+        "header_timeout = \"300ms\"\ntls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, &extra),
+        &[("page.html", &layout("x"))],
+    )
+    .await;
+    let start = Instant::now();
+    let mut tcp = TcpStream::connect(edge.tls).await.expect("connect");
+    // Half a ClientHello, then nothing.
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0xa0, 0x01])
+        .await
+        .expect("send");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+}

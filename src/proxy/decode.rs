@@ -164,6 +164,27 @@ mod tests {
     }
 
     #[test]
+    fn br_and_layered_bombs_stop_at_the_bound() {
+        let mut br = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut br, 4096, 9, 22);
+            w.write_all(&vec![b'a'; 8 << 20]).expect("write");
+        }
+        assert!(br.len() < 10_000, "{}", br.len());
+        assert_eq!(
+            decode_content(Bytes::from(br), Some("br"), 4096),
+            Err(DecodeError::TooLarge(4096))
+        );
+        // gzip inside gzip: each layer is bounded.
+        let inner = gzip(&vec![b'a'; 4 << 20]);
+        let outer = gzip(&inner);
+        assert_eq!(
+            decode_content(outer, Some("gzip, gzip"), 4096),
+            Err(DecodeError::TooLarge(4096))
+        );
+    }
+
+    #[test]
     fn broken_gzip_is_an_error() {
         let mut body = gzip(b"<p>hello world, this is long enough</p>").to_vec();
         let n = body.len();

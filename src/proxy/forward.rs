@@ -164,6 +164,16 @@ impl BrowserContext {
         }
     }
 
+    /// Whether the browser named header `name` in its `Connection` field.
+    fn hop_by_hop(&self, name: &str) -> bool {
+        self.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name))
+    }
+
     /// The headers for one fragment (or layout) request. `jar_cookies` is the
     /// `Cookie` value from the user's jar for this origin, if any.
     pub fn origin_headers(
@@ -195,7 +205,9 @@ impl BrowserContext {
                     || n.starts_with("x-forwarded-")
                     || n.starts_with("x-rain-")
                     || n == "x-request-id";
-                if !fixed && !NEVER_FORWARDED.contains(&n) {
+                // A field the browser names in `Connection` is hop-by-hop:
+                // it was meant for rain-edge only (RFC 9110 §7.6.1).
+                if !fixed && !NEVER_FORWARDED.contains(&n) && !self.hop_by_hop(n) {
                     pass(name);
                 }
             }
