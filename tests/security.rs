@@ -104,3 +104,89 @@ async fn malformed_requests_get_a_4xx() {
     assert_eq!(edge.get("/_rain/anything").await.status, 404);
     assert_eq!(edge.get("/").await.status, 200);
 }
+
+/// The SSRF matrix of the hardening issue: every spelling of a foreign host
+/// (the loopback address in other encodings, on another port), other
+/// schemes, credentials, scheme-relative and backslashed URLs, through
+/// fragment markup and through redirect chains: never fetched.
+#[tokio::test]
+async fn foreign_hosts_in_every_spelling_are_never_fetched() {
+    let foreign = Origin::with_routes(vec![("/steal", R::html("STOLEN"))]).await;
+    let fp = foreign.addr.port();
+    let spellings: Vec<String> = vec![
+        format!("http://127.0.0.1:{fp}/steal"),
+        format!("http://2130706433:{fp}/steal"),
+        format!("http://0x7f.1:{fp}/steal"),
+        format!("http://0177.0.0.1:{fp}/steal"),
+        format!("http://127.1:{fp}/steal"),
+        format!("http://[::ffff:127.0.0.1]:{fp}/steal"),
+        format!("http://localhost:{fp}/steal"),
+        format!("HTTP://127.0.0.1:{fp}/steal"),
+        format!("//127.0.0.1:{fp}/steal"),
+        format!("http:\\\\127.0.0.1:{fp}\\steal"),
+        format!("http://127.0.0.1:{fp}\t/steal"),
+        format!("http://user:pw@127.0.0.1:{fp}/steal"),
+        format!("https://127.0.0.1:{fp}/steal"),
+        format!("gopher://127.0.0.1:{fp}/steal"),
+        "file:///etc/passwd".to_string(),
+        "data:text/html,<p>DATA</p>".to_string(),
+        "javascript:alert(1)".to_string(),
+    ];
+    let markup: String = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.replace('&', "&amp;").replace('"', "&quot;");
+            format!("<fragment origin=\"o\" src=\"{s}\">M{i}-FB</fragment>\n")
+        })
+        .collect();
+    let hops: String = (0..spellings.len())
+        .map(|i| format!("<fragment origin=\"o\" src=\"/hop/{i}\">R{i}-FB</fragment>\n"))
+        .collect();
+    let locations = spellings.clone();
+    let layout_html = format!("<html><body>\n{markup}{hops}</body></html>");
+    let o = Origin::start(move |req| {
+        if req.path == "/app/layout" {
+            return R::html(layout_html.clone());
+        }
+        if let Some(i) = req.path.strip_prefix("/app/hop/") {
+            let i: usize = i.parse().unwrap_or(0);
+            // A chain: one hop inside the origin, then out.
+            return R::status(302, "").with_header("location", &format!("/app/hop2/{i}"));
+        }
+        if let Some(i) = req.path.strip_prefix("/app/hop2/") {
+            let i: usize = i.parse().unwrap_or(0);
+            let loc = locations.get(i).cloned().unwrap_or_default();
+            return R::status(302, "").with_header("location", &loc);
+        }
+        R::status(404, "")
+    })
+    .await;
+    let routes = "[[routes]]\npath = \"/\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(&config(&[("o", o.url("/app/"), "")], routes, ""), &[]).await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    for i in 0..spellings.len() {
+        for kind in ["M", "R"] {
+            assert!(
+                r.body.contains(&format!("{kind}{i}-FB")),
+                "{kind}{i} ({}) did not fall back:\n{}",
+                spellings[i],
+                r.body
+            );
+        }
+    }
+    assert!(
+        !r.body.contains("STOLEN") && !r.body.contains("DATA"),
+        "{}",
+        r.body
+    );
+    assert!(
+        foreign.requests().is_empty(),
+        "fetched: {:?}",
+        foreign.requests()
+    );
+    for req in o.requests() {
+        assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
+    }
+}
