@@ -12,6 +12,7 @@ mod failures;
 mod forms;
 mod forwarding;
 mod framing;
+mod jar_props;
 mod lifecycle;
 mod navigation;
 mod origin_wire;
