@@ -55,7 +55,7 @@ async fn run(seed: u64) {
             _ => (format!("{name}={value}; Path=/; HttpOnly"), Some(true)),
         };
         let page = PageSession::new(users[u].clone(), false, store.clone());
-        page.record(ORIGINS[o].0, &url, &[set_cookie.clone()])
+        page.record(ORIGINS[o].0, &url, std::slice::from_ref(&set_cookie))
             .await
             .expect("record");
         let jar = model.entry((u, o)).or_default();
