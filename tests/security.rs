@@ -166,12 +166,11 @@ async fn foreign_hosts_in_every_spelling_are_never_fetched() {
     let edge = Edge::start(&config(&[("o", o.url("/app/"), "")], routes, ""), &[]).await;
     let r = edge.get("/").await;
     assert_eq!(r.status, 200);
-    for i in 0..spellings.len() {
+    for (i, spelling) in spellings.iter().enumerate() {
         for kind in ["M", "R"] {
             assert!(
                 r.body.contains(&format!("{kind}{i}-FB")),
-                "{kind}{i} ({}) did not fall back:\n{}",
-                spellings[i],
+                "{kind}{i} ({spelling}) did not fall back:\n{}",
                 r.body
             );
         }
