@@ -12,19 +12,7 @@ use std::time::Duration;
 use rain_edge::session::{MemoryStore, PageSession, SessionId, SessionStore};
 use url::Url;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::support::Rng;
 
 const ORIGINS: [(&str, &str); 2] = [
     ("shop", "http://127.0.0.1:18001/shop/"),

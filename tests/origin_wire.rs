@@ -213,20 +213,25 @@ async fn answers_that_break_http_get_the_error_placeholder() {
         b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
     ];
     for wire in broken {
-        let o = RawOrigin::start(Script {
-            pieces: vec![wire],
-            close: true,
-            idle_close: None,
-        })
-        .await;
-        let edge = edge_for(&o).await;
         assert_eq!(
-            fragment_of(&edge).await,
+            fragment_for_answer(wire).await,
             "FALLBACK",
             "{}",
             String::from_utf8_lossy(wire)
         );
     }
+}
+
+/// What a page shows for a fragment whose origin answers `wire` and closes.
+async fn fragment_for_answer(wire: &'static [u8]) -> String {
+    let o = RawOrigin::start(Script {
+        pieces: vec![wire],
+        close: true,
+        idle_close: None,
+    })
+    .await;
+    let edge = edge_for(&o).await;
+    fragment_of(&edge).await
 }
 
 /// A body trickled one byte every 5 ms: 300 bytes take about 1.5 s.
@@ -277,15 +282,8 @@ async fn origin_heads_over_the_limits_get_the_error_placeholder() {
                 .into_bytes()
                 .into_boxed_slice(),
         );
-        let o = RawOrigin::start(Script {
-            pieces: vec![wire],
-            close: true,
-            idle_close: None,
-        })
-        .await;
-        let edge = edge_for(&o).await;
         assert_eq!(
-            fragment_of(&edge).await,
+            fragment_for_answer(wire).await,
             "FALLBACK",
             "{} bytes of head",
             extra.len()

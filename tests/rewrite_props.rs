@@ -11,19 +11,7 @@ use rain_edge::config::{CssScope, OriginKind};
 use rain_edge::rewrite::{FragmentRewrite, PageUrl};
 use url::Url;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use crate::support::Rng;
 
 const URLS: &[&str] = &[
     "x",

@@ -22,13 +22,19 @@ fn self_signed() -> (String, String, rustls::pki_types::CertificateDer<'static>)
     (cert.pem(), key.serialize_pem(), cert.der().clone())
 }
 
-async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
+/// rain-edge with a TLS listener on a fresh self-signed certificate, and
+/// `server` lines added to `[server]`.
+async fn tls_edge_with(
+    o: &Origin,
+    page: &str,
+    server: &str,
+) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
     let (cert, key, der) = self_signed();
     let dir = TempDir::new();
     let cert_path = dir.write("edge.pem", &cert);
     let key_path = dir.write("edge.key", &key);
     let extra = format!(
-        "tls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        "{server}\ntls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
         cert_path.display(),
         key_path.display()
     );
@@ -40,6 +46,10 @@ async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::Certifica
     // The key files are read at start; the folder may go.
     drop(dir);
     (edge, der)
+}
+
+async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
+    tls_edge_with(o, page, "").await
 }
 
 async fn connect(
@@ -178,20 +188,7 @@ async fn a_bad_certificate_is_a_config_error() {
 #[tokio::test]
 async fn a_stalled_tls_handshake_is_cut_at_header_timeout() {
     let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>"))]).await;
-    let (cert, key, _) = self_signed();
-    let dir = TempDir::new();
-    let cert_path = dir.write("edge.pem", &cert);
-    let key_path = dir.write("edge.key", &key);
-    let extra = format!(
-        "header_timeout = \"300ms\"\ntls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-        cert_path.display(),
-        key_path.display()
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, &extra),
-        &[("page.html", &layout("x"))],
-    )
-    .await;
+    let (edge, _) = tls_edge_with(&o, &layout("x"), "header_timeout = \"300ms\"").await;
     let start = Instant::now();
     let mut tcp = TcpStream::connect(edge.tls).await.expect("connect");
     // Half a ClientHello, then nothing.
