@@ -94,13 +94,7 @@ async fn metrics_and_origin_stats_move_as_pages_are_served() {
         assert_eq!(r.status, 200);
         assert!(r.body.contains("<p>A</p>"));
     }
-    let m = call(edge.admin, "GET", "/metrics", None).await;
-    assert_eq!(m.status, 200);
-    assert!(m
-        .header("content-type")
-        .unwrap_or("")
-        .starts_with("text/plain"));
-    for line in [
+    let expected = [
         "rain_requests_total{kind=\"page\",status=\"200\"} 3",
         "rain_fragments_total{origin=\"o\",outcome=\"ok\"} 3",
         "rain_fragments_total{origin=\"o\",outcome=\"not_found\"} 3",
@@ -108,7 +102,23 @@ async fn metrics_and_origin_stats_move_as_pages_are_served() {
         "rain_sessions_created_total 3",
         "rain_requests_in_flight 0",
         "rain_fragment_fetches_in_flight 0",
-    ] {
+    ];
+    // A request is counted once its last byte is written, a moment after
+    // the browser may have read it: ask again for up to 2 s.
+    let mut m = call(edge.admin, "GET", "/metrics", None).await;
+    for _ in 0..40 {
+        if expected.iter().all(|e| m.body.lines().any(|l| l == *e)) {
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+        m = call(edge.admin, "GET", "/metrics", None).await;
+    }
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/plain"));
+    for line in expected {
         assert!(
             m.body.lines().any(|l| l == line),
             "no `{line}` in:\n{}",
