@@ -189,3 +189,44 @@ async fn foreign_hosts_in_every_spelling_are_never_fetched() {
         assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
     }
 }
+
+/// Path tricks that origins (Tomcat's `;` parameters, a second decoding)
+/// would read as a climb: refused before anything is forwarded.
+#[tokio::test]
+async fn dot_segments_in_disguise_are_refused() {
+    let o = Origin::start(|req| {
+        if req.path.starts_with("/app/layout") {
+            R::html("<html><body>LAYOUT</body></html>")
+        } else {
+            R::html("SECRET")
+        }
+    })
+    .await;
+    let routes = "[[routes]]\npath = \"/acc/*\"\norigin = \"o\"\nsrc = \"/layout\"\n";
+    let edge = Edge::start(&config(&[("o", o.url("/app/"), "")], routes, ""), &[]).await;
+    for path in [
+        "/acc/..;/..;/secret",
+        "/acc/..;jsessionid=x/..;/secret",
+        "/acc/%252e%252e/%252e%252e/secret",
+        "/acc/.%252e/x",
+        "/acc/a%252f..%252f..%252fsecret",
+        "/acc/%2e%2e%5c%2e%2e%5csecret",
+        "/acc/..\\..\\secret",
+        "/_rain/r/o/..;/..;/secret",
+        "/_rain/r/o/%252e%252e/%252e%252e/secret",
+    ] {
+        let r = edge.get(path).await;
+        assert_eq!(
+            r.status, 400,
+            "{path} was answered {}: {}",
+            r.status, r.body
+        );
+    }
+    for req in o.requests() {
+        assert!(
+            req.path.starts_with("/app/layout"),
+            "the origin saw {}",
+            req.path
+        );
+    }
+}

@@ -49,9 +49,12 @@ pub fn is_under_base(base: &Url, url: &Url) -> bool {
     p.starts_with(bp) || bp.strip_suffix('/') == Some(p)
 }
 
-/// Whether a path segment is `.` or `..` once `%2e` is decoded.
+/// Whether a path segment is `.` or `..` once `%2e` is decoded and its
+/// path parameters (`;jsessionid=...`, which servlet containers drop before
+/// resolving: `..;/` climbs there) are set aside.
 fn dot_segment(seg: &str) -> Option<usize> {
-    let lower = seg.to_ascii_lowercase();
+    let name = seg.split(';').next().unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
     match lower.as_str() {
         "." | "%2e" => Some(1),
         ".." | ".%2e" | "%2e." | "%2e%2e" => Some(2),
@@ -188,12 +191,19 @@ pub fn starts_with_ci(s: &str, prefix: &str) -> bool {
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
-/// Whether a path holds an encoded slash or backslash (`%2f`, `%5c`, any
-/// case), which would let a path escape the segment checks.
+/// Whether a path hides path syntax from the segment checks: an encoded
+/// slash or backslash (`%2f`, `%5c`), or a dot, slash or backslash encoded
+/// twice (`%252e`, `%252f`, `%255c`, which an origin that decodes again
+/// would read as syntax). Any case.
 fn has_encoded_slash(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
-    })
+    let b = path.as_bytes();
+    let once = |w: &[u8]| w.eq_ignore_ascii_case(b"2f") || w.eq_ignore_ascii_case(b"5c");
+    b.windows(3).any(|w| w[0] == b'%' && once(&w[1..]))
+        || b.windows(5).any(|w| {
+            w[0] == b'%'
+                && w[1..3].eq_ignore_ascii_case(b"25")
+                && (once(&w[3..]) || w[3..].eq_ignore_ascii_case(b"2e"))
+        })
 }
 
 /// The query with every `rain.*` parameter removed (for `X-Rain-Page-Url`
@@ -302,6 +312,15 @@ mod tests {
         assert!(!starts_with_ci("é", "e"));
         assert!(has_encoded_slash("/a%2Fb") && has_encoded_slash("/a%5c"));
         assert!(!has_encoded_slash("/a%2"));
+        assert!(
+            has_encoded_slash("/%252e%252e/x")
+                && has_encoded_slash("/a%252F")
+                && has_encoded_slash("/a%255c")
+        );
+        assert!(!has_encoded_slash("/100%25/x"));
+        assert_eq!(dot_segment("..;jsessionid=1"), Some(2));
+        assert_eq!(dot_segment(".;x"), Some(1));
+        assert_eq!(dot_segment("a;.."), None);
         assert!(resolve_within(
             &Url::parse("http://o/").unwrap(),
             &Url::parse("http://o/").unwrap(),
