@@ -322,3 +322,75 @@ async fn text_logs_name_the_request_and_the_access_log_is_off_by_default() {
     let logs = quiet.stop_and_logs();
     assert!(!logs.contains("fragments="), "{logs}");
 }
+
+/// Debian's slowhttptest in slowloris mode: 300 connections that each send
+/// a header line a second and never end their head. rain-edge cuts each at
+/// `header_timeout` from its accept and keeps serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_from_slowhttptest_is_cut_off_and_pages_keep_flowing() {
+    let bin = "/usr/bin/slowhttptest";
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "slowhttptest is not installed: apt-get install slowhttptest (scripts/setup does)"
+    );
+    let edge = Edge::start(
+        &config(&[], HOME, "header_timeout = \"2s\""),
+        &[("page.html", &layout("STILL-HERE"))],
+    )
+    .await;
+    let dir = TempDir::new();
+    let prefix = dir.0.join("slow");
+    let url = format!("http://{}/", edge.addr);
+    let attack = tokio::task::spawn_blocking({
+        let prefix = prefix.clone();
+        move || {
+            std::process::Command::new(bin)
+                .args([
+                    "-H", "-c", "300", "-r", "150", "-i", "1", "-l", "10", "-g", "-v", "1",
+                ])
+                .arg("-u")
+                .arg(&url)
+                .arg("-o")
+                .arg(&prefix)
+                .output()
+                .expect("run slowhttptest")
+        }
+    });
+    // Meanwhile, an ordinary browser.
+    let mut slowest = Duration::ZERO;
+    let mut pages = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let r = edge.get("/").await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("STILL-HERE"));
+        slowest = slowest.max(r.total);
+        pages += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = attack.await.expect("slowhttptest");
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let csv = std::fs::read_to_string(prefix.with_extension("csv")).expect("slowhttptest CSV");
+    // Seconds,Closed,Pending,Connected,Service Available
+    let rows: Vec<Vec<u64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .filter(|r: &Vec<u64>| r.len() == 5)
+        .collect();
+    let last = rows.last().expect("CSV rows");
+    assert!(
+        last[1] >= 250,
+        "rain-edge closed only {} of 300: {csv}",
+        last[1]
+    );
+    // It ends as soon as every connection is closed (long before its 10 s).
+    assert!(
+        report.contains("No open connections left"),
+        "{report}\n{csv}"
+    );
+    assert!(rows.len() < 10, "the attack held on: {csv}");
+    assert!(pages >= 10, "{pages} pages");
+    assert!(slowest < Duration::from_secs(1), "a page took {slowest:?}");
+}
