@@ -9,6 +9,8 @@
 pub mod aggregate;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod rewrite;
 pub mod session;

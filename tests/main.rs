@@ -12,6 +12,7 @@ mod failures;
 mod forms;
 mod forwarding;
 mod framing;
+mod fuzz_regressions;
 mod jar_props;
 mod lifecycle;
 mod navigation;

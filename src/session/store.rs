@@ -38,6 +38,13 @@ pub trait SessionStore: Send + Sync + 'static {
 /// cookies are ignored, as a browser would.
 pub fn apply_set_cookies(jar: &mut CookieStore, url: &Url, set_cookies: &[String]) {
     for sc in set_cookies {
+        // cookie_store takes control characters in names and values; such
+        // a cookie could never go out in a header again. (HTTP parsing
+        // refuses them on the wire; this holds for any caller.)
+        if sc.chars().any(|c| c.is_control() && c != '\t') {
+            tracing::debug!(%url, "origin cookie with a control character ignored");
+            continue;
+        }
         if let Err(e) = jar.parse(sc, url) {
             if !matches!(e, cookie_store::CookieError::Expired) {
                 tracing::debug!(%url, error = %e, "origin cookie ignored");
