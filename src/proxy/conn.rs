@@ -145,6 +145,8 @@ struct H2Stream {
 /// Most request body bytes read and dropped after a response so that the
 /// connection can serve another request; a larger rest closes it instead.
 const DRAIN_MAX: u64 = 64 << 10;
+/// Request header slots kept on the stack (the default `max_headers`).
+const STACK_FIELDS: usize = 100;
 /// Known lengths below this go uncompressed.
 const MIN_COMPRESS: u64 = 256;
 /// How long that drain may take.
@@ -309,8 +311,18 @@ impl BrowserConn {
 
     /// Parses a complete head off the buffer, or `None` if it is partial.
     fn parse_head(&mut self, limits: HeadLimits) -> Result<Option<Request>, ReadError> {
-        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_fields.max(1)];
-        let mut parsed = httparse::Request::new(&mut fields);
+        // The field slots live on the stack up to the default limit; a
+        // larger configured limit takes them from the heap.
+        let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        let mut heap = Vec::new();
+        let want = limits.max_fields.max(1);
+        let fields: &mut [httparse::Header<'_>] = if want <= STACK_FIELDS {
+            &mut stack[..want]
+        } else {
+            heap.resize(want, httparse::EMPTY_HEADER);
+            &mut heap
+        };
+        let mut parsed = httparse::Request::new(fields);
         let len = match parsed.parse(&self.buf) {
             Ok(httparse::Status::Complete(n)) if n > limits.max_bytes => {
                 return Err(ReadError::TooLarge)
@@ -755,6 +767,9 @@ fn h2_head(head: ResponseHead) -> http::Response<()> {
 }
 
 /// Writes every part, in order, with vectored writes.
+/// Most parts one write carries (head, chunk line, data, chunk end).
+const MAX_PARTS: usize = 4;
+
 async fn write_parts(io: &mut Box<dyn Io>, parts: &mut [&[u8]]) -> std::io::Result<()> {
     // A stream without vectored writes (TLS) would send each part in its
     // own record and system call: one buffer instead.
@@ -770,8 +785,13 @@ async fn write_parts(io: &mut Box<dyn Io>, parts: &mut [&[u8]]) -> std::io::Resu
         if first == parts.len() {
             return Ok(());
         }
-        let slices: Vec<IoSlice<'_>> = parts[first..].iter().map(|p| IoSlice::new(p)).collect();
-        let mut n = io.write_vectored(&slices).await?;
+        // No allocation per write: a body write has at most four parts.
+        let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+        let count = parts.len().saturating_sub(first).min(MAX_PARTS);
+        for (slot, part) in slices.iter_mut().zip(&parts[first..]) {
+            *slot = IoSlice::new(part);
+        }
+        let mut n = io.write_vectored(&slices[..count]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
