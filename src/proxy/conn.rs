@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::encode::{self, Encoder};
-use super::h1::{BodyDecoder, Chunk, Decoded};
+use super::h1::{content_length, BodyDecoder, Chunk, Decoded};
 use super::read::read_some;
 
 /// A byte stream a browser connection runs on (TCP, or TLS over TCP).
@@ -311,95 +311,20 @@ impl BrowserConn {
 
     /// Parses a complete head off the buffer, or `None` if it is partial.
     fn parse_head(&mut self, limits: HeadLimits) -> Result<Option<Request>, ReadError> {
-        // The field slots live on the stack up to the default limit; a
-        // larger configured limit takes them from the heap.
-        let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
-        let mut heap = Vec::new();
-        let want = limits.max_fields.max(1);
-        let fields: &mut [httparse::Header<'_>] = if want <= STACK_FIELDS {
-            &mut stack[..want]
-        } else {
-            heap.resize(want, httparse::EMPTY_HEADER);
-            &mut heap
+        let Some(head) = parse_request_head(&self.buf, limits, self.secure)? else {
+            return Ok(None);
         };
-        let mut parsed = httparse::Request::new(fields);
-        let len = match parsed.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) if n > limits.max_bytes => {
-                return Err(ReadError::TooLarge)
-            }
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if self.buf.len() > limits.max_bytes => {
-                return Err(ReadError::TooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
-            Err(e) => return Err(ReadError::Bad(e.to_string())),
-        };
-        let bad = |what: &str| ReadError::Bad(what.to_string());
-        if let Some(problem) = framing_problem(&self.buf[..len]) {
-            return Err(bad(problem));
-        }
-        let method = parsed
-            .method
-            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-            .ok_or_else(|| bad("invalid method"))?;
-        let uri: Uri = parsed
-            .path
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| bad("invalid request target"))?;
-        let version = match parsed.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        let mut close = version == Version::HTTP_10;
-        let mut body = BodyDecoder::Length(0);
-        let mut expect_continue = false;
-        for h in parsed.headers.iter() {
-            let name =
-                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid field name"))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid field value"))?;
-            if name == http::header::CONNECTION {
-                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive")
-                        && version == Version::HTTP_10
-                    {
-                        close = false;
-                    }
-                }
-            } else if name == http::header::TRANSFER_ENCODING {
-                // framing_problem allowed only a single `chunked`.
-                body = BodyDecoder::Chunked(Chunk::Size, 0);
-            } else if name == http::header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| bad("malformed Content-Length"))?;
-                body = BodyDecoder::Length(n);
-            } else if name == http::header::EXPECT {
-                expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
-            }
-            headers.append(name, value);
-        }
-        let _ = self.buf.split_to(len);
+        let _ = self.buf.split_to(head.len);
         if self.buf.is_empty() {
             // Frees the head's bytes now rather than with the next request.
             self.buf = BytesMut::new();
         }
-        self.body = body;
-        self.continue_pending =
-            expect_continue && version == Version::HTTP_11 && body != BodyDecoder::Length(0);
-        self.keep_alive = !close;
-        Ok(Some(Request {
-            method,
-            uri,
-            version,
-            headers,
-            secure: self.secure,
-        }))
+        self.body = head.body;
+        self.continue_pending = head.expect_continue
+            && head.request.version == Version::HTTP_11
+            && head.body != BodyDecoder::Length(0);
+        self.keep_alive = !head.close;
+        Ok(Some(head.request))
     }
 
     /// The next piece of the request body, `None` at its end.
@@ -767,6 +692,118 @@ fn h2_head(head: ResponseHead) -> http::Response<()> {
 }
 
 /// Writes every part, in order, with vectored writes.
+/// A request head, parsed and checked.
+struct ParsedHead {
+    request: Request,
+    /// Its length in bytes.
+    len: usize,
+    body: BodyDecoder,
+    close: bool,
+    expect_continue: bool,
+}
+
+/// Parses the request head at the front of `buf` (`None` while partial),
+/// with the framing rules of CONTRACT §10 applied in the same pass over
+/// its fields: obs-fold and white space before a colon are refused by the
+/// parser; two framings, a coding other than one `chunked`, and malformed
+/// or conflicting lengths here.
+fn parse_request_head(
+    buf: &[u8],
+    limits: HeadLimits,
+    secure: bool,
+) -> Result<Option<ParsedHead>, ReadError> {
+    // The field slots live on the stack up to the default limit; a
+    // larger configured limit takes them from the heap.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let want = limits.max_fields.max(1);
+    let fields: &mut [httparse::Header<'_>] = if want <= STACK_FIELDS {
+        &mut stack[..want]
+    } else {
+        heap.resize(want, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut parsed = httparse::Request::new(fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > limits.max_bytes => {
+            return Err(ReadError::TooLarge)
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => {
+            return Err(ReadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
+        Err(e) => return Err(ReadError::Bad(e.to_string())),
+    };
+    let bad = |what: &str| ReadError::Bad(what.to_string());
+    let method = parsed
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or_else(|| bad("invalid method"))?;
+    let uri: Uri = parsed
+        .path
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| bad("invalid request target"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut close = version == Version::HTTP_10;
+    let mut length: Option<u64> = None;
+    let (mut te_fields, mut te_chunked) = (0, true);
+    let mut expect_continue = false;
+    for h in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid field name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid field value"))?;
+        if name == http::header::CONNECTION {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        } else if name == http::header::TRANSFER_ENCODING {
+            te_fields += 1;
+            te_chunked &= h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == http::header::CONTENT_LENGTH {
+            length = Some(content_length(h.value, length).map_err(ReadError::Bad)?);
+        } else if name == http::header::EXPECT {
+            expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.append(name, value);
+    }
+    // CONTRACT §10: both framings, or any coding but one `chunked`, is
+    // a request that two parsers could read two ways.
+    if te_fields > 0 && length.is_some() {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if te_fields > 1 || !te_chunked {
+        return Err(bad("unsupported Transfer-Encoding"));
+    }
+    let body = match (te_fields, length) {
+        (0, Some(n)) => BodyDecoder::Length(n),
+        (0, None) => BodyDecoder::Length(0),
+        _ => BodyDecoder::Chunked(Chunk::Size, 0),
+    };
+    Ok(Some(ParsedHead {
+        request: Request {
+            method,
+            uri,
+            version,
+            headers,
+            secure,
+        },
+        len,
+        body,
+        close,
+        expect_continue,
+    }))
+}
+
 /// Most parts one write carries (head, chunk line, data, chunk end).
 const MAX_PARTS: usize = 4;
 
@@ -864,56 +901,6 @@ fn http_date(t: SystemTime) -> [u8; 29] {
     out
 }
 
-/// What is wrong with a request head's framing, if anything (CONTRACT
-/// §10): both `Content-Length` and `Transfer-Encoding`, conflicting or
-/// malformed lengths, a transfer coding other than `chunked`, obs-fold, or
-/// white space before a colon. Checked on the raw head, before any parser
-/// could normalize these away.
-fn framing_problem(raw_head: &[u8]) -> Option<&'static str> {
-    let mut te = 0;
-    let mut te_ok = true;
-    let mut length: Option<&[u8]> = None;
-    for line in raw_head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Some("obs-fold in a header");
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Some("a header line without a colon");
-        };
-        let name = &line[..colon];
-        if name.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            return Some("white space before a colon");
-        }
-        let value = line[colon + 1..].trim_ascii();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te += 1;
-            te_ok &= value.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                let part = part.trim_ascii();
-                if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
-                    return Some("malformed Content-Length");
-                }
-                if length.is_some_and(|l| l != part) {
-                    return Some("conflicting Content-Length values");
-                }
-                length = Some(part);
-            }
-        }
-    }
-    if te > 0 && length.is_some() {
-        return Some("both Content-Length and Transfer-Encoding");
-    }
-    if te > 1 || !te_ok {
-        return Some("unsupported Transfer-Encoding");
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,9 +950,8 @@ mod tests {
             b"POST / HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n",
         ];
         for head in ok {
-            assert_eq!(
-                framing_problem(head),
-                None,
+            assert!(
+                matches!(parse_request_head(head, LIMITS, false), Ok(Some(_))),
                 "{}",
                 String::from_utf8_lossy(head)
             );
@@ -981,7 +967,10 @@ mod tests {
         ];
         for head in bad {
             assert!(
-                framing_problem(head).is_some(),
+                matches!(
+                    parse_request_head(head, LIMITS, false),
+                    Err(ReadError::Bad(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(head)
             );

@@ -205,8 +205,8 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The length a `Content-Length` value gives, which must agree with every
-/// value seen before (`prior`).
-fn content_length(value: &[u8], prior: Option<u64>) -> Result<u64, String> {
+/// value seen before (`prior`). Answers and requests alike.
+pub(super) fn content_length(value: &[u8], prior: Option<u64>) -> Result<u64, String> {
     let mut found = prior;
     let mut any = false;
     for part in value.split(|b| *b == b',') {
