@@ -106,6 +106,17 @@ pub enum CssScope {
     Off,
 }
 
+impl CssScope {
+    /// The `css_scope` key's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CssScope::Rename => "rename",
+            CssScope::Wrap => "wrap",
+            CssScope::Off => "off",
+        }
+    }
+}
+
 /// One registered remote application.
 #[derive(Debug, Clone)]
 pub struct Origin {

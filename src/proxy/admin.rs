@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::conn::{BrowserConn, HeadLimits, ResponseHead};
 use super::metrics::OriginStats;
 use super::server::App;
-use crate::config::{self, ConfigErrors, CssScope, FailureClass, Origin, RouteTarget};
+use crate::config::{self, ConfigErrors, FailureClass, Origin, RouteTarget};
 
 /// Largest request body the admin API reads (a `PUT /origins` table).
 const MAX_BODY: usize = 64 << 10;
@@ -232,14 +232,6 @@ async fn read_body(conn: &mut BrowserConn) -> Result<Vec<u8>, (u16, &'static str
     }
 }
 
-fn scope_name(s: CssScope) -> &'static str {
-    match s {
-        CssScope::Rename => "rename",
-        CssScope::Wrap => "wrap",
-        CssScope::Off => "off",
-    }
-}
-
 /// An origin as JSON: its settings, health and counters; `detail` adds
 /// failures by class and latency percentiles.
 fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
@@ -254,7 +246,7 @@ fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
         "health": if down { "down" } else { "up" },
         "timeout_ms": u64::try_from(o.timeout.as_millis()).unwrap_or(u64::MAX),
         "max_connections": o.max_connections,
-        "css_scope": scope_name(o.css_scope),
+        "css_scope": o.css_scope.as_str(),
         "counters": counters(&stats),
     });
     if detail {

@@ -180,8 +180,12 @@ pub struct BrowserConn {
 impl BrowserConn {
     /// Wraps an accepted connection (plain, or TLS once handshaken).
     pub fn new(io: impl Io + 'static, secure: bool) -> BrowserConn {
+        BrowserConn::on(Transport::H1(Box::new(io)), secure)
+    }
+
+    fn on(io: Transport, secure: bool) -> BrowserConn {
         BrowserConn {
-            io: Transport::H1(Box::new(io)),
+            io,
             secure,
             buf: BytesMut::new(),
             eof: false,
@@ -209,13 +213,13 @@ impl BrowserConn {
                 headers.insert(http::header::HOST, v);
             }
         }
-        let mut conn = BrowserConn::new(tokio::io::empty(), true);
-        conn.io = Transport::H2(Box::new(H2Stream {
+        let stream = H2Stream {
             recv,
             respond: Some(respond),
             send: None,
             head: None,
-        }));
+        };
+        let mut conn = BrowserConn::on(Transport::H2(Box::new(stream)), true);
         conn.req = Some(Request {
             method: parts.method,
             uri: parts.uri,

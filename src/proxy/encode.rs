@@ -6,6 +6,8 @@ use std::io::Write;
 
 use http::HeaderMap;
 
+use crate::rewrite::starts_with_ci;
+
 /// A coding rain-edge can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
@@ -36,7 +38,7 @@ pub fn choose(headers: &HeaderMap) -> Option<Coding> {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
             let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let name = parts.next().unwrap_or("").trim();
             let mut ok = true;
             for p in parts {
                 if let Some((k, v)) = p.split_once('=') {
@@ -45,11 +47,12 @@ pub fn choose(headers: &HeaderMap) -> Option<Coding> {
                     }
                 }
             }
-            match name.as_str() {
-                "br" => br = Some(ok),
-                "gzip" | "x-gzip" => gzip = Some(ok),
-                "*" => star = Some(ok),
-                _ => {}
+            if name.eq_ignore_ascii_case("br") {
+                br = Some(ok);
+            } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(ok);
+            } else if name == "*" {
+                star = Some(ok);
             }
         }
     }
@@ -64,26 +67,22 @@ pub fn choose(headers: &HeaderMap) -> Option<Coding> {
 
 /// Whether answers of this `Content-Type` are worth compressing (text).
 pub fn compressible(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence.starts_with("text/")
-        || matches!(
-            essence.as_str(),
-            "application/javascript"
-                | "application/json"
-                | "application/xml"
-                | "application/xhtml+xml"
-                | "application/rss+xml"
-                | "application/atom+xml"
-                | "application/manifest+json"
-                | "image/svg+xml"
-        )
-        || essence.ends_with("+json")
-        || essence.ends_with("+xml")
+    const TEXT: [&str; 4] = [
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "image/svg+xml",
+    ];
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let ends_ci = |suffix: &str| {
+        essence.len() >= suffix.len()
+            && essence.as_bytes()[essence.len() - suffix.len()..]
+                .eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    starts_with_ci(essence, "text/")
+        || TEXT.iter().any(|t| essence.eq_ignore_ascii_case(t))
+        || ends_ci("+json")
+        || ends_ci("+xml")
 }
 
 /// gzip's level: fast, most of the ratio (nginx's default is 1).
