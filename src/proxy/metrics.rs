@@ -413,27 +413,30 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP rain_circuit_open Whether an origin's circuit breaker is open (1) or closed (0).\n");
-        out.push_str("# TYPE rain_circuit_open gauge\n");
-        for (name, s) in &origins {
-            let _ = writeln!(
-                out,
-                "rain_circuit_open{{origin=\"{}\"}} {}",
-                escape_label(name),
-                u8::from(s.is_open())
-            );
-        }
-        out.push_str(
-            "# HELP rain_circuit_rejected_total Exchanges refused at once by an open circuit.\n",
-        );
-        out.push_str("# TYPE rain_circuit_rejected_total counter\n");
-        for (name, s) in &origins {
-            let _ = writeln!(
-                out,
-                "rain_circuit_rejected_total{{origin=\"{}\"}} {}",
-                escape_label(name),
-                s.rejected.load(Ordering::Relaxed)
-            );
+        let per_origin: [PerOrigin; 2] = [
+            (
+                "rain_circuit_open",
+                "Whether an origin's circuit breaker is open (1) or closed (0).",
+                "gauge",
+                |s| u64::from(s.is_open()),
+            ),
+            (
+                "rain_circuit_rejected_total",
+                "Exchanges refused at once by an open circuit.",
+                "counter",
+                |s| s.rejected.load(Ordering::Relaxed),
+            ),
+        ];
+        for (metric, help, kind, value) in per_origin {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+            for (name, s) in &origins {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{origin=\"{}\"}} {}",
+                    escape_label(name),
+                    value(s)
+                );
+            }
         }
         out.push_str("# HELP rain_fragment_duration_seconds Time from a fragment's start to its content or fallback.\n");
         out.push_str("# TYPE rain_fragment_duration_seconds histogram\n");
@@ -526,6 +529,14 @@ impl Drop for InFlight<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// One per-origin metric: name, help, type, and its value for an origin.
+type PerOrigin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&OriginStats) -> u64,
+);
 
 /// A label value with `\`, `"` and newlines escaped.
 fn escape_label(v: &str) -> String {
