@@ -377,3 +377,72 @@ async fn public_fragments_fall_back_to_their_last_good_copy_for_stale_if_error()
     assert!(!old.body.contains("PUB-"), "{}", old.body);
     assert_eq!(old.body.matches("PH-error").count(), 3, "{}", old.body);
 }
+
+#[tokio::test]
+async fn the_page_deadline_caps_every_fragment_nested_ones_included() {
+    let o = Origin::with_routes(vec![
+        (
+            "/outer",
+            R::html(r#"<div>OUTER[<fragment origin="o" src="/inner"></fragment>]</div>"#)
+                .after(ms(200)),
+        ),
+        ("/inner", R::html("<b>INNER</b>").after(ms(500))),
+        ("/slow", R::html("<b>SLOW</b>").after(ms(900))),
+        ("/fast", R::html("<b>FAST</b>")),
+        (
+            "/layout",
+            R::html("<html><body>LATE</body></html>").after(ms(900)),
+        ),
+    ])
+    .await;
+    let page = layout(
+        r#"<ol>
+<li><fragment origin="o" src="/outer"></fragment></li>
+<li><fragment origin="o" src="/slow"></fragment></li>
+<li><fragment origin="o" src="/fast"></fragment></li>
+</ol>"#,
+    );
+    let ph = placeholder_templates();
+    let mut templates: Vec<(&str, &str)> =
+        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    templates.push(("page.html", &page));
+    // Each fragment alone is well within its own 2 s; the nested one starts
+    // when its parent arrives (200 ms) and would end at 700 ms, the slow one
+    // at 900 ms: the page's 600 ms cut both.
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "forward_params = false")],
+            &format!("{HOME}[[routes]]\npath = \"/remote\"\norigin = \"o\"\nsrc = \"/layout\"\n"),
+            "[fragments]\ntimeout = \"2s\"\npage_timeout = \"600ms\"\nbreaker_failures = 1\n",
+        ),
+        &templates,
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        list_items(&r.body),
+        vec![
+            "<div>OUTER[<i>PH-timeout</i>]</div>",
+            "<i>PH-timeout</i>",
+            "<b>FAST</b>",
+        ],
+        "{}",
+        r.body
+    );
+    assert!(r.body.ends_with("</body></html>"));
+    assert!(
+        r.total >= ms(550) && r.total < ms(850),
+        "the page should end at its 600 ms deadline: {:?}",
+        r.total
+    );
+    // The origin kept its own deadlines: cutting its fetches for the page's
+    // sake did not open its circuit (breaker_failures = 1).
+    let again = edge.get("/").await;
+    assert!(again.body.contains("<b>FAST</b>"), "{}", again.body);
+    assert!(again.body.contains("OUTER["), "{}", again.body);
+    // An origin layout is part of the page: 504 at the page's deadline.
+    let r = edge.get("/remote").await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.total < ms(850), "{:?}", r.total);
+}

@@ -45,6 +45,9 @@ pub struct PageContext {
     /// The answer to a form submitted from one of the page's fragments,
     /// shown in place of that fragment's own fetch.
     pub submitted: Option<Submitted>,
+    /// When the whole page must be done (`[fragments] page_timeout` from the
+    /// request): no fragment waits past it, whatever its own deadline.
+    pub deadline: Instant,
     started: AtomicUsize,
 }
 
@@ -80,6 +83,7 @@ impl PageContext {
         page_query: Option<String>,
         page: Arc<PageUrl>,
         submitted: Option<Submitted>,
+        deadline: Instant,
     ) -> Arc<PageContext> {
         Arc::new(PageContext {
             cfg,
@@ -88,8 +92,14 @@ impl PageContext {
             page_query,
             page,
             submitted,
+            deadline,
             started: AtomicUsize::new(0),
         })
+    }
+
+    /// How long a fetch with its own `timeout` may wait in this page.
+    fn within_page(&self, timeout: Duration) -> Duration {
+        timeout.min(self.deadline.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -588,13 +598,18 @@ async fn run_fragment(
         chain_cookies: Vec::new(),
         timeout,
     };
-    let fetched = tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req))
+    // The fetch keeps its own deadline (an origin is not blamed for the
+    // page's), but waits no longer than the page has left.
+    let wait = ctx.within_page(timeout);
+    let fetched = tokio::time::timeout(wait, fetch_following(ctx.source.as_ref(), req))
         .await
         .unwrap_or_else(|_| {
-            Fetched::Failed(
-                FailureClass::Timeout,
-                format!("no answer within {timeout:?}"),
-            )
+            let reason = if wait < timeout {
+                "the page deadline passed".to_string()
+            } else {
+                format!("no answer within {timeout:?}")
+            };
+            Fetched::Failed(FailureClass::Timeout, reason)
         });
     match fetched {
         Fetched::Content {
@@ -829,7 +844,8 @@ async fn fetch_fallback_src(
         chain_cookies: Vec::new(),
         timeout,
     };
-    match tokio::time::timeout(timeout, fetch_following(ctx.source.as_ref(), req)).await {
+    let wait = ctx.within_page(timeout);
+    match tokio::time::timeout(wait, fetch_following(ctx.source.as_ref(), req)).await {
         Ok(Fetched::Content { url, body, .. }) => {
             let id = spec
                 .id

@@ -547,9 +547,13 @@ fn read_fragments(errs: &mut Errors, t: Option<&toml::Table>) -> FragmentDefault
         stale_if_error: t.duration(errs, "stale_if_error", Duration::from_secs(600)),
         breaker_failures: t.uint(errs, "breaker_failures", 5, 1_000_000) as u32,
         breaker_cooldown: t.duration(errs, "breaker_cooldown", Duration::from_secs(10)),
+        page_timeout: t.duration(errs, "page_timeout", Duration::from_secs(10)),
     };
     if d.timeout.is_zero() {
         errs.push("fragments.timeout", "must be more than 0");
+    }
+    if d.page_timeout.is_zero() {
+        errs.push("fragments.page_timeout", "must be more than 0");
     }
     t.finish(errs);
     d

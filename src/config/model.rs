@@ -305,6 +305,9 @@ pub struct FragmentDefaults {
     pub breaker_failures: u32,
     /// How long an open circuit stays open.
     pub breaker_cooldown: Duration,
+    /// The whole page's deadline, from the request: it caps every
+    /// fragment's own (nested ones included) and an origin layout's.
+    pub page_timeout: Duration,
 }
 
 /// The whole validated configuration.

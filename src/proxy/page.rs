@@ -239,6 +239,8 @@ pub async fn render(
 ) -> bool {
     let snap = app.snapshot();
     let cfg = snap.cfg.clone();
+    // The whole page, origin layout included, ends by this instant.
+    let deadline = std::time::Instant::now() + cfg.fragments.page_timeout;
     let PageRequest {
         method,
         path,
@@ -344,6 +346,7 @@ pub async fn render(
             rest,
             page_query.as_deref(),
             source.as_ref(),
+            deadline,
         )
         .await
         {
@@ -366,6 +369,7 @@ pub async fn render(
         page_query,
         page_url_state,
         submitted,
+        deadline,
     );
     let mut page = Page::start(&ctx, &items);
     let status = match page.primary_outcome().await {
@@ -417,6 +421,7 @@ async fn origin_layout(
     rest: &str,
     page_query: Option<&str>,
     source: &RequestSource,
+    deadline: std::time::Instant,
 ) -> Result<(Arc<Vec<Item>>, u16), Early> {
     let RouteTarget::Origin { origin, src } = target else {
         return Err(Early::Page(
@@ -452,7 +457,10 @@ async fn origin_layout(
         chain_cookies: Vec::new(),
         timeout: origin.timeout,
     };
-    let fetched = tokio::time::timeout(origin.timeout, fetch_following(source, fetch))
+    let wait = origin
+        .timeout
+        .min(deadline.saturating_duration_since(std::time::Instant::now()));
+    let fetched = tokio::time::timeout(wait, fetch_following(source, fetch))
         .await
         .unwrap_or_else(|_| Fetched::Failed(FailureClass::Timeout, "layout timed out".into()));
     let (body, status) = match fetched {
