@@ -53,7 +53,7 @@ fn main() {
             ..(*rw).clone()
         });
         let t = best_of(7, || {
-            let mut s = Splitter::for_fragment(rw.clone());
+            let mut s = Splitter::for_fragment(rw.clone(), 1 << 20);
             for chunk in html.as_bytes().chunks(16 << 10) {
                 s.write(chunk).expect("write");
             }
@@ -73,7 +73,7 @@ fn main() {
     let small = b"<div class=\"frag\" data-name=\"f1\">lorem ipsum</div>";
     let t = best_of(7, || {
         for _ in 0..1000 {
-            let mut s = Splitter::for_fragment(rw.clone());
+            let mut s = Splitter::for_fragment(rw.clone(), 1 << 20);
             s.write(small).expect("write");
             let _ = s.end().expect("end");
         }
@@ -83,7 +83,7 @@ fn main() {
     // needs (no shell, no nested fragment here).
     let t = best_of(7, || {
         for _ in 0..1000 {
-            let _ = split_fragment(small, rw.clone()).expect("split");
+            let _ = split_fragment(small, rw.clone(), 1 << 20).expect("split");
         }
     });
     println!("small fragment, as pages rewrite it   {:?} each", t / 1000);

@@ -63,7 +63,7 @@ pub fn fragment_rewrite(data: &[u8]) {
         class_prefix: "shop".into(),
     });
     let run = |cut: usize| -> Option<Vec<Item>> {
-        let mut s = Splitter::for_fragment(rewrite.clone());
+        let mut s = Splitter::for_fragment(rewrite.clone(), usize::MAX);
         let cut = cut.min(data.len());
         let mut items = Vec::new();
         for piece in [&data[..cut], &data[cut..]] {

@@ -446,3 +446,62 @@ async fn the_page_deadline_caps_every_fragment_nested_ones_included() {
     assert_eq!(r.status, 504, "{}", r.body);
     assert!(r.total < ms(850), "{:?}", r.total);
 }
+
+/// A status line of `/proc/{pid}/status` in KiB (`VmHWM`: peak RSS).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a kB field")
+}
+
+#[tokio::test]
+async fn deeply_nested_fragments_hit_the_rewriter_memory_limit_not_the_host() {
+    // 2,000,000 bytes of unclosed <div>s, under max_bytes: the rewriter
+    // would keep an entry per open element, tens of MiB per fragment.
+    let nested = "<div>".repeat(400_000);
+    let o = Origin::with_routes(vec![
+        ("/deep", R::html(nested)),
+        ("/ok", R::html("<b>OK</b>")),
+    ])
+    .await;
+    let limit = std::env::var("RAIN_TEST_REWRITE_MEMORY").unwrap_or_else(|_| "1MiB".into());
+    let page = layout(&format!(
+        "<ol>{}<li><fragment origin=\"o\" src=\"/ok\"></fragment></li></ol>",
+        "<li><fragment origin=\"o\" src=\"/deep\"></fragment></li>".repeat(8)
+    ));
+    let ph = placeholder_templates();
+    let mut templates: Vec<(&str, &str)> =
+        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    templates.push(("page.html", &page));
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "timeout = \"20s\"")],
+            HOME,
+            &format!("[fragments]\nmax_rewrite_memory = \"{limit}\"\nbreaker_failures = 0\n"),
+        ),
+        &templates,
+    )
+    .await;
+    let before = proc_kib(edge.pid(), "VmHWM");
+    let mut pages = Vec::new();
+    for _ in 0..3 {
+        pages.push(edge.get("/").await);
+    }
+    let grown = proc_kib(edge.pid(), "VmHWM").saturating_sub(before);
+    eprintln!("peak RSS grew by {grown} KiB with max_rewrite_memory = {limit}");
+    let mut want = vec!["<i>PH-error</i>"; 8];
+    want.push("<b>OK</b>");
+    for r in pages {
+        assert_eq!(r.status, 200);
+        let items = list_items(&r.body);
+        assert!(items == want, "{:.300}", r.body);
+    }
+    // Generous: the 8 bodies themselves are 16 MB, read whole before rewriting.
+    assert!(
+        grown < 96 * 1024,
+        "8 deep fragments grew the peak RSS by {grown} KiB"
+    );
+}

@@ -30,7 +30,7 @@ fn rewrite(src: &[u8], kind: OriginKind, chunk: &mut dyn FnMut() -> usize) -> St
         },
         class_prefix: "shop".into(),
     });
-    crate::support::feed(Splitter::for_fragment(rw), src, chunk)
+    crate::support::feed(Splitter::for_fragment(rw, usize::MAX), src, chunk)
         .into_iter()
         .map(|item| match item {
             Item::Static(b) => String::from_utf8_lossy(&b).into_owned(),

@@ -97,7 +97,7 @@ fn rewrite(src: &[u8], chunk: &mut dyn FnMut() -> usize) -> String {
         css_scope: CssScope::Rename,
         class_prefix: "shop".into(),
     });
-    crate::support::feed(Splitter::for_fragment(rw), src, chunk)
+    crate::support::feed(Splitter::for_fragment(rw, usize::MAX), src, chunk)
         .into_iter()
         .map(|i| match i {
             Item::Static(b) => String::from_utf8_lossy(&b).into_owned(),

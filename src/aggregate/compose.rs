@@ -722,7 +722,8 @@ fn content_nodes(
         css_scope: origin.css_scope,
         class_prefix: origin.class_prefix.clone(),
     });
-    let items = split_fragment(&body, rewrite).map_err(|e| e.to_string())?;
+    let items = split_fragment(&body, rewrite, ctx.cfg.fragments.max_rewrite_memory)
+        .map_err(|e| e.to_string())?;
     let nodes = nested_nodes(ctx, items, level, url, final_url, id);
     // css_scope = wrap: the fragment stands in an element that carries its
     // origin, and the origin's stylesheets are scoped to it.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use lol_html::html_content::Element;
-use lol_html::{end_tag, HtmlRewriter, OutputSink, Settings};
+use lol_html::{end_tag, HtmlRewriter, MemorySettings, OutputSink, Settings};
 
 use crate::rewrite::{body_shape, fragment_handlers, on_element, BodyShape, FragmentRewrite};
 
@@ -110,24 +110,31 @@ impl Splitter {
             shell: strip_document,
             nested: true,
         };
-        Self::build(shape, !strip_document, None)
+        Self::build(shape, !strip_document, None, usize::MAX)
     }
 
     /// A splitter for a fragment body that also rewrites it for the page
     /// (links, resources; CONTRACT §8).
-    pub fn for_fragment(rewrite: Arc<FragmentRewrite>) -> Self {
+    pub fn for_fragment(rewrite: Arc<FragmentRewrite>, max_memory: usize) -> Self {
         let shape = BodyShape {
             shell: true,
             nested: true,
         };
-        Self::build(shape, false, Some(rewrite))
+        Self::build(shape, false, Some(rewrite), max_memory)
     }
 
     /// `shape` says which handlers the input needs (the shell's, nested
     /// fragments'); `body_end` marks a layout's `</body>`. lol_html compiles
     /// every selector for every rewriter: a rewriter with only the handlers
-    /// its input needs is cheaper to build.
-    fn build(shape: BodyShape, body_end: bool, rewrite: Option<Arc<FragmentRewrite>>) -> Self {
+    /// its input needs is cheaper to build. `max_memory` bounds what the
+    /// rewriter itself holds (lol_html's estimate: its parsing buffer and its
+    /// stack of open elements); past it, writing fails.
+    fn build(
+        shape: BodyShape,
+        body_end: bool,
+        rewrite: Option<Arc<FragmentRewrite>>,
+        max_memory: usize,
+    ) -> Self {
         let state = Rc::new(RefCell::new(State::default()));
         let on_fragment = {
             let state = state.clone();
@@ -199,7 +206,8 @@ impl Splitter {
         if body_end {
             elements.extend(on_body);
         }
-        let mut settings = Settings::new();
+        let mut settings = Settings::new()
+            .with_memory_settings(MemorySettings::new().with_max_allowed_memory_usage(max_memory));
         for (selector, handlers) in elements {
             settings = settings.append_element_content_handler((selector, handlers));
         }
@@ -242,16 +250,33 @@ impl Splitter {
     }
 }
 
-/// Splits a complete document in one call.
-pub fn split(html: &[u8], strip_document: bool) -> Result<Vec<Item>, SplitError> {
-    split_with(Splitter::new(strip_document), html)
+/// Splits a complete document in one call, the splitter holding at most
+/// about `max_memory` bytes of its own (see [`split_fragment`]).
+pub fn split(
+    html: &[u8],
+    strip_document: bool,
+    max_memory: usize,
+) -> Result<Vec<Item>, SplitError> {
+    let shape = BodyShape {
+        shell: strip_document,
+        nested: true,
+    };
+    split_with(
+        Splitter::build(shape, !strip_document, None, max_memory),
+        html,
+    )
 }
 
-/// Splits and rewrites a complete fragment body in one call.
+/// Splits and rewrites a complete fragment body in one call, the rewriter
+/// holding at most about `max_memory` bytes of its own.
 /// Its rewriter has only the handlers the body needs (see [`body_shape`]).
-pub fn split_fragment(html: &[u8], rewrite: Arc<FragmentRewrite>) -> Result<Vec<Item>, SplitError> {
+pub fn split_fragment(
+    html: &[u8],
+    rewrite: Arc<FragmentRewrite>,
+    max_memory: usize,
+) -> Result<Vec<Item>, SplitError> {
     split_with(
-        Splitter::build(body_shape(html), false, Some(rewrite)),
+        Splitter::build(body_shape(html), false, Some(rewrite), max_memory),
         html,
     )
 }
@@ -286,4 +311,44 @@ pub fn merge_statics(items: Vec<Item>) -> Vec<Item> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CssScope, OriginKind};
+    use crate::rewrite::PageUrl;
+
+    fn rewrite() -> Arc<FragmentRewrite> {
+        let base = url::Url::parse("http://127.0.0.1:1/shop/").unwrap();
+        Arc::new(FragmentRewrite {
+            id: "f".into(),
+            origin: "shop".into(),
+            base: base.clone(),
+            fragment_url: base,
+            kind: OriginKind::Generic,
+            page: Arc::new(PageUrl::new("/page", None)),
+            css_scope: CssScope::Rename,
+            class_prefix: "shop".into(),
+        })
+    }
+
+    #[test]
+    fn the_rewriter_memory_limit_stops_deep_nesting_not_large_flat_bodies() {
+        const LIMIT: usize = 1 << 20;
+        // 2,000,000 bytes of unclosed <div>s: lol_html keeps one entry per
+        // open element, tens of MiB for this body without a limit.
+        let nested = "<div>".repeat(400_000);
+        assert!(split_fragment(nested.as_bytes(), rewrite(), LIMIT).is_err());
+        assert!(split(nested.as_bytes(), false, LIMIT).is_err());
+        assert!(split(nested.as_bytes(), false, 64 << 20).is_ok());
+        // Deep, but as deep as real pages get, and then some.
+        let deep = "<div class=x>".repeat(2_000);
+        assert!(split_fragment(deep.as_bytes(), rewrite(), LIMIT).is_ok());
+        // A large flat body is not held: 2 MB of ordinary markup passes.
+        let flat = "<p class=x><a href=/y>t</a><img src=i.png></p>".repeat(45_000);
+        assert!(flat.len() > 2_000_000);
+        let items = split_fragment(flat.as_bytes(), rewrite(), LIMIT).unwrap();
+        assert_eq!(items.len(), 1);
+    }
 }

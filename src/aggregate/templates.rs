@@ -86,8 +86,8 @@ impl Templates {
         for route in &cfg.routes {
             if let RouteTarget::Layout(name) = &route.target {
                 let body = t.get(name).unwrap_or_default();
-                let items =
-                    split(&body, false).map_err(|e| err(format!("layout `{name}`: {e}")))?;
+                let items = split(&body, false, usize::MAX)
+                    .map_err(|e| err(format!("layout `{name}`: {e}")))?;
                 t.layouts.insert(name.clone(), Arc::new(items));
             }
         }
@@ -152,7 +152,7 @@ pub fn check_templates(cfg: &Config, templates: &Templates) -> Vec<ConfigError> 
         };
         let file = templates.dir().join(name);
         let mut ids = std::collections::HashSet::new();
-        let items = match split(&source, false) {
+        let items = match split(&source, false, usize::MAX) {
             Ok(items) => items,
             Err(e) => {
                 errors.push(ConfigError {

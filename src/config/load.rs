@@ -544,6 +544,8 @@ fn read_fragments(errs: &mut Errors, t: Option<&toml::Table>) -> FragmentDefault
         max_depth: t.uint(errs, "max_depth", 4, 64) as usize,
         max_bytes: t.size(errs, "max_bytes", 2 << 20),
         max_per_page: t.uint(errs, "max_per_page", 64, 10_000) as usize,
+        max_rewrite_memory: usize::try_from(t.size(errs, "max_rewrite_memory", 1 << 20))
+            .unwrap_or(usize::MAX),
         stale_if_error: t.duration(errs, "stale_if_error", Duration::from_secs(600)),
         breaker_failures: t.uint(errs, "breaker_failures", 5, 1_000_000) as u32,
         breaker_cooldown: t.duration(errs, "breaker_cooldown", Duration::from_secs(10)),

@@ -299,6 +299,9 @@ pub struct FragmentDefaults {
     pub max_bytes: u64,
     /// Fragments per page, nested ones included.
     pub max_per_page: usize,
+    /// What the rewriter of one fragment (or origin layout) may hold of its
+    /// own while it works: lol_html's parsing buffer and open elements.
+    pub max_rewrite_memory: usize,
     /// How long a public fragment's last good copy may be served.
     pub stale_if_error: Duration,
     /// Consecutive failures that open an origin's circuit (0: never).

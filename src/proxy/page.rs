@@ -480,7 +480,7 @@ async fn origin_layout(
             });
         }
     };
-    match split(&body, false) {
+    match split(&body, false, cfg.fragments.max_rewrite_memory) {
         Ok(items) => Ok((Arc::new(items), status)),
         Err(e) => {
             tracing::warn!(origin = %origin.name, error = %e, "layout could not be parsed");
