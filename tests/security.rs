@@ -218,3 +218,67 @@ async fn dot_segments_in_disguise_are_refused() {
     ])
     .await;
 }
+
+/// DNS rebinding: an origin's name is resolved when the config is loaded
+/// and its address is pinned. rain-edge runs in a mount namespace of its own
+/// whose `/etc/hosts` the test rewrites: the name then points at another
+/// service on the same port (127.0.0.2), which pages must never reach until
+/// the operator reloads.
+#[tokio::test]
+async fn an_origin_name_rebound_after_the_check_is_never_followed() {
+    let good = Origin::with_routes(vec![("/f", R::html("<b>ORIGIN</b>"))]).await;
+    let port = good.addr.port();
+    let internal = Origin::start_on(format!("127.0.0.2:{port}").parse().expect("addr"), |_| {
+        R::html("<b>INTERNAL</b>")
+    })
+    .await;
+    let hosts_dir = TempDir::new();
+    let hosts = hosts_dir.write("hosts", "127.0.0.1 rebind.test\n");
+    let hosts_arg = hosts.to_string_lossy().to_string();
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        hosts_arg.as_str(),
+    ];
+    let cfg = config(
+        &[("o", format!("http://rebind.test:{port}/"), "")],
+        HOME,
+        "admin_listen = \"{admin}\"\n",
+    );
+    let edge = Edge::start_wrapped(
+        &cfg,
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/f"></fragment>"#),
+        )],
+        &[],
+        "warn",
+        &wrapper,
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert!(r.body.contains("<b>ORIGIN</b>"), "{}", r.body);
+
+    // The name now points at the internal service (same inode: the bind
+    // mount sees it).
+    std::fs::write(&hosts, "127.0.0.2 rebind.test\n").expect("rewrite hosts");
+    for _ in 0..20 {
+        let r = edge.get("/").await;
+        assert!(r.body.contains("<b>ORIGIN</b>"), "{}", r.body);
+    }
+    assert!(
+        internal.requests().is_empty(),
+        "a page reached the rebound address"
+    );
+
+    // The rebinding was visible to the process: a reload, the operator's
+    // act, resolves the name again and follows it.
+    let reload = post(edge.admin, "/reload", &[], b"").await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    let r = edge.get("/").await;
+    assert!(r.body.contains("<b>INTERNAL</b>"), "{}", r.body);
+    assert_eq!(internal.requests().len(), 1);
+}

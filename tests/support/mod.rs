@@ -34,6 +34,14 @@ impl Drop for Origin {
 impl Origin {
     /// Starts an origin whose `route` function answers each request.
     pub async fn start(route: impl Fn(&OriginRequest) -> Reply + Send + Sync + 'static) -> Origin {
+        Origin::start_on("127.0.0.1:0".parse().expect("addr"), route).await
+    }
+
+    /// As [`Origin::start`], listening on `addr`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        route: impl Fn(&OriginRequest) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
         let log: Arc<Mutex<Vec<OriginRequest>>> = Arc::default();
         let log2 = log.clone();
         let route = Arc::new(route);
@@ -42,9 +50,7 @@ impl Origin {
             log2.lock().expect("log").push(req);
             Box::pin(async move { reply })
         });
-        let (addr, task) = origin::spawn("127.0.0.1:0".parse().expect("addr"), h)
-            .await
-            .expect("bind origin");
+        let (addr, task) = origin::spawn(addr, h).await.expect("bind origin");
         Origin { addr, log, task }
     }
 
@@ -155,6 +161,18 @@ impl Edge {
         args: &[&str],
         rust_log: &str,
     ) -> Edge {
+        Edge::start_wrapped(config, templates, args, rust_log, &[]).await
+    }
+
+    /// As [`Edge::start_with`], run by `wrapper` (a command that ends by
+    /// executing its arguments, so that the pid stays rain-edge's).
+    pub async fn start_wrapped(
+        config: &str,
+        templates: &[(&str, &str)],
+        args: &[&str],
+        rust_log: &str,
+        wrapper: &[&str],
+    ) -> Edge {
         let dir = TempDir::new();
         for (name, text) in templates {
             dir.write(&format!("templates/{name}"), text);
@@ -168,7 +186,15 @@ impl Edge {
                 .replace("{admin}", &admin.to_string())
                 .replace("{tls}", &tls.to_string());
             let path = dir.write("rain-edge.toml", &text);
-            let mut child = Command::new(bin())
+            let mut command = match wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut c = Command::new(program);
+                    c.args(rest).arg(bin());
+                    c
+                }
+                None => Command::new(bin()),
+            };
+            let mut child = command
                 .arg("--config")
                 .arg(&path)
                 .args(args)
