@@ -18,7 +18,7 @@ pub use self::id::{session_cookie, set_cookie_header, SessionId};
 pub use self::memory::MemoryStore;
 pub use self::page::{GateGuard, PageSession, Turn};
 pub use self::redis::RedisStore;
-pub use self::store::{apply_set_cookies, SessionStore, StoreError};
+pub use self::store::{apply_set_cookies, cookie_header_value, refused, SessionStore, StoreError};
 
 use crate::config::SessionConfig;
 

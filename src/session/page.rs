@@ -68,11 +68,7 @@ impl PageSession {
                 jars.entry(origin.to_string()).or_insert(loaded)
             }
         };
-        let pairs: Vec<String> = jar
-            .get_request_values(url)
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
-        Ok((!pairs.is_empty()).then(|| pairs.join("; ")))
+        Ok(super::store::cookie_header_value(jar, url))
     }
 
     /// Whether `origin`'s jar holds no live cookie (loads it if needed).

@@ -25,11 +25,19 @@ const SEP: char = '\u{1f}';
 
 /// Writes cookie changes only into a session that still exists (an expired
 /// one must not come back as a half session), then restarts its idle timer.
-/// ARGV: ttl seconds, then triples (op "s"/"d", field, value).
+/// ARGV: ttl seconds, then triples (op "s"/"d", field, value). A stored
+/// value is `{seq} {json}`: `seq` comes from the session's counter field `#`
+/// when the cookie is new and is kept when it replaces one, so that jars
+/// list cookies in creation order (RFC 6265 §5.3 step 11.3, §5.4 step 2)
+/// whatever order Redis returns the fields in.
 const STORE_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 2, #ARGV, 3 do
-  if ARGV[i] == 's' then redis.call('HSET', KEYS[1], ARGV[i+1], ARGV[i+2])
+  if ARGV[i] == 's' then
+    local old = redis.call('HGET', KEYS[1], ARGV[i+1])
+    local seq = old and string.match(old, '^(%d+) ')
+    if not seq then seq = redis.call('HINCRBY', KEYS[1], '#', 1) end
+    redis.call('HSET', KEYS[1], ARGV[i+1], seq .. ' ' .. ARGV[i+2])
   else redis.call('HDEL', KEYS[1], ARGV[i+1]) end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -138,12 +146,31 @@ impl SessionStore for RedisStore {
             .call(|mut c| async move { cmd.query_async(&mut c).await })
             .await?;
         let prefix = format!("{origin}{SEP}");
-        let cookies = all.iter().filter(|(f, _)| f.starts_with(&prefix)).filter_map(|(_, json)| {
-            serde_json::from_str::<Cookie<'static>>(json)
-                .map_err(|e| tracing::warn!(error = %e, "unreadable cookie in the session store, skipped"))
-                .ok()
-        });
-        CookieStore::from_cookies(cookies.map(Ok::<_, StoreError>), false)
+        let mut cookies: Vec<(u64, Cookie<'static>)> = all
+            .iter()
+            .filter(|(f, _)| f.starts_with(&prefix))
+            .filter_map(|(_, value)| {
+                // `{seq} {json}`; a bare JSON value (written before the
+                // sequence existed) sorts first.
+                let (seq, json) = match value.split_once(' ') {
+                    Some((seq, json)) if !value.starts_with('{') => {
+                        (seq.parse::<u64>().unwrap_or(0), json)
+                    }
+                    _ => (0, value.as_str()),
+                };
+                serde_json::from_str::<Cookie<'static>>(json)
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "unreadable cookie in the session store, skipped")
+                    })
+                    .ok()
+                    .map(|c| (seq, c))
+            })
+            .collect();
+        cookies.sort_by_key(|(seq, _)| *seq);
+        CookieStore::from_cookies(
+            cookies.into_iter().map(|(_, c)| Ok::<_, StoreError>(c)),
+            false,
+        )
     }
 
     async fn store(
@@ -157,6 +184,9 @@ impl SessionStore for RedisStore {
         invocation.arg(self.ttl_secs);
         let mut changes = 0;
         for sc in set_cookies {
+            if super::store::refused(sc, url).is_some() {
+                continue;
+            }
             let Ok(c) = Cookie::parse(sc.as_str(), url) else {
                 continue;
             };

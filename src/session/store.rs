@@ -38,11 +38,8 @@ pub trait SessionStore: Send + Sync + 'static {
 /// cookies are ignored, as a browser would.
 pub fn apply_set_cookies(jar: &mut CookieStore, url: &Url, set_cookies: &[String]) {
     for sc in set_cookies {
-        // cookie_store takes control characters in names and values; such
-        // a cookie could never go out in a header again. (HTTP parsing
-        // refuses them on the wire; this holds for any caller.)
-        if sc.chars().any(|c| c.is_control() && c != '\t') {
-            tracing::debug!(%url, "origin cookie with a control character ignored");
+        if let Some(why) = refused(sc, url) {
+            tracing::debug!(%url, why, "origin cookie ignored");
             continue;
         }
         if let Err(e) = jar.parse(sc, url) {
@@ -51,4 +48,57 @@ pub fn apply_set_cookies(jar: &mut CookieStore, url: &Url, set_cookies: &[String
             }
         }
     }
+}
+
+/// Why a `Set-Cookie` from `url` is ignored before the cookie parser sees
+/// it (every store applies this), or `None`:
+/// - a control character: such a cookie could never go out in a header
+///   again (cookie_store takes them; HTTP parsing refuses them on the wire,
+///   this holds for any caller);
+/// - a `Domain` (the last one counts) with whitespace inside, or of one
+///   label other than the host itself (`Domain=.org`): RFC 6265 §5.3 step 5
+///   with the public suffixes reduced to top-level domains.
+pub fn refused(set_cookie: &str, url: &Url) -> Option<&'static str> {
+    if set_cookie.chars().any(|c| c.is_control() && c != '\t') {
+        return Some("a control character");
+    }
+    let attrs = set_cookie.split_once(';').map_or("", |(_, a)| a);
+    let domain = attrs
+        .split(';')
+        .filter_map(|attr| {
+            let (name, value) = attr.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("domain")
+                .then(|| value.trim_matches([' ', '\t']))
+        })
+        .next_back()?;
+    let bare = domain.strip_prefix('.').unwrap_or(domain);
+    if bare.contains([' ', '\t']) {
+        return Some("whitespace inside Domain");
+    }
+    let host = url.host_str().unwrap_or("");
+    if !bare.is_empty() && !bare.contains('.') && !bare.eq_ignore_ascii_case(host) {
+        return Some("Domain is a top-level domain");
+    }
+    None
+}
+
+/// The `Cookie` header value `jar` gives for a request to `url`, in RFC 6265
+/// §5.4 order: longer paths first, then earlier created (the jar keeps
+/// insertion order, and a replaced cookie keeps its place). `None` when no
+/// cookie matches.
+pub fn cookie_header_value(jar: &CookieStore, url: &Url) -> Option<String> {
+    let mut matched = jar.matches(url);
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
+    let pairs: Vec<String> = matched
+        .iter()
+        .map(|c| {
+            let (n, v) = c.name_value();
+            format!("{n}={v}")
+        })
+        .collect();
+    Some(pairs.join("; "))
 }
