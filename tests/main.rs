@@ -25,5 +25,6 @@ mod scale_out;
 mod scoping;
 mod security;
 mod sessions;
+mod soak;
 mod split_golden;
 mod tls;
