@@ -111,20 +111,25 @@ async fn malformed_requests_get_a_4xx() {
     )
     .await;
     assert_eq!(r.status, 405);
+    // NUL or a bare CR inside a field value, a NUL in the target or Host.
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+        b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n",
+    ] {
+        let r = raw_request(edge.addr, bad).await;
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad));
+    }
     assert_eq!(edge.get("/nowhere").await.status, 404);
     assert_eq!(edge.get("/_rain/anything").await.status, 404);
     assert_eq!(edge.get("/").await.status, 200);
 }
 
-/// The SSRF matrix of the hardening issue: every spelling of a foreign host
-/// (the loopback address in other encodings, on another port), other
-/// schemes, credentials, scheme-relative and backslashed URLs, through
-/// fragment markup and through redirect chains: never fetched.
-#[tokio::test]
-async fn foreign_hosts_in_every_spelling_are_never_fetched() {
-    let foreign = Origin::with_routes(vec![("/steal", R::html("STOLEN"))]).await;
-    let fp = foreign.addr.port();
-    let spellings: Vec<String> = vec![
+/// A foreign host (the loopback address on `fp`, another port than any
+/// origin's) in every spelling the hardening issue lists, and other schemes.
+fn foreign_spellings(fp: u16) -> Vec<String> {
+    vec![
         format!("http://127.0.0.1:{fp}/steal"),
         format!("http://2130706433:{fp}/steal"),
         format!("http://0x7f.1:{fp}/steal"),
@@ -142,7 +147,18 @@ async fn foreign_hosts_in_every_spelling_are_never_fetched() {
         "file:///etc/passwd".to_string(),
         "data:text/html,<p>DATA</p>".to_string(),
         "javascript:alert(1)".to_string(),
-    ];
+    ]
+}
+
+/// The SSRF matrix of the hardening issue: every spelling of a foreign host
+/// (the loopback address in other encodings, on another port), other
+/// schemes, credentials, scheme-relative and backslashed URLs, through
+/// fragment markup and through redirect chains: never fetched.
+#[tokio::test]
+async fn foreign_hosts_in_every_spelling_are_never_fetched() {
+    let foreign = Origin::with_routes(vec![("/steal", R::html("STOLEN"))]).await;
+    let fp = foreign.addr.port();
+    let spellings = foreign_spellings(fp);
     let markup: String = spellings
         .iter()
         .enumerate()
@@ -281,4 +297,140 @@ async fn an_origin_name_rebound_after_the_check_is_never_followed() {
     let r = edge.get("/").await;
     assert!(r.body.contains("<b>INTERNAL</b>"), "{}", r.body);
     assert_eq!(internal.requests().len(), 1);
+}
+
+/// Escapes what a request line cannot carry.
+fn in_request_line(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\t', "%09")
+        .replace('\\', "%5C")
+        .replace(' ', "%20")
+        .replace('<', "%3C")
+        .replace('>', "%3E")
+        .replace('"', "%22")
+}
+
+/// The SSRF matrix through the other doors: a local layout's fragments,
+/// forms in a fragment (their rewritten actions, posted), `/_rain/r/` and
+/// `/_rain/f/` paths built by hand, absolute-form request targets and a
+/// foreign `Host`. Nothing reaches the foreign host, and the origin sees
+/// only paths below its base.
+#[tokio::test]
+async fn foreign_hosts_through_the_other_doors_are_never_fetched() {
+    let foreign = Origin::with_routes(vec![("/steal", R::html("STOLEN"))]).await;
+    let fp = foreign.addr.port();
+    let spellings = foreign_spellings(fp);
+    // The spellings, and actions inside the origin that try to climb.
+    let mut actions_in = spellings.clone();
+    actions_in.extend(
+        [
+            "ok",
+            "/ok",
+            "../../steal",
+            "/%2e%2e/steal",
+            "..;/..;/steal",
+            "/a/%252e%252e/steal",
+        ]
+        .map(String::from),
+    );
+    let forms: String = actions_in
+        .iter()
+        .map(|s| {
+            let s = s.replace('&', "&amp;").replace('"', "&quot;");
+            format!("<form method=\"post\" action=\"{s}\"><button>go</button></form>\n")
+        })
+        .collect();
+    let o = Origin::start(move |req| match req.path.as_str() {
+        "/app/forms" => R::html(forms.clone()),
+        _ => R::html("<p>origin</p>"),
+    })
+    .await;
+    let template: String = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.replace('&', "&amp;").replace('"', "&quot;");
+            format!(
+                "<fragment origin=\"o\" src=\"{s}\">T{i}-FB</fragment>\n\
+                 <fragment src=\"{s}\">U{i}-FB</fragment>\n"
+            )
+        })
+        .collect();
+    // A local layout: refused when the config is checked (and so at start
+    // and at reload), each fragment named by its line.
+    let dir = TempDir::new();
+    dir.write("templates/page.html", &template);
+    let cfg = config(&[("o", o.url("/app/"), "")], HOME, "").replace("{listen}", "127.0.0.1:1");
+    let (ok, out) = run_check(&dir.write("rain-edge.toml", &cfg));
+    assert!(!ok, "a layout fetching foreign hosts was accepted:\n{out}");
+    for line in 1..=2 * spellings.len() {
+        assert!(
+            out.contains(&format!("page.html: line {line}:")),
+            "line {line} not refused:\n{out}"
+        );
+    }
+
+    let routes = format!("{HOME}[[routes]]\npath = \"/forms\"\nlayout = \"forms.html\"\n");
+    let edge = Edge::start(
+        &config(&[("o", o.url("/app/"), "")], &routes, ""),
+        &[
+            ("page.html", &layout("home")),
+            (
+                "forms.html",
+                &layout(r#"<fragment id="f" origin="o" src="/forms"></fragment>"#),
+            ),
+        ],
+    )
+    .await;
+    // Forms: every action rain-edge serves is posted to.
+    let page = edge.get("/forms").await;
+    assert_eq!(page.status, 200);
+    let actions: Vec<String> = page
+        .body
+        .split("<form")
+        .skip(1)
+        .map(|f| attr_value(&format!("<form{f}"), "action", "<form"))
+        .collect();
+    assert_eq!(actions.len(), actions_in.len(), "{}", page.body);
+    let mut posted = 0;
+    for action in &actions {
+        if action.starts_with("/_rain/") {
+            post(edge.addr, &in_request_line(action), &[], b"x=1").await;
+            posted += 1;
+        }
+    }
+    // Resource and form paths built by hand, and absolute-form targets.
+    for s in &spellings {
+        let s = in_request_line(s);
+        for path in [format!("/_rain/r/o/{s}"), format!("/_rain/r/o//{s}")] {
+            let r = get(edge.addr, &path, &[]).await;
+            assert!(r.status < 500, "{path}: {}", r.status);
+        }
+        let r = post(
+            edge.addr,
+            &format!("/_rain/f/o/{s}?rain.f=f&rain.page=/"),
+            &[],
+            b"x=1",
+        )
+        .await;
+        assert!(r.status < 500 || r.status == 502, "{s}: {}", r.status);
+        let req = format!("GET {s} HTTP/1.1\r\nHost: 127.0.0.1:{fp}\r\nConnection: close\r\n\r\n");
+        let r = raw_request(edge.addr, req.as_bytes()).await;
+        assert!(r.status < 500, "{s} as a target: {}", r.status);
+    }
+    let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{fp}\r\nConnection: close\r\n\r\n");
+    let r = raw_request(edge.addr, req.as_bytes()).await;
+    assert_eq!(r.status, 200, "a foreign Host is only a name");
+    assert!(
+        foreign.requests().is_empty(),
+        "fetched: {:?}",
+        foreign.requests()
+    );
+    for req in o.requests() {
+        assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
+    }
+    // The in-origin ones, at least, were rewritten to come back through
+    // rain-edge (a foreign action is left for the browser, which posts
+    // there itself).
+    assert!(posted >= 2, "{posted} form actions went through rain-edge");
 }

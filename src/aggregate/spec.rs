@@ -110,6 +110,14 @@ pub fn resolve_target(
     let absolute = ["http://", "https://", "//"]
         .iter()
         .any(|p| starts_with_ci(start, p));
+    // `gopher:…`, `file:…`, `data:…`: a URL of another scheme, never a
+    // path below an origin (a browser would not read it as one either).
+    if !absolute && url_scheme(start).is_some() {
+        return Err((
+            FailureClass::NotFound,
+            format!("`{src}` is not an http URL under a configured origin"),
+        ));
+    }
     let named = match origin {
         Some(name) => Some(cfg.origins.get(name).cloned().ok_or_else(|| {
             (
@@ -153,6 +161,16 @@ pub fn resolve_target(
     Ok(Target { origin, url })
 }
 
+/// The scheme of `s` when it starts like a URL (`scheme:`, RFC 3986 §3.1).
+fn url_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +183,22 @@ mod tests {
                 .collect(),
             children: Bytes::from_static(b"<p>x</p>"),
             offset: 0,
+        }
+    }
+
+    #[test]
+    fn schemes_are_told_from_paths() {
+        for s in [
+            "gopher://h/x",
+            "file:///etc/passwd",
+            "data:text/html,x",
+            "javascript:x",
+            "a+b.c-d:x",
+        ] {
+            assert!(url_scheme(s).is_some(), "{s}");
+        }
+        for s in ["/a:b", "a/b:c", "1a:b", ":x", "cart?x=a:b", "", "./a:b"] {
+            assert!(url_scheme(s).is_none(), "{s}");
         }
     }
 
