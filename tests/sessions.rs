@@ -424,3 +424,69 @@ async fn concurrent_requests_on_two_instances_keep_both_cookie_updates_in_redis(
     )
     .await;
 }
+
+/// The store cut off mid-run with its data intact (Redis stopped with
+/// SIGSTOP: every call meets its deadline): pages answer, private fragments
+/// get their fallback, no `rain_sid` is handed out that cannot be saved.
+/// Once the store is back, the user's jar is as it was: the origin's
+/// session goes on, and the origin never issued a second one.
+#[tokio::test]
+async fn a_store_cut_off_mid_run_loses_nothing_written_to_the_jars() {
+    let redis = Redis::start().await;
+    let (a, sa) = session_origin("A", "JSESSIONID", ms(0)).await;
+    let edge = Edge::start(
+        &config(
+            &[("a", a.url("/"), "")],
+            HOME,
+            &format!(
+                "[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            ),
+        ),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="a" src="/s">PRIVATE-FALLBACK</fragment>"#),
+        )],
+    )
+    .await;
+    let first = edge.get("/").await;
+    let sid = sid_of(&first).expect("sid");
+    let cookie = format!("rain_sid={sid}");
+    let id = field(&first.body, "session")
+        .expect("origin session")
+        .to_string();
+    let second = edge.get_with("/", &[("Cookie", &cookie)]).await;
+    assert_eq!(field(&second.body, "count"), Some("2"), "{}", second.body);
+
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &redis.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} redis");
+    };
+    signal("-STOP");
+    let cut = edge.get_with("/", &[("Cookie", &cookie)]).await;
+    let newcomer = edge.get("/").await;
+    signal("-CONT");
+    assert_eq!(cut.status, 200);
+    assert!(cut.body.contains("PRIVATE-FALLBACK"), "{}", cut.body);
+    assert!(cut.total < ms(2500), "took {:?}", cut.total);
+    assert_eq!(newcomer.status, 200);
+    assert!(
+        sid_of(&newcomer).is_none(),
+        "a rain_sid that could not be saved was set"
+    );
+
+    let back = edge.get_with("/", &[("Cookie", &cookie)]).await;
+    assert!(sid_of(&back).is_none(), "the session was not kept");
+    assert_eq!(
+        field(&back.body, "session"),
+        Some(id.as_str()),
+        "{}",
+        back.body
+    );
+    assert_eq!(field(&back.body, "count"), Some("3"), "{}", back.body);
+    assert_eq!(sa.issued.load(Ordering::SeqCst), 1);
+}
