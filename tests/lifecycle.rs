@@ -117,6 +117,32 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
 }
 
 #[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_idle_timeout() {
+    let edge = Edge::start(
+        &config(&[], HOME, "idle_timeout = \"400ms\""),
+        &[("page.html", &layout("KA"))],
+    )
+    .await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    read_chunked_answer(&mut s).await;
+    let idle = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("the idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer was asked for");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= ms(350) && waited < ms(1500),
+        "closed after {waited:?}, idle_timeout is 400 ms"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_request_head_gets_408() {
     let edge = Edge::start(
         &config(&[], HOME, "header_timeout = \"300ms\""),
