@@ -18,6 +18,13 @@ fn placeholder_templates() -> Vec<(String, String)> {
     .collect()
 }
 
+/// Templates: `page.html` and the placeholders that name their class.
+fn with_placeholders(page: String) -> Vec<(String, String)> {
+    let mut t = placeholder_templates();
+    t.push(("page.html".to_string(), page));
+    t
+}
+
 async fn failing_origin() -> Origin {
     use std::io::Write;
     let big = "x".repeat(5000);
@@ -76,17 +83,13 @@ async fn every_failure_class_gets_its_placeholder_and_the_page_survives() {
 <li><fragment origin="o" src="/ok"></fragment></li>
 </ol>"#,
     );
-    let ph = placeholder_templates();
-    let mut templates: Vec<(&str, &str)> =
-        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    templates.push(("page.html", &page));
-    let edge = Edge::start(
+    let edge = Edge::start_pages(
         &config(
             &[("o", o.url("/"), ""), ("dead", dead, "")],
             HOME,
             "[fragments]\nmax_bytes = \"4KiB\"\n",
         ),
-        &templates,
+        &with_placeholders(page),
     )
     .await;
     let r = edge.get("/").await;
@@ -277,13 +280,7 @@ async fn timeouts_open_the_circuit_and_its_fragments_then_fail_at_once() {
             HOME,
             "[fragments]\nbreaker_failures = 2\nbreaker_cooldown = \"10s\"",
         ),
-        &[(
-            "page.html".to_string(),
-            layout(r#"<fragment origin="o" src="/slow"></fragment>"#),
-        )]
-        .into_iter()
-        .chain(placeholder_templates())
-        .collect::<Vec<_>>(),
+        &with_placeholders(layout(r#"<fragment origin="o" src="/slow"></fragment>"#)),
     )
     .await;
     for _ in 0..2 {
@@ -332,10 +329,7 @@ async fn public_fragments_fall_back_to_their_last_good_copy_for_stale_if_error()
             HOME,
             "admin_listen = \"{admin}\"\n[fragments]\nstale_if_error = \"1s\"\nbreaker_failures = 0",
         ),
-        &[("page.html".to_string(), page)]
-            .into_iter()
-            .chain(placeholder_templates())
-            .collect::<Vec<_>>(),
+        &with_placeholders(page),
     )
     .await;
     let fresh = edge.get("/").await;
@@ -402,20 +396,16 @@ async fn the_page_deadline_caps_every_fragment_nested_ones_included() {
 <li><fragment origin="o" src="/fast"></fragment></li>
 </ol>"#,
     );
-    let ph = placeholder_templates();
-    let mut templates: Vec<(&str, &str)> =
-        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    templates.push(("page.html", &page));
     // Each fragment alone is well within its own 2 s; the nested one starts
     // when its parent arrives (200 ms) and would end at 700 ms, the slow one
     // at 900 ms: the page's 600 ms cut both.
-    let edge = Edge::start(
+    let edge = Edge::start_pages(
         &config(
             &[("o", o.url("/"), "forward_params = false")],
             &format!("{HOME}[[routes]]\npath = \"/remote\"\norigin = \"o\"\nsrc = \"/layout\"\n"),
             "[fragments]\ntimeout = \"2s\"\npage_timeout = \"600ms\"\nbreaker_failures = 1\n",
         ),
-        &templates,
+        &with_placeholders(page),
     )
     .await;
     let r = edge.get("/").await;
@@ -472,17 +462,13 @@ async fn deeply_nested_fragments_hit_the_rewriter_memory_limit_not_the_host() {
         "<ol>{}<li><fragment origin=\"o\" src=\"/ok\"></fragment></li></ol>",
         "<li><fragment origin=\"o\" src=\"/deep\"></fragment></li>".repeat(8)
     ));
-    let ph = placeholder_templates();
-    let mut templates: Vec<(&str, &str)> =
-        ph.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    templates.push(("page.html", &page));
-    let edge = Edge::start(
+    let edge = Edge::start_pages(
         &config(
             &[("o", o.url("/"), "timeout = \"20s\"")],
             HOME,
             &format!("[fragments]\nmax_rewrite_memory = \"{limit}\"\nbreaker_failures = 0\n"),
         ),
-        &templates,
+        &with_placeholders(page),
     )
     .await;
     let before = proc_kib(edge.pid(), "VmHWM");

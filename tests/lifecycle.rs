@@ -116,17 +116,22 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
     }
 }
 
+/// rain-edge with `server` settings and a static page, and a connection to
+/// it that has sent `first`.
+async fn edge_and_connection(server: &str, first: &[u8]) -> (Edge, TcpStream) {
+    let edge = Edge::start(&config(&[], HOME, server), &[("page.html", &layout("KA"))]).await;
+    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    s.write_all(first).await.expect("send");
+    (edge, s)
+}
+
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_idle_timeout() {
-    let edge = Edge::start(
-        &config(&[], HOME, "idle_timeout = \"400ms\""),
-        &[("page.html", &layout("KA"))],
+    let (_edge, mut s) = edge_and_connection(
+        "idle_timeout = \"400ms\"",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
-    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send");
     read_chunked_answer(&mut s).await;
     let idle = Instant::now();
     let mut buf = [0u8; 64];
@@ -144,15 +149,11 @@ async fn an_idle_kept_alive_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn a_slow_request_head_gets_408() {
-    let edge = Edge::start(
-        &config(&[], HOME, "header_timeout = \"300ms\""),
-        &[("page.html", &layout("x"))],
+    let (_edge, mut s) = edge_and_connection(
+        "header_timeout = \"300ms\"",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
     )
     .await;
-    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .expect("send");
     let start = Instant::now();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;

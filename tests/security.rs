@@ -207,14 +207,7 @@ async fn foreign_hosts_in_every_spelling_are_never_fetched() {
         "{}",
         r.body
     );
-    assert!(
-        foreign.requests().is_empty(),
-        "fetched: {:?}",
-        foreign.requests()
-    );
-    for req in o.requests() {
-        assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
-    }
+    assert_nothing_left(&foreign, &o);
 }
 
 /// Path tricks that origins (Tomcat's `;` parameters, a second decoding)
@@ -297,6 +290,19 @@ async fn an_origin_name_rebound_after_the_check_is_never_followed() {
     let r = edge.get("/").await;
     assert!(r.body.contains("<b>INTERNAL</b>"), "{}", r.body);
     assert_eq!(internal.requests().len(), 1);
+}
+
+/// The foreign host got no request, and the origin (base `/app/`) saw only
+/// paths below its base.
+fn assert_nothing_left(foreign: &Origin, o: &Origin) {
+    assert!(
+        foreign.requests().is_empty(),
+        "fetched: {:?}",
+        foreign.requests()
+    );
+    for req in o.requests() {
+        assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
+    }
 }
 
 /// Escapes what a request line cannot carry.
@@ -421,14 +427,7 @@ async fn foreign_hosts_through_the_other_doors_are_never_fetched() {
     let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{fp}\r\nConnection: close\r\n\r\n");
     let r = raw_request(edge.addr, req.as_bytes()).await;
     assert_eq!(r.status, 200, "a foreign Host is only a name");
-    assert!(
-        foreign.requests().is_empty(),
-        "fetched: {:?}",
-        foreign.requests()
-    );
-    for req in o.requests() {
-        assert!(req.path.starts_with("/app/"), "the origin saw {}", req.path);
-    }
+    assert_nothing_left(&foreign, &o);
     // The in-origin ones, at least, were rewritten to come back through
     // rain-edge (a foreign action is left for the browser, which posts
     // there itself).
