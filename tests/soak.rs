@@ -12,17 +12,124 @@
 //! `RAIN_SOAK_SECONDS` sets the length (20 s in the test suite;
 //! `scripts/bench faults` runs 600 s on the release build) and
 //! `RAIN_SOAK_USERS` the number of browsers (48), each with its session,
-//! one request at a time on a new connection.
+//! one request at a time. Three browsers in four use HTTP/1.1, a new
+//! connection per request; the fourth speaks HTTP/2 over TLS, three of them
+//! sharing one connection (their requests multiplexed on it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rain_edge::demo::origin::{self, Handler, OriginRequest, ReplyFuture};
 
 use crate::support::faults::FaultProxy;
+use crate::support::tls::{self_signed, tls_connect};
 use crate::support::*;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// An answer, whichever protocol carried it.
+struct Answer {
+    status: u16,
+    sid: Option<String>,
+    body: String,
+}
+
+/// How one browser reaches rain-edge.
+enum Transport {
+    /// HTTP/1.1, a new connection per request.
+    H1(std::net::SocketAddr),
+    /// HTTP/2 over TLS, on a connection shared with other browsers.
+    H2(h2::client::SendRequest<Bytes>),
+}
+
+impl Transport {
+    /// GET `path`, or POST `body` to it; status 0 when the exchange broke.
+    async fn request(&mut self, path: &str, cookie: &str, body: Option<&[u8]>) -> Answer {
+        match self {
+            Transport::H1(addr) => {
+                let r = match body {
+                    Some(b) => {
+                        post(
+                            *addr,
+                            path,
+                            &[("Cookie", cookie), ("Content-Type", FORM)],
+                            b,
+                        )
+                        .await
+                    }
+                    None => get(*addr, path, &[("Cookie", cookie)]).await,
+                };
+                Answer {
+                    status: r.status,
+                    sid: sid_of(&r),
+                    body: r.body,
+                }
+            }
+            Transport::H2(client) => {
+                let exchange = h2_request(client, path, cookie, body);
+                match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => Answer {
+                        status: 0,
+                        sid: None,
+                        body: format!("HTTP/2 exchange failed: {e}"),
+                    },
+                    Err(_) => Answer {
+                        status: 0,
+                        sid: None,
+                        body: "HTTP/2 exchange timed out".into(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn h2_request(
+    client: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+    cookie: &str,
+    body: Option<&[u8]>,
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    let mut req = http::Request::builder()
+        .method(if body.is_some() { "POST" } else { "GET" })
+        .uri(format!("https://127.0.0.1{path}"));
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    if body.is_some() {
+        req = req.header("content-type", FORM);
+    }
+    let mut ready = client.clone().ready().await?;
+    let (resp, mut stream) = ready.send_request(req.body(())?, body.is_none())?;
+    if let Some(b) = body {
+        stream.send_data(Bytes::copy_from_slice(b), true)?;
+    }
+    let resp = resp.await?;
+    let status = resp.status().as_u16();
+    let sid = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.strip_prefix("rain_sid="))
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+        .next();
+    let mut data = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = data.data().await {
+        let chunk = chunk?;
+        let _ = data.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        sid,
+        body: String::from_utf8_lossy(&got).into_owned(),
+    })
+}
 
 /// What the browser must get for a post, by what the origin does with it.
 fn expected_status(id: u64) -> u16 {
@@ -73,6 +180,8 @@ fn usage(pid: u32) -> (u64, usize) {
 struct Tally {
     pages: u64,
     posts: u64,
+    /// Requests that went over HTTP/2.
+    h2: u64,
     statuses: HashMap<u16, u64>,
     failures: Vec<String>,
 }
@@ -145,6 +254,14 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
 <li><fragment id="form" origin="form" src="/form"></fragment></li>
 </ol>"#,
     );
+    let (cert, key, der) = self_signed();
+    let certs = TempDir::new();
+    let server = format!(
+        "tls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+         [fragments]\nbreaker_cooldown = \"2s\"\n",
+        certs.write("edge.pem", &cert).display(),
+        certs.write("edge.key", &key).display(),
+    );
     let mut edge = Edge::start_with(
         &config(
             &[
@@ -160,7 +277,7 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
                 ),
             ],
             HOME,
-            "[fragments]\nbreaker_cooldown = \"2s\"\n",
+            &server,
         ),
         &[("page.html", &page)],
         &[],
@@ -184,6 +301,17 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
         })
     };
 
+    // HTTP/2 connections, each shared by three browsers.
+    let mut h2_conns = Vec::new();
+    for _ in 0..users_n.div_ceil(12) {
+        let tls = tls_connect(edge.tls, &der, b"h2").await;
+        let (client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        h2_conns.push(client);
+    }
+
     let next_id = Arc::new(AtomicU64::new(1));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
@@ -191,6 +319,10 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
     for u in 0..users_n {
         let next_id = next_id.clone();
         let tally = tally.clone();
+        let mut transport = match h2_conns.get((u / 12) as usize) {
+            Some(c) if u % 4 == 3 => Transport::H2(c.clone()),
+            _ => Transport::H1(addr),
+        };
         users.push(tokio::spawn(async move {
             let mut rng = Rng(0x9e37_79b9 + u);
             let mut sid: Option<String> = None;
@@ -203,18 +335,12 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
                 let post_now = action.is_some() && rng.below(10) >= 8;
                 if let (true, Some(path)) = (post_now, action.as_deref()) {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let r = post(
-                        addr,
-                        path,
-                        &[
-                            ("Cookie", &cookie),
-                            ("Content-Type", "application/x-www-form-urlencoded"),
-                        ],
-                        format!("id={id}").as_bytes(),
-                    )
-                    .await;
+                    let r = transport
+                        .request(path, &cookie, Some(format!("id={id}").as_bytes()))
+                        .await;
                     let mut t = tally.lock().expect("tally");
                     t.posts += 1;
+                    t.h2 += u64::from(matches!(transport, Transport::H2(_)));
                     *t.statuses.entry(r.status).or_insert(0) += 1;
                     if r.status != expected_status(id) {
                         t.failures.push(format!(
@@ -226,15 +352,16 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
                     }
                     continue;
                 }
-                let r = get(addr, "/", &[("Cookie", &cookie)]).await;
+                let r = transport.request("/", &cookie, None).await;
                 if sid.is_none() {
-                    sid = sid_of(&r);
+                    sid = r.sid.clone();
                 }
                 if action.is_none() && r.body.contains("<form") {
                     action = Some(attr_value(&r.body, "action", "<form"));
                 }
                 let mut t = tally.lock().expect("tally");
                 t.pages += 1;
+                t.h2 += u64::from(matches!(transport, Transport::H2(_)));
                 *t.statuses.entry(r.status).or_insert(0) += 1;
                 let whole = r.body.ends_with("</body></html>") && list_items(&r.body).len() == 6;
                 if r.status != 200 || !whole {
@@ -261,13 +388,15 @@ async fn mixed_load_against_faulty_origins_loses_nothing() {
     let rss: Vec<u64> = samples.iter().map(|s| s.0).collect();
     let fds: Vec<usize> = samples.iter().map(|s| s.1).collect();
     eprintln!(
-        "soak {:.0} s, {users_n} users: {} pages ({:.0}/s), {} posts; statuses {:?}; faults: {}; \
+        "soak {:.0} s, {users_n} users: {} pages ({:.0}/s), {} posts, {} of them over HTTP/2; \
+         statuses {:?}; faults: {}; \
          fragment origin served {}; RSS KiB first/max/last {}/{}/{}; fds first/max/last {}/{}/{}; \
          after 2 s idle: RSS {} KiB, {} fds",
         elapsed.as_secs_f64(),
         t.pages,
         t.pages as f64 / elapsed.as_secs_f64(),
         t.posts,
+        t.h2,
         t.statuses,
         proxy.counts.summary(),
         served.load(Ordering::Relaxed),

@@ -2,7 +2,6 @@
 //! HTTP/1.1 by ALPN, pages that still stream over HTTP/2, and a bad
 //! certificate reported by `--check` with its key.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,17 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
+use crate::support::tls::{self_signed, tls_connect};
 use crate::support::*;
-
-/// A self-signed certificate for 127.0.0.1, as (cert PEM, key PEM, DER).
-fn self_signed() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-    let cert = params.self_signed(&key).expect("cert");
-    (cert.pem(), key.serialize_pem(), cert.der().clone())
-}
 
 /// rain-edge with a TLS listener on a fresh self-signed certificate, and
 /// `server` lines added to `[server]`.
@@ -52,28 +42,6 @@ async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::Certifica
     tls_edge_with(o, page, "").await
 }
 
-async fn connect(
-    addr: std::net::SocketAddr,
-    der: &rustls::pki_types::CertificateDer<'static>,
-    alpn: &[u8],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der.clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN");
-    tls
-}
-
 #[tokio::test]
 async fn https_pages_over_http11_and_http2() {
     let o = Origin::with_routes(vec![
@@ -87,7 +55,7 @@ async fn https_pages_over_http11_and_http2() {
     let (edge, der) = tls_edge(&o, &page).await;
 
     // HTTP/1.1 over TLS.
-    let mut tls = connect(edge.tls, &der, b"http/1.1").await;
+    let mut tls = tls_connect(edge.tls, &der, b"http/1.1").await;
     tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .expect("send");
@@ -106,7 +74,7 @@ async fn https_pages_over_http11_and_http2() {
     assert_eq!(proto.as_deref(), Some("https"));
 
     // HTTP/2: the head streams before the slow fragment.
-    let tls = connect(edge.tls, &der, b"h2").await;
+    let tls = tls_connect(edge.tls, &der, b"h2").await;
     let (mut client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
     tokio::spawn(async move {
         let _ = conn.await;

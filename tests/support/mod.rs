@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod faults;
+pub mod tls;
 
 use rain_edge::demo::origin::{self, Handler, OriginRequest, Reply, ReplyFuture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
