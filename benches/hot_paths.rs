@@ -43,7 +43,7 @@ fn split_layout() {
         let mut slots = 0;
         let t = best_of(5, || {
             for _ in 0..rounds {
-                let mut s = Splitter::new(false);
+                let mut s = Splitter::new(false, usize::MAX);
                 s.write(html.as_bytes()).expect("write");
                 slots = s
                     .end()

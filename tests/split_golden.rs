@@ -36,7 +36,7 @@ fn render(items: &[Item]) -> String {
 }
 
 fn split_in_chunks(src: &[u8], strip: bool, sizes: &mut dyn FnMut() -> usize) -> Vec<Item> {
-    crate::support::feed(Splitter::new(strip), src, sizes)
+    crate::support::feed(Splitter::new(strip, usize::MAX), src, sizes)
 }
 
 #[test]

@@ -99,8 +99,13 @@ impl PageContext {
 
     /// How long a fetch with its own `timeout` may wait in this page.
     fn within_page(&self, timeout: Duration) -> Duration {
-        timeout.min(self.deadline.saturating_duration_since(Instant::now()))
+        within_deadline(self.deadline, timeout)
     }
+}
+
+/// `timeout`, or less when `deadline` comes sooner (zero once it passed).
+pub fn within_deadline(deadline: Instant, timeout: Duration) -> Duration {
+    timeout.min(deadline.saturating_duration_since(Instant::now()))
 }
 
 /// How a fragment ended.

@@ -10,7 +10,8 @@ mod split;
 mod templates;
 
 pub use compose::{
-    Outcome, Page, PageContext, PageWriteError, PageWriter, Submitted, SubmittedOutcome,
+    within_deadline, Outcome, Page, PageContext, PageWriteError, PageWriter, Submitted,
+    SubmittedOutcome,
 };
 pub use fetch::{
     class_of_status, fetch_following, FetchFailure, FetchRequest, FetchResponse, Fetched,

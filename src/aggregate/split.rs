@@ -104,13 +104,15 @@ pub struct Splitter {
 }
 
 impl Splitter {
-    /// A splitter for a layout (`strip_document = false`) or a fragment body.
-    pub fn new(strip_document: bool) -> Self {
+    /// A splitter for a layout (`strip_document = false`) or a fragment body,
+    /// holding at most about `max_memory` bytes of its own (see
+    /// [`Splitter::build`]).
+    pub fn new(strip_document: bool, max_memory: usize) -> Self {
         let shape = BodyShape {
             shell: strip_document,
             nested: true,
         };
-        Self::build(shape, !strip_document, None, usize::MAX)
+        Self::build(shape, !strip_document, None, max_memory)
     }
 
     /// A splitter for a fragment body that also rewrites it for the page
@@ -257,14 +259,7 @@ pub fn split(
     strip_document: bool,
     max_memory: usize,
 ) -> Result<Vec<Item>, SplitError> {
-    let shape = BodyShape {
-        shell: strip_document,
-        nested: true,
-    };
-    split_with(
-        Splitter::build(shape, !strip_document, None, max_memory),
-        html,
-    )
+    split_with(Splitter::new(strip_document, max_memory), html)
 }
 
 /// Splits and rewrites a complete fragment body in one call, the rewriter

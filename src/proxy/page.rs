@@ -15,8 +15,8 @@ use bytes::Bytes;
 use super::forward::{BrowserContext, RequestSource, SessionState};
 use super::server::App;
 use crate::aggregate::{
-    fetch_following, needs_user, split, FetchRequest, Fetched, Item, Outcome, Page, PageContext,
-    PageWriteError, PageWriter, Submitted,
+    fetch_following, needs_user, split, within_deadline, FetchRequest, Fetched, Item, Outcome,
+    Page, PageContext, PageWriteError, PageWriter, Submitted,
 };
 use crate::config::Config;
 use crate::config::{FailureClass, RouteTarget};
@@ -457,9 +457,7 @@ async fn origin_layout(
         chain_cookies: Vec::new(),
         timeout: origin.timeout,
     };
-    let wait = origin
-        .timeout
-        .min(deadline.saturating_duration_since(std::time::Instant::now()));
+    let wait = within_deadline(deadline, origin.timeout);
     let fetched = tokio::time::timeout(wait, fetch_following(source, fetch))
         .await
         .unwrap_or_else(|_| Fetched::Failed(FailureClass::Timeout, "layout timed out".into()));

@@ -93,12 +93,15 @@ pub fn cookie_header_value(jar: &CookieStore, url: &Url) -> Option<String> {
         return None;
     }
     matched.sort_by_key(|c| std::cmp::Reverse(c.path.len()));
-    let pairs: Vec<String> = matched
-        .iter()
-        .map(|c| {
-            let (n, v) = c.name_value();
-            format!("{n}={v}")
-        })
-        .collect();
-    Some(pairs.join("; "))
+    let mut header = String::new();
+    for c in matched {
+        let (n, v) = c.name_value();
+        if !header.is_empty() {
+            header.push_str("; ");
+        }
+        header.push_str(n);
+        header.push('=');
+        header.push_str(v);
+    }
+    Some(header)
 }
