@@ -437,14 +437,8 @@ async fn the_page_deadline_caps_every_fragment_nested_ones_included() {
     assert!(r.total < ms(850), "{:?}", r.total);
 }
 
-/// A status line of `/proc/{pid}/status` in KiB (`VmHWM`: peak RSS).
 fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a kB field")
+    proc_status_kib(pid, field).expect("a kB field of /proc/PID/status")
 }
 
 #[tokio::test]

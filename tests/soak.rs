@@ -164,14 +164,7 @@ async fn serve(handler: Handler) -> (std::net::SocketAddr, tokio::task::JoinHand
 
 /// RSS in KiB and open descriptors of `pid`.
 fn usage(pid: u32) -> (u64, usize) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rss = proc_status_kib(pid, "VmRSS").unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     (rss, fds)
 }

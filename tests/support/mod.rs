@@ -832,6 +832,15 @@ pub fn feed(
     rain_edge::aggregate::merge_statics(items)
 }
 
+/// A `kB` line of `/proc/{pid}/status` (`VmRSS`, `VmHWM`: peak RSS), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// A seeded xorshift generator for property tests (a failing seed replays).
 pub struct Rng(pub u64);
 
