@@ -25,7 +25,7 @@ fn no_transparent_huge_pages() {
 }
 
 const USAGE: &str = "\
-usage: rain-edge [--config PATH] [--check] [--log-format text|json]
+usage: rain-edge [--config PATH] [--check] [--upgrade] [--log-format text|json]
        rain-edge demo [--config PATH]
        rain-edge --version
 
@@ -33,6 +33,9 @@ usage: rain-edge [--config PATH] [--check] [--log-format text|json]
                   for `demo`: config/demo.toml)
   --check         validate the config, its templates and their fragments;
                   print every error and exit 1, or exit 0
+  --upgrade       take the listening sockets over from the running instance:
+                  start this one, then send the old one SIGQUIT
+                  (through server.upgrade_socket)
   demo            start the bundled demo origins and rain-edge together
   --log-format F  `text` (default) or `json`: one JSON object per line
   --version       print the version
@@ -46,6 +49,7 @@ struct Args {
     check: bool,
     demo: bool,
     json_logs: bool,
+    upgrade: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -54,6 +58,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         check: false,
         demo: false,
         json_logs: false,
+        upgrade: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -66,6 +71,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.config = Some(PathBuf::from(&s["--config=".len()..]))
             }
             "--check" => args.check = true,
+            "--upgrade" | "-u" => args.upgrade = true,
             "--log-format" => match it.next().as_deref() {
                 Some("json") => args.json_logs = true,
                 Some("text") => args.json_logs = false,
@@ -148,7 +154,7 @@ fn main() -> ExitCode {
         };
     }
     init_logging(args.json_logs);
-    match run(config, args.demo) {
+    match run(config, args.demo, args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rain-edge: {e:#}");
@@ -157,9 +163,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: PathBuf, with_demo: bool) -> anyhow::Result<()> {
+fn run(config: PathBuf, with_demo: bool, upgrade: bool) -> anyhow::Result<()> {
     // Kept until rain-edge stops: dropping it stops the demo's remote apps.
-    let _demo = if with_demo {
+    let demo = if with_demo {
         let started = demo::start_origins(&config).map_err(anyhow::Error::msg)?;
         for addr in &started.addrs {
             tracing::info!(%addr, "demo origin started");
@@ -172,6 +178,13 @@ fn run(config: PathBuf, with_demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    proxy::run(config)?;
+    let before_exit = demo.map(|d| Box::new(move || drop(d)) as Box<dyn FnOnce() + Send>);
+    proxy::run(
+        config,
+        proxy::RunOptions {
+            upgrade,
+            before_exit,
+        },
+    )?;
     Ok(())
 }

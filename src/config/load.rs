@@ -425,9 +425,20 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
     let header_timeout = t.duration(errs, "header_timeout", Duration::from_secs(10));
     let idle_timeout = t.duration(errs, "idle_timeout", Duration::from_secs(60));
     let max_header_bytes = t.size(errs, "max_header_bytes", 32 << 10);
-    let max_headers = t.uint(errs, "max_headers", 100, 10_000) as usize;
+    // pingora's parser reads at most 256 header fields (docs/ARCHITECTURE.md).
+    let max_headers = t.uint(errs, "max_headers", 100, 256) as usize;
     let max_body = t.size(errs, "max_body", 10 << 20);
     let compression = t.bool(errs, "compression", true);
+    let body_timeout = t.duration(errs, "body_timeout", Duration::from_secs(30));
+    let send_timeout = t.duration(errs, "send_timeout", Duration::from_secs(60));
+    let upgrade_socket = match t.string(errs, "upgrade_socket") {
+        Some(p) if !p.is_empty() => dir.join(p),
+        Some(_) => {
+            errs.push("server.upgrade_socket", "must be a path");
+            PathBuf::new()
+        }
+        None => PathBuf::from("/tmp/rain-edge.upgrade.sock"),
+    };
     t.finish(errs);
     ServerConfig {
         listen,
@@ -442,9 +453,12 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
         max_header_bytes,
         max_headers,
         max_body,
+        body_timeout,
+        send_timeout,
         compression,
         tls_cert,
         tls_key,
+        upgrade_socket,
     }
 }
 
@@ -679,7 +693,7 @@ fn read_origin(
     if timeout.is_zero() {
         errs.push(format!("{path}.timeout"), "must be more than 0");
     }
-    let max_connections = t.uint(errs, "max_connections", 256, 100_000) as usize;
+    let max_connections = t.uint(errs, "max_connections", 1024, 100_000) as usize;
     if max_connections == 0 {
         errs.push(format!("{path}.max_connections"), "must be at least 1");
     }

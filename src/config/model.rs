@@ -245,9 +245,9 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Load balancers whose forwarding headers are kept.
     pub trusted_proxies: Vec<Cidr>,
-    /// HTTPS listeners (not served by this build yet; see README).
+    /// HTTPS listeners (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls_listen: Vec<SocketAddr>,
-    /// Admin API listener (not served by this build yet; see README).
+    /// Admin API listener.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token of the admin API.
     pub admin_token: Option<String>,
@@ -265,12 +265,18 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Larger request bodies get 413.
     pub max_body: u64,
+    /// A request body must arrive whole within this (else 408).
+    pub body_timeout: Duration,
+    /// A response the browser does not read for this long is abandoned.
+    pub send_timeout: Duration,
     /// Compress text answers for browsers that accept `br` or `gzip`.
     pub compression: bool,
     /// PEM certificate chain of the TLS listeners.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS listeners.
     pub tls_key: Option<PathBuf>,
+    /// The unix socket through which `--upgrade` takes the listeners over.
+    pub upgrade_socket: PathBuf,
 }
 
 /// `[session]` (used from the hidden-sessions work on; validated now).

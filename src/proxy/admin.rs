@@ -3,67 +3,36 @@
 //! registration of origins, routes, reload, and `/metrics`. JSON answers;
 //! with `admin_token` set, every call needs `Authorization: Bearer TOKEN`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tracing::Instrument;
 
-use super::conn::{BrowserConn, HeadLimits, ResponseHead};
+use super::conn::{BrowserConn, ResponseHead};
 use super::metrics::OriginStats;
 use super::server::App;
 use crate::config::{self, ConfigErrors, FailureClass, Origin, RouteTarget};
 
 /// Largest request body the admin API reads (a `PUT /origins` table).
 const MAX_BODY: usize = 64 << 10;
-/// Head limits of admin requests.
-const LIMITS: HeadLimits = HeadLimits {
-    max_bytes: 16 << 10,
-    max_fields: 64,
-};
-/// How long an admin connection may take for a request head, or idle.
+/// How long a request body may take to arrive.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Serves the admin API on `listener` until shutdown.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: watch::Receiver<bool>) {
-    super::server::accept_each(listener, shutdown, |tcp, addr| {
-        tokio::spawn(connection(app.clone(), tcp, addr).instrument(tracing::Span::current()));
-    })
-    .await;
-}
-
-async fn connection(app: Arc<App>, tcp: TcpStream, addr: SocketAddr) {
-    let mut conn = BrowserConn::new(tcp, false);
-    loop {
-        let by = Instant::now() + WAIT;
-        match conn.read_request(by, Some(by), WAIT, LIMITS).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::debug!(client = %addr, error = %e, "admin request unreadable");
-                return;
-            }
-        }
-        let (status, content_type, body) = answer(&app, &mut conn).await;
-        let Some(mut head) = ResponseHead::new(status) else {
-            return;
-        };
-        head.insert("content-type", content_type);
-        head.insert("content-length", body.len().to_string());
-        head.insert("cache-control", "no-store");
-        if status == 401 {
-            head.insert("www-authenticate", "Bearer");
-        }
-        conn.write_head(head);
-        if conn.write_body(body, true).await.is_err() || !conn.finish().await {
-            return;
-        }
+/// Answers one admin request. Returns whether the connection may be kept.
+pub(super) async fn serve(app: &App, conn: &mut BrowserConn) -> bool {
+    let (status, content_type, body) = answer(app, conn).await;
+    let Some(mut head) = ResponseHead::new(status) else {
+        return false;
+    };
+    head.insert("content-type", content_type);
+    head.insert("content-length", body.len().to_string());
+    head.insert("cache-control", "no-store");
+    if status == 401 {
+        head.insert("www-authenticate", "Bearer");
     }
+    conn.write_head(head);
+    conn.write_body(body, true).await.is_ok()
 }
 
 const JSON: &str = "application/json";

@@ -1,5 +1,5 @@
-//! The HTTP face of rain-edge: listeners and our own HTTP/1.1 connections,
-//! routing, origin connections (our own pooled HTTP/1.1
+//! The HTTP face of rain-edge: pingora's server and sessions for browsers
+//! (with our checks around them), routing, origin connections (our own pooled HTTP/1.1
 //! [`OriginClient`]), what origins receive, and the mapping of aggregation
 //! outcomes to HTTP statuses.
 
@@ -10,6 +10,7 @@ mod decode;
 mod encode;
 mod form;
 mod forward;
+mod front;
 mod h1;
 mod metrics;
 mod page;
@@ -21,4 +22,4 @@ mod stale;
 pub use client::{Exchange, OriginClient, OriginRequest, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{new_request_id, BrowserContext, RequestSource, SessionState};
-pub use server::{load_snapshot, run, App, RunError, Snapshot};
+pub use server::{load_snapshot, run, App, RunError, RunOptions, Snapshot};

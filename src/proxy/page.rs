@@ -130,12 +130,6 @@ fn html_page(title: &str, message: &str) -> String {
     )
 }
 
-/// Answers a request whose head could not be read (408, 400, 431), then
-/// closes the connection.
-pub async fn reject_unread(conn: BrowserConn, status: u16, title: &str, message: &str) {
-    conn.reject(status, html_page(title, message)).await;
-}
-
 /// Answers with a small complete HTML page (only after the request head was
 /// read). Returns whether it was written.
 pub async fn respond_simple(

@@ -1,26 +1,19 @@
-//! Listening and connection handling: our own accept loops on a tokio
-//! runtime, our own HTTP/1.1 connections ([`BrowserConn`]), keep-alive with
-//! an idle limit, a whole-head deadline, SIGHUP reloads, and a SIGTERM
-//! drain (no new connections, idle ones closed, in-flight ones finished,
-//! then exit 0).
+//! The process and its state: the configuration in force ([`App`]), and
+//! [`run`], which hands the listeners to pingora's `Server` (see
+//! `front.rs` for what each connection gets).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
-use tracing::Instrument;
+use tokio::sync::Notify;
 
 use super::client::OriginClient;
-use super::conn::{BrowserConn, HeadLimits, ReadError};
 use super::forward::Coalescer;
-use super::metrics::{InFlight, Metrics, PageLog, RequestKind, PAGE_LOG};
-use super::page;
+use super::metrics::Metrics;
 use super::stale::StaleCache;
 use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
@@ -35,8 +28,8 @@ pub struct Snapshot {
     pub cfg: Arc<Config>,
     /// Its templates folder, in memory.
     pub templates: Arc<Templates>,
-    /// The TLS listeners' acceptor (certificate and key of this config).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS listeners' certificate and key of this config.
+    pub tls: Option<Arc<tokio_rustls::rustls::sign::CertifiedKey>>,
 }
 
 /// Everything a connection needs.
@@ -170,9 +163,10 @@ pub fn load_snapshot(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     })
 }
 
-/// The TLS acceptor of `cfg`'s TLS listeners (HTTP/2 and HTTP/1.1 by ALPN),
-/// or `None` without any.
-fn tls_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ConfigErrors> {
+/// The certificate and key of `cfg`'s TLS listeners, or `None` without any.
+fn tls_acceptor(
+    cfg: &Config,
+) -> Result<Option<Arc<tokio_rustls::rustls::sign::CertifiedKey>>, ConfigErrors> {
     use tokio_rustls::rustls;
     let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) else {
         return Ok(None);
@@ -188,15 +182,10 @@ fn tls_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Confi
         }])
     };
     let (chain, private) = config::read_tls_files(cert, key).map_err(|(k, m)| err(k, m))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("tls_cert", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, private, &provider)
         .map_err(|e| err("tls_key", format!("does not fit tls_cert: {e}")))?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+    Ok(Some(Arc::new(certified)))
 }
 
 /// Why rain-edge could not run.
@@ -221,14 +210,15 @@ pub enum RunError {
     Store(#[from] crate::session::StoreError),
 }
 
-/// Counts live connections so that a drain can wait for them.
+/// Counts the requests being served so that a drain can wait for them.
 #[derive(Default)]
-struct Tracker {
+pub(super) struct Tracker {
     live: AtomicUsize,
     idle: Notify,
 }
 
-struct TrackGuard(Arc<Tracker>);
+/// One request being served (see [`Tracker`]).
+pub(super) struct TrackGuard(Arc<Tracker>);
 
 impl Drop for TrackGuard {
     fn drop(&mut self) {
@@ -239,7 +229,7 @@ impl Drop for TrackGuard {
 }
 
 impl Tracker {
-    fn enter(self: &Arc<Self>) -> TrackGuard {
+    pub(super) fn enter(self: &Arc<Self>) -> TrackGuard {
         self.live.fetch_add(1, Ordering::AcqRel);
         TrackGuard(self.clone())
     }
@@ -255,410 +245,194 @@ impl Tracker {
     }
 }
 
-/// Runs rain-edge with the config at `path` until SIGTERM or SIGINT.
-pub fn run(path: PathBuf) -> Result<(), RunError> {
-    let snap = load_snapshot(&path)?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("rain-edge")
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
-    // Every line logged carries the node id; a request's lines also carry
-    // its request id (the `request` span below).
-    let node = tracing::info_span!("rain_edge", node = %snap.cfg.server.node_id);
-    rt.block_on(serve(path, snap).instrument(node))
+/// What `run` does besides serving.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running instance
+    /// (`--upgrade`, through `server.upgrade_socket`).
+    pub upgrade: bool,
+    /// Called once the drain is over, just before the process exits.
+    pub before_exit: Option<Box<dyn FnOnce() + Send>>,
 }
 
-async fn serve(path: PathBuf, snap: Snapshot) -> Result<(), RunError> {
-    // The admin listener first: once the public ones accept, it does too.
-    let admin = match snap.cfg.server.admin_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Listen { addr, source })?,
-        ),
-        None => None,
-    };
-    let mut listeners = Vec::new();
-    let plain = snap.cfg.server.listen.iter().map(|a| (a, false));
-    let tls = snap.cfg.server.tls_listen.iter().map(|a| (a, true));
-    for (addr, secure) in plain.chain(tls) {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Listen {
+/// Runs rain-edge with the config at `path` on pingora's `Server` until
+/// SIGTERM, SIGINT or SIGQUIT (graceful upgrade). Exits the process once
+/// the requests in flight are done.
+pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
+    let snap = load_snapshot(&path)?;
+    let cfg = snap.cfg.clone();
+    // Every line logged carries the node id (the services' runtimes enter
+    // this span again in `Front`).
+    let node = tracing::info_span!("rain_edge", node = %cfg.server.node_id);
+    let _in_node = node.enter();
+    if !options.upgrade {
+        // pingora exits without naming the address when a bind fails: try
+        // each first, for a message that does.
+        let all = cfg.server.listen.iter().chain(&cfg.server.tls_listen);
+        for addr in all.chain(cfg.server.admin_listen.as_ref()) {
+            std::net::TcpListener::bind(addr).map_err(|source| RunError::Listen {
                 addr: *addr,
                 source,
             })?;
-        listeners.push((l, secure));
+        }
     }
-    let client = Arc::new(OriginClient::new(&snap.cfg));
-    client.spawn_sweeper(Duration::from_secs(10));
-    let store = open_store(&snap.cfg.session)?;
-    tracing::info!(store = %snap.cfg.session.store, "session store ready");
-    let stale = Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error));
-    let app = Arc::new(App {
-        config_path: path,
-        snapshot: RwLock::new(Arc::new(snap)),
-        client,
-        store,
-        metrics: Arc::new(Metrics::default()),
-        stale,
-        coalescer: Arc::default(),
-        api_origins: Mutex::new(BTreeSet::new()),
-    });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The process's own tasks (the origin pool's sweeper, the session
+    // store's connections) run on a small runtime of their own; requests
+    // run on the services' runtimes.
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("rain-edge-bg")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let app = background.block_on(async {
+        let client = Arc::new(OriginClient::new(&cfg));
+        client.spawn_sweeper(Duration::from_secs(10));
+        let store = open_store(&cfg.session)?;
+        tracing::info!(store = %cfg.session.store, "session store ready");
+        Ok::<_, RunError>(Arc::new(App {
+            config_path: path,
+            stale: Arc::new(StaleCache::new(cfg.fragments.stale_if_error)),
+            snapshot: RwLock::new(Arc::new(snap)),
+            client,
+            store,
+            metrics: Arc::new(Metrics::default()),
+            coalescer: Arc::default(),
+            api_origins: Mutex::new(BTreeSet::new()),
+        }))
+    })?;
     let tracker = Arc::new(Tracker::default());
-    for (l, secure) in listeners {
-        if let Ok(addr) = l.local_addr() {
-            if secure {
-                tracing::info!(%addr, "rain-edge listening (TLS: HTTP/2 and HTTP/1.1)");
-            } else {
-                tracing::info!(%addr, "rain-edge listening");
-            }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let conf = pingora::server::configuration::ServerConf {
+        threads,
+        upgrade_sock: cfg.server.upgrade_socket.to_string_lossy().into_owned(),
+        // The drain below exits as soon as the requests in flight are done;
+        // these only bound it.
+        grace_period_seconds: Some(DRAIN_TIMEOUT.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let opt = pingora::server::configuration::Opt {
+        upgrade: options.upgrade,
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let public = super::front::Front::public(app.clone(), tracker.clone());
+    let mut service = pingora::services::listening::Service::new("rain-edge".into(), public);
+    for addr in &cfg.server.listen {
+        service.add_listener(super::front::plain_listener(*addr));
+        tracing::info!(%addr, "rain-edge listening");
+    }
+    if !cfg.server.tls_listen.is_empty() {
+        for addr in &cfg.server.tls_listen {
+            let listener = super::front::tls_listener(*addr, app.clone())
+                .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?;
+            service.add_listener(listener);
+            tracing::info!(%addr, "rain-edge listening (TLS: HTTP/2 and HTTP/1.1)");
         }
-        tokio::spawn(
-            accept_loop(l, secure, app.clone(), shutdown_rx.clone(), tracker.clone())
-                .instrument(tracing::Span::current()),
-        );
     }
-    if let Some(l) = admin {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "admin API listening");
-        }
-        tokio::spawn(
-            super::admin::serve(l, app.clone(), shutdown_rx.clone())
-                .instrument(tracing::Span::current()),
-        );
+    service
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(super::front::HelloDeadline(app.clone())));
+    service.threads = Some(threads);
+    server.add_service(service);
+    if let Some(addr) = cfg.server.admin_listen {
+        let admin = super::front::Front::admin(app.clone(), tracker.clone());
+        let mut service = pingora::services::listening::Service::new("admin".into(), admin);
+        service.add_listener(super::front::plain_listener(addr));
+        service.threads = Some(1);
+        server.add_service(service);
+        tracing::info!(%addr, "admin API listening");
     }
-    wait_for_termination(&app).await;
-    tracing::info!(
-        live = tracker.live.load(Ordering::Acquire),
-        "shutting down: draining in-flight requests"
-    );
-    let _ = shutdown_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait_idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; exiting with requests in flight");
-    }
-    tracing::info!("rain-edge stopped");
+    let drain = Drain {
+        tracker,
+        before_exit: Mutex::new(options.before_exit),
+    };
+    server.add_service(pingora::services::background::background_service(
+        "drain", drain,
+    ));
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(Signals { app }),
+    });
+    drop(background);
+    tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; exited with requests in flight");
     Ok(())
 }
 
-/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
-async fn wait_for_termination(app: &Arc<App>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop rain-edge with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => match app.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(errors) => {
-                    for e in &errors.0 {
-                        tracing::error!("reload rejected, old configuration kept: {e}");
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// Accepts connections until shutdown and hands each to `serve` (with
-/// `TCP_NODELAY` set); a failed accept (out of descriptors and the like)
-/// backs off briefly.
-pub(super) async fn accept_each(
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    mut serve: impl FnMut(TcpStream, SocketAddr),
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    serve(tcp, addr);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    secure: bool,
-    app: Arc<App>,
-    shutdown: watch::Receiver<bool>,
+/// Waits for pingora's shutdown (after SIGTERM, or after the listeners
+/// went to a new process on SIGQUIT), then for the requests in flight,
+/// and exits the process as soon as they are done.
+struct Drain {
     tracker: Arc<Tracker>,
-) {
-    let conn_shutdown = shutdown.clone();
-    accept_each(listener, shutdown, move |tcp, addr| {
-        let guard = tracker.enter();
-        let app = app.clone();
-        let shutdown = conn_shutdown.clone();
-        tokio::spawn(
-            async move {
-                if secure {
-                    // Boxed: the handshake's and HTTP/2's state would
-                    // otherwise size every plain connection's task.
-                    Box::pin(handle_tls(app, tcp, addr, shutdown)).await;
-                } else {
-                    handle_connection(app, BrowserConn::new(tcp, false), addr, shutdown).await;
-                }
-                drop(guard);
-            }
-            .instrument(tracing::Span::current()),
+    before_exit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Drain {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if shutdown.wait_for(|s| *s).await.is_err() {
+            return;
+        }
+        tracing::info!(
+            live = self.tracker.live.load(Ordering::Acquire),
+            "shutting down: draining in-flight requests"
         );
-    })
-    .await;
-}
-
-/// A TLS connection: the handshake within `header_timeout`, then HTTP/2 or
-/// HTTP/1.1 as ALPN chose.
-async fn handle_tls(
-    app: Arc<App>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) {
-    let snap = app.snapshot();
-    let Some(acceptor) = snap.tls.clone() else {
-        return;
-    };
-    let wait = snap.cfg.server.header_timeout;
-    drop(snap);
-    let tls = match tokio::time::timeout(wait, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(client = %addr, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client = %addr, "TLS handshake timed out");
-            return;
-        }
-    };
-    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(app, tls, addr, shutdown).await;
-    } else {
-        handle_connection(app, BrowserConn::new(tls, true), addr, shutdown).await;
-    }
-}
-
-/// Most streams one HTTP/2 connection may have open at once.
-const H2_MAX_STREAMS: u32 = 128;
-
-/// An HTTP/2 connection: each stream is a request, served in its own task;
-/// on shutdown, a GOAWAY lets the open streams finish.
-async fn serve_h2(
-    app: Arc<App>,
-    tls: tokio_rustls::server::TlsStream<TcpStream>,
-    addr: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (max_fields, max_bytes) = {
-        let snap = app.snapshot();
-        (
-            snap.cfg.server.max_headers,
-            snap.cfg.server.max_header_bytes,
-        )
-    };
-    let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(u32::try_from(max_bytes).unwrap_or(u32::MAX))
-        .handshake::<_, Bytes>(tls);
-    let mut conn = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-        Ok(Ok(c)) => c,
-        _ => return,
-    };
-    let mut closing = false;
-    loop {
-        let next = tokio::select! {
-            next = conn.accept() => next,
-            _ = shutdown.wait_for(|s| *s), if !closing => {
-                closing = true;
-                conn.graceful_shutdown();
-                continue;
-            }
-        };
-        match next {
-            Some(Ok((req, respond))) => {
-                let app = app.clone();
-                let too_many = req.headers().len() > max_fields;
-                tokio::spawn(
-                    async move {
-                        let mut stream = BrowserConn::h2(req, respond);
-                        if too_many {
-                            stream.reject_h2(431).await;
-                            return;
-                        }
-                        stream.set_compression(app.snapshot().cfg.server.compression);
-                        serve_request(&app, &mut stream, addr).await;
-                        let _ = stream.finish_body().await;
-                    }
-                    .instrument(tracing::Span::current()),
-                );
-            }
-            Some(Err(e)) => {
-                tracing::debug!(client = %addr, error = %e, "HTTP/2 connection ended");
-                return;
-            }
-            None => return,
-        }
-    }
-}
-
-/// Serves one request with its span, metrics and access line. Returns
-/// whether the connection may be kept.
-async fn serve_request(app: &Arc<App>, conn: &mut BrowserConn, addr: SocketAddr) -> bool {
-    let started = Instant::now();
-    let kind = conn
-        .request()
-        .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
-    // The request id is recorded once known (a trusted proxy's, or new).
-    let span = tracing::info_span!("request", id = tracing::field::Empty);
-    let log = Arc::new(PageLog::new());
-    let kept = {
-        let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
-        PAGE_LOG
-            .scope(
-                log.clone(),
-                page::serve(app, conn, addr).instrument(span.clone()),
-            )
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait_idle())
             .await
-    };
-    let elapsed = started.elapsed();
-    if conn.status() != 0 {
-        app.metrics.response(kind, conn.status(), elapsed);
+            .is_err()
+        {
+            tracing::warn!(
+                "drain timed out after {DRAIN_TIMEOUT:?}; exiting with requests in flight"
+            );
+        }
+        if let Some(f) = lock(&self.before_exit).take() {
+            f();
+        }
+        tracing::info!("rain-edge stopped");
+        std::process::exit(0);
     }
-    access_line(&span, conn, addr, kind, elapsed, &log);
-    kept
 }
 
-async fn handle_connection(
+/// pingora's signal watch, with SIGHUP (reload) and SIGINT (a drain like
+/// SIGTERM's) added.
+struct Signals {
     app: Arc<App>,
-    mut conn: BrowserConn,
-    addr: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let accepted = Instant::now();
-    let mut first = true;
-    loop {
-        let snap = app.snapshot();
-        let server = &snap.cfg.server;
-        // NOTE: the first request's head must arrive whole within
-        // header_timeout of the accept; later ones may be idle_timeout in
-        // coming, then have header_timeout from their first byte.
-        let (first_byte_by, head_by) = if first {
-            let by = accepted + server.header_timeout;
-            (by, Some(by))
-        } else {
-            (Instant::now() + server.idle_timeout, None)
-        };
-        let compression = server.compression;
-        let limits = HeadLimits {
-            max_bytes: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
-            max_fields: server.max_headers,
-        };
-        let read = tokio::select! {
-            r = conn.read_request(first_byte_by, head_by, server.header_timeout, limits) => r,
-            _ = shutdown.wait_for(|s| *s), if !first => return,
-        };
-        drop(snap);
-        match read {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(ReadError::Timeout { started }) => {
-                if first || started {
-                    page::reject_unread(
-                        conn,
-                        408,
-                        "Request Timeout",
-                        "The request head did not arrive in time.",
-                    )
-                    .await;
-                }
-                return;
-            }
-            Err(ReadError::TooLarge) => {
-                page::reject_unread(
-                    conn,
-                    431,
-                    "Request Header Fields Too Large",
-                    "The request head is larger than this site accepts.",
-                )
-                .await;
-                return;
-            }
-            Err(ReadError::Bad(problem)) => {
-                tracing::debug!(client = %addr, %problem, "bad request");
-                page::reject_unread(conn, 400, "Bad Request", "The request could not be parsed.")
-                    .await;
-                return;
-            }
-            Err(e @ (ReadError::Truncated | ReadError::Io(_))) => {
-                tracing::debug!(client = %addr, error = %e, "connection ended");
-                return;
-            }
-        }
-        first = false;
-        conn.set_compression(compression);
-        if *shutdown.borrow() {
-            conn.close_after();
-        }
-        let kept = serve_request(&app, &mut conn, addr).await;
-        if !kept {
-            return;
-        }
-        if *shutdown.borrow() {
-            conn.close_after();
-        }
-        if !conn.finish().await || *shutdown.borrow() {
-            return;
-        }
-    }
 }
 
-/// The access log line of one request (target `rain_edge::access`: pages at
-/// `info`, with their fragments' outcomes; resources and forms at `debug`).
-fn access_line(
-    span: &tracing::Span,
-    conn: &BrowserConn,
-    client: SocketAddr,
-    kind: RequestKind,
-    elapsed: Duration,
-    log: &PageLog,
-) {
-    let _in_request = span.enter();
-    let Some(req) = conn.request() else {
-        return;
-    };
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    let status = conn.status();
-    if kind == RequestKind::Page {
-        tracing::info!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
-            status, ms, fragments = %log.summary(), "page");
-    } else {
-        tracing::debug!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
-            status, ms, kind = ?kind, "request");
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use pingora::server::ShutdownSignal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop rain-edge with SIGKILL");
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return ShutdownSignal::GracefulTerminate,
+                _ = int.recv() => return ShutdownSignal::GracefulTerminate,
+                _ = quit.recv() => {
+                    tracing::info!("SIGQUIT: handing the listeners over to the new process");
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = hup.recv() => match self.app.reload() {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("reload rejected, old configuration kept: {e}");
+                        }
+                    }
+                },
+            }
+        }
     }
 }
