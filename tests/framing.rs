@@ -21,7 +21,11 @@ async fn form_edge() -> (Origin, Edge, String) {
     })
     .await;
     let edge = Edge::start(
-        &config(&[("o", o.url("/u/"), "")], HOME, "header_timeout = \"2s\""),
+        &config(
+            &[("o", o.url("/u/"), "")],
+            HOME,
+            "header_timeout = \"2s\"\nbody_timeout = \"2s\"",
+        ),
         &[(
             "page.html",
             &layout(r#"<fragment id="f" origin="o" src="/form"></fragment>"#),

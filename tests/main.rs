@@ -13,6 +13,7 @@ mod forms;
 mod forwarding;
 mod framing;
 mod fuzz_regressions;
+mod hardening;
 mod http_state;
 mod jar_props;
 mod lifecycle;

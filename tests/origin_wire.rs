@@ -109,13 +109,15 @@ fn keep_alive(pieces: Vec<&'static [u8]>) -> Script {
 
 async fn edge_for(o: &RawOrigin) -> Edge {
     let page = layout(r#"<ul><li><fragment origin="o" src="/f">FALLBACK</fragment></li></ul>"#);
-    Edge::start(
+    Edge::start_with(
         &config(
             &[("o", format!("http://{}/", o.addr), "timeout = \"2s\"")],
             HOME,
             "",
         ),
         &[("page.html", &page)],
+        &[],
+        "warn",
     )
     .await
 }
@@ -289,4 +291,90 @@ async fn origin_heads_over_the_limits_get_the_error_placeholder() {
             extra.len()
         );
     }
+}
+
+/// A resource relayed to the browser on one kept-alive connection, twice:
+/// the origin answers with both framings and smuggles a second answer in
+/// the bytes its `Content-Length` leaves out. The browser must get each
+/// answer framed as rain-edge sent it, and the second request its own
+/// answer, never the origin's injected one (docs/SECURITY.md).
+#[tokio::test]
+async fn an_origin_answer_with_both_framings_is_reframed_for_the_browser() {
+    let inner =
+        "hello\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: yes\r\n\r\nINJECTED";
+    let body: &'static [u8] = Box::leak(
+        format!("{:x}\r\n{inner}\r\n0\r\n\r\n", inner.len())
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let o = RawOrigin::start(Script {
+        pieces: vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            body,
+        ],
+        close: true,
+        idle_close: None,
+    })
+    .await;
+    let edge = edge_for(&o).await;
+    let mut tcp = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
+    let get = b"GET /_rain/r/o/x.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    tcp.write_all(get).await.expect("send");
+    let first = read_answer(&mut tcp).await;
+    tcp.write_all(get).await.expect("send again");
+    let second = read_answer(&mut tcp).await;
+    for (n, answer) in [(1, &first), (2, &second)] {
+        let text = String::from_utf8_lossy(answer);
+        let head = &text[..text.find("\r\n\r\n").unwrap_or(text.len())];
+        assert!(head.starts_with("HTTP/1.1 200"), "answer {n}: {text}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length: 5"),
+            "answer {n} kept the origin's length: {text}"
+        );
+        assert!(
+            !head.contains("X-Injected"),
+            "answer {n} is the injected one: {text}"
+        );
+        // The origin's chunked body, whole, as the content (the "answer"
+        // inside it is data, framed as such).
+        assert!(text.contains("hello"), "answer {n}: {text}");
+        assert!(
+            text.ends_with("0\r\n\r\n"),
+            "answer {n} not chunk-framed: {text}"
+        );
+    }
+    assert_eq!(o.requests(), 2, "each browser request reached the origin");
+}
+
+/// Reads one chunked or length-framed answer from `s` (5 s at most).
+async fn read_answer(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        if let Some(end) = find(&got, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let body = &got[end + 4..];
+            let done = if head.contains("transfer-encoding: chunked") {
+                find(body, b"0\r\n\r\n").is_some()
+            } else {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                body.len() >= len
+            };
+            if done {
+                break;
+            }
+        }
+        match tokio::time::timeout(ms(5000), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    got
 }

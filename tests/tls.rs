@@ -9,34 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-use crate::support::tls::{self_signed, tls_connect};
+use crate::support::tls::{self_signed, tls_connect, tls_edge_with};
 use crate::support::*;
-
-/// rain-edge with a TLS listener on a fresh self-signed certificate, and
-/// `server` lines added to `[server]`.
-async fn tls_edge_with(
-    o: &Origin,
-    page: &str,
-    server: &str,
-) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
-    let (cert, key, der) = self_signed();
-    let dir = TempDir::new();
-    let cert_path = dir.write("edge.pem", &cert);
-    let key_path = dir.write("edge.key", &key);
-    let extra = format!(
-        "{server}\ntls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-        cert_path.display(),
-        key_path.display()
-    );
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, &extra),
-        &[("page.html", page)],
-    )
-    .await;
-    // The key files are read at start; the folder may go.
-    drop(dir);
-    (edge, der)
-}
 
 async fn tls_edge(o: &Origin, page: &str) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
     tls_edge_with(o, page, "").await

@@ -211,6 +211,25 @@ pub struct PageWriteError(pub String);
 pub trait PageWriter: Send {
     /// Writes and flushes one chunk.
     async fn write(&mut self, data: Bytes) -> Result<(), PageWriteError>;
+
+    /// Resolves when the reader has gone away (the browser closed its
+    /// connection or reset its stream): the page stops, and dropping it
+    /// cancels its fragment fetches. Pending forever by default.
+    async fn closed(&mut self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// `fut`, unless the page's reader goes away first.
+async fn unless_gone<T>(
+    w: &mut dyn PageWriter,
+    fut: impl Future<Output = T> + Send,
+) -> Result<T, PageWriteError> {
+    tokio::select! {
+        biased;
+        v = fut => Ok(v),
+        () = w.closed() => Err(PageWriteError("the browser went away".into())),
+    }
 }
 
 impl Page {
@@ -317,7 +336,7 @@ impl Output<'_> {
                                 self.flush().await?;
                             }
                         }
-                        let resolved = slot.resolve().await;
+                        let resolved = unless_gone(&mut *self.w, slot.resolve()).await?;
                         self.write_nodes(resolved.nodes).await?;
                     }
                 }
@@ -332,7 +351,8 @@ impl Output<'_> {
         while !self.asyncs.is_empty() {
             let Some(i) = self.asyncs.iter().position(Slot::is_ready) else {
                 self.flush().await?;
-                self.wait_any_async().await;
+                let Output { w, asyncs, .. } = self;
+                unless_gone(&mut **w, wait_any_async(asyncs)).await?;
                 continue;
             };
             let slot = self.asyncs.remove(i);
@@ -351,25 +371,25 @@ impl Output<'_> {
         }
         Ok(())
     }
+}
 
-    async fn wait_any_async(&mut self) {
-        let pending: Vec<(usize, &mut Task)> = self
-            .asyncs
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, s)| match &mut s.state {
-                SlotState::Pending(t) => Some((i, t)),
-                SlotState::Ready(_) => None,
-            })
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
-        let (indices, tasks): (Vec<usize>, Vec<&mut Task>) = pending.into_iter().unzip();
-        let (resolved, k, _) = futures_util::future::select_all(tasks).await;
-        if let Some(slot) = indices.get(k).and_then(|&i| self.asyncs.get_mut(i)) {
-            slot.state = SlotState::Ready(resolved);
-        }
+/// Waits until one of the `async` fragments still pending is ready.
+async fn wait_any_async(asyncs: &mut [Slot]) {
+    let pending: Vec<(usize, &mut Task)> = asyncs
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, s)| match &mut s.state {
+            SlotState::Pending(t) => Some((i, t)),
+            SlotState::Ready(_) => None,
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let (indices, tasks): (Vec<usize>, Vec<&mut Task>) = pending.into_iter().unzip();
+    let (resolved, k, _) = futures_util::future::select_all(tasks).await;
+    if let Some(slot) = indices.get(k).and_then(|&i| asyncs.get_mut(i)) {
+        slot.state = SlotState::Ready(resolved);
     }
 }
 

@@ -103,6 +103,9 @@ enum Phase {
     Body,
     /// The response is complete.
     Ended,
+    /// A write failed or timed out: nothing more may be written (a partial
+    /// chunk may be on the wire), and the connection is not reused.
+    Broken,
 }
 
 /// Most request body bytes left unread after an answer that the connection
@@ -189,6 +192,30 @@ impl BrowserConn {
             .read_request_body()
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Resolves when the browser closes its connection or resets its
+    /// HTTP/2 stream; stays pending while it is there. Request body bytes
+    /// that nobody reads are read and dropped on the way (pages and
+    /// resources ignore a body). pingora's idle watch: over HTTP/1.1 a FIN
+    /// from the browser, over HTTP/2 an `RST_STREAM` or the connection's end.
+    pub async fn client_gone(&mut self) {
+        loop {
+            match self.session.read_body_or_idle(false).await {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the browser went away");
+                    self.keep_alive = false;
+                    // An answer begun is never ended cleanly: a half-closed
+                    // browser still reading must not take a cut page for a
+                    // whole one.
+                    if matches!(self.phase, Phase::Held | Phase::Body) {
+                        self.phase = Phase::Broken;
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     /// Stops keeping the connection open after this response.
@@ -331,9 +358,20 @@ impl BrowserConn {
     /// Writes body bytes (after the held head, if any); `end` ends the
     /// body. A write the browser does not take within `send_timeout` fails.
     pub async fn write_body(&mut self, data: Bytes, end: bool) -> std::io::Result<()> {
-        if self.phase == Phase::Ended || self.phase == Phase::None {
-            return Ok(());
+        match self.phase {
+            Phase::Ended | Phase::None => return Ok(()),
+            Phase::Broken => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            Phase::Held | Phase::Body => {}
         }
+        let written = self.write_now(data, end).await;
+        if written.is_err() {
+            self.phase = Phase::Broken;
+            self.keep_alive = false;
+        }
+        written
+    }
+
+    async fn write_now(&mut self, data: Bytes, end: bool) -> std::io::Result<()> {
         let data = match self.encoder.as_mut() {
             Some(enc) => Bytes::from(enc.encode(&data, end)?),
             None => data,
@@ -354,10 +392,22 @@ impl BrowserConn {
 
     /// Ends the response body (and sends a head still held).
     pub async fn finish_body(&mut self) -> std::io::Result<()> {
-        if matches!(self.phase, Phase::Ended | Phase::None) {
-            return Ok(());
+        match self.phase {
+            Phase::Ended | Phase::None => return Ok(()),
+            Phase::Broken => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            Phase::Held | Phase::Body => {}
         }
         self.write_body(Bytes::new(), true).await
+    }
+
+    /// Closes the connection after this answer. An answer left open (cut
+    /// off by a broken origin, say) is never ended cleanly: the browser
+    /// sees it incomplete.
+    pub async fn close(mut self) {
+        self.close_after();
+        if matches!(self.phase, Phase::None | Phase::Ended) {
+            let _ = self.session.finish().await;
+        }
     }
 
     /// After a response: the connection, if it can read another request.

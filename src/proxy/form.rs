@@ -15,11 +15,16 @@ use bytes::{Bytes, BytesMut};
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
-use super::page::{render, respond_bytes, respond_simple, session_or_503, PageRequest};
+use super::page::{
+    render, respond_bytes, respond_simple, session_or_503, unless_gone, PageRequest,
+};
 use super::server::App;
 use crate::aggregate::{valid_id, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
-use crate::rewrite::{classify, is_rain_param, resolve_src, PageUrl, Target, UrlContext};
+use crate::rewrite::{
+    classify, foreign_location, is_rain_param, resolve_src, stays_on_edge, PageUrl, Target,
+    UrlContext,
+};
 
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
@@ -29,13 +34,61 @@ fn decode(s: &str) -> String {
 
 /// Answers 413 and closes: the rest of the body is not read.
 async fn too_large(session: &mut BrowserConn) -> bool {
-    respond_simple(
-        session,
-        413,
-        "Content Too Large",
-        "The form is larger than this site accepts.",
-    )
-    .await;
+    refuse_body(session, BodyRefusal::TooLarge).await
+}
+
+/// Why a request body was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyRefusal {
+    /// Over `max_body` (413).
+    #[error("the body is larger than max_body")]
+    TooLarge,
+    /// Not whole within `body_timeout` (408).
+    #[error("the body did not arrive within body_timeout")]
+    Late,
+    /// Broken framing or connection (400).
+    #[error("the body is not validly framed: {0}")]
+    Broken(String),
+}
+
+/// Reads the whole request body, at most `max` bytes, within `limit`.
+pub(super) async fn read_whole_body(
+    session: &mut BrowserConn,
+    max: u64,
+    limit: std::time::Duration,
+) -> Result<Bytes, BodyRefusal> {
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.read_body().await.map_err(BodyRefusal::Broken)? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(BodyRefusal::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or(Err(BodyRefusal::Late))
+}
+
+/// Answers a refused body (413, 408 or 400) and closes the connection.
+pub(super) async fn refuse_body(session: &mut BrowserConn, refusal: BodyRefusal) -> bool {
+    session.close_after();
+    let (status, title, message) = match refusal {
+        BodyRefusal::TooLarge => (
+            413,
+            "Content Too Large",
+            "The form is larger than this site accepts.",
+        ),
+        BodyRefusal::Late => (
+            408,
+            "Request Timeout",
+            "The form's body did not arrive in time.",
+        ),
+        BodyRefusal::Broken(_) => (400, "Bad Request", "The form's body is not validly framed."),
+    };
+    respond_simple(session, status, title, message).await;
     false
 }
 
@@ -88,7 +141,9 @@ pub async fn serve(
         )
         .await;
     };
-    if !back.starts_with('/') || back.starts_with("//") || back.contains('\\') {
+    // rain.page becomes the Location of the answer: it must stay on this
+    // host as every browser reads it (no `//`, backslash, tab or CR/LF).
+    if !stays_on_edge(&back) {
         return respond_simple(
             session,
             400,
@@ -150,14 +205,29 @@ pub async fn serve(
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
     };
-    // The body is relayed as it arrives (bounded by max_body; each step under
-    // the origin's deadline). Cut off, the origin never sees a whole request.
-    let mut upload = match tokio::time::timeout(
-        origin.timeout,
-        app.client.open_upload(&request, length),
-    )
-    .await
-    {
+    // The body is read whole first (bounded by max_body, within
+    // body_timeout): a slow upload holds no origin connection, and a body cut
+    // off never reaches the origin.
+    let body = match read_whole_body(session, cfg.server.max_body, cfg.server.body_timeout).await {
+        Ok(b) => b,
+        Err(refusal) => {
+            tracing::debug!(%client, error = %refusal, "form body refused");
+            return refuse_body(session, refusal).await;
+        }
+    };
+    let upload = async {
+        let mut upload = app
+            .client
+            .open_upload(&request, Some(body.len() as u64))
+            .await?;
+        upload.write(&body).await?;
+        Ok::<_, crate::aggregate::FetchFailure>(upload)
+    };
+    let Some(upload) = unless_gone(session, tokio::time::timeout(origin.timeout, upload)).await
+    else {
+        return false;
+    };
+    let upload = match upload {
         Ok(Ok(u)) => Some(u),
         Ok(Err(e)) => {
             tracing::warn!(origin = %origin.name, error = %e, "form submission failed");
@@ -165,95 +235,53 @@ pub async fn serve(
         }
         Err(_) => None,
     };
-    let mut sent: u64 = 0;
-    loop {
-        // Each piece of the body must come within header_timeout: a body
-        // that trickles or stalls does not hold the connection forever.
-        let read = tokio::time::timeout(cfg.server.header_timeout, session.read_body()).await;
-        let chunk = match read {
-            Ok(Ok(Some(chunk))) => chunk,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
-                // Dropping the upload cuts it off: the origin never sees a
-                // whole request.
-                drop(upload);
-                tracing::debug!(%client, error = %e, "form body broken");
-                respond_simple(
-                    session,
-                    400,
-                    "Bad Request",
-                    "The form's body is not validly framed.",
-                )
-                .await;
-                return false;
-            }
-            Err(_) => {
-                drop(upload);
-                tracing::debug!(%client, "form body stalled");
-                respond_simple(
-                    session,
-                    408,
-                    "Request Timeout",
-                    "The form's body did not arrive in time.",
-                )
-                .await;
-                return false;
-            }
-        };
-        sent += chunk.len() as u64;
-        if sent > cfg.server.max_body {
-            drop(upload);
-            return too_large(session).await;
-        }
-        if let Some(u) = upload.as_mut() {
-            match tokio::time::timeout(origin.timeout, u.write(&chunk)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    tracing::warn!(origin = %origin.name, "the origin stopped taking the form body");
-                    upload = None;
+    let answer = unless_gone(
+        session,
+        tokio::time::timeout(origin.timeout, async {
+            let Some(upload) = upload else {
+                return Err(crate::aggregate::FetchFailure::Unavailable(
+                    "the form could not be sent".into(),
+                ));
+            };
+            let mut ex = upload.finish().await?;
+            if let Some(s) = &user {
+                if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
+                    tracing::warn!(error = %e, "form cookies not saved");
                 }
             }
-        }
-    }
-    let answer = tokio::time::timeout(origin.timeout, async {
-        let Some(upload) = upload else {
-            return Err(crate::aggregate::FetchFailure::Unavailable(
-                "the form could not be sent".into(),
-            ));
-        };
-        let mut ex = upload.finish().await?;
-        if let Some(s) = &user {
-            if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
-                tracing::warn!(error = %e, "form cookies not saved");
+            let status = ex.status();
+            let location = ex.header_str("location");
+            let content_type = ex.header_str("content-type");
+            let encoding = ex.header_str("content-encoding");
+            let mut raw = BytesMut::new();
+            while let Some(c) = ex.chunk().await? {
+                if (raw.len() + c.len()) as u64 > cfg.fragments.max_bytes {
+                    return Err(crate::aggregate::FetchFailure::Error(
+                        "answer too large".into(),
+                    ));
+                }
+                raw.extend_from_slice(&c);
             }
-        }
-        let status = ex.status();
-        let location = ex.header_str("location");
-        let content_type = ex.header_str("content-type");
-        let encoding = ex.header_str("content-encoding");
-        let mut raw = BytesMut::new();
-        while let Some(c) = ex.chunk().await? {
-            if (raw.len() + c.len()) as u64 > cfg.fragments.max_bytes {
-                return Err(crate::aggregate::FetchFailure::Error(
-                    "answer too large".into(),
-                ));
-            }
-            raw.extend_from_slice(&c);
-        }
-        ex.finish();
-        let body = super::decode::decode_content(
-            raw.freeze(),
-            encoding.as_deref(),
-            cfg.fragments.max_bytes,
-        )
-        .map_err(|e| crate::aggregate::FetchFailure::Error(e.to_string()))?;
-        Ok((
-            status,
-            location,
-            super::decode::to_utf8(body, content_type.as_deref()),
-        ))
-    })
+            ex.finish();
+            let body = super::decode::decode_content(
+                raw.freeze(),
+                encoding.as_deref(),
+                cfg.fragments.max_bytes,
+            )
+            .map_err(|e| crate::aggregate::FetchFailure::Error(e.to_string()))?;
+            Ok((
+                status,
+                location,
+                super::decode::to_utf8(body, content_type.as_deref()),
+            ))
+        }),
+    )
     .await;
+    // The browser went away while the origin answered: the exchange is
+    // dropped (its connection closed); the origin has the whole post.
+    let Some(answer) = answer else {
+        return false;
+    };
     let back_page = PageUrl::new(&back_path, back_query.as_deref());
     let (outcome, status): (SubmittedOutcome, u16) = match answer {
         Ok(Ok((status, Some(loc), _))) if (300..400).contains(&status) => {
@@ -265,9 +293,22 @@ pub async fn serve(
             };
             let to = match classify(&ctx, &loc) {
                 Target::Origin { location, hash } => {
-                    format!("{}{hash}", back_page.with_nav(&id, &location))
+                    Some(format!("{}{hash}", back_page.with_nav(&id, &location)))
+                        .filter(|to| stays_on_edge(to))
                 }
-                Target::Foreign => loc,
+                // The origin sends the user elsewhere on purpose: passed on
+                // as the URL it parses to (no raw bytes of the origin's).
+                Target::Foreign => foreign_location(&loc),
+            };
+            let Some(to) = to else {
+                tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "form redirect refused");
+                return respond_simple(
+                    session,
+                    400,
+                    "Bad Request",
+                    "The form's answer redirects nowhere this site can send you.",
+                )
+                .await;
             };
             return respond_bytes(session, 303, Bytes::new(), &[("location", to)]).await;
         }

@@ -363,8 +363,7 @@ impl Front {
         }
         access_line(&span, &conn, client, kind, elapsed, &log);
         if !kept {
-            conn.close_after();
-            let _ = conn.finish().await;
+            conn.close().await;
             return None;
         }
         Some(conn)

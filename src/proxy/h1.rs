@@ -172,6 +172,10 @@ pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, String> 
         // such an answer ends the connection; a final coding other than
         // chunked means "read until close".
         (Some((last_chunked, chunked)), cl) => {
+            // The length is the origin's word against its own framing: it
+            // is never passed on (docs/SECURITY.md, origin answers
+            // re-framed), so a relay frames what it actually sends.
+            headers.remove(http::header::CONTENT_LENGTH);
             let chunked_at_end = last_chunked && chunked == 1;
             if cl.is_some() || !chunked_at_end {
                 keep_alive = false;

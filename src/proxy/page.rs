@@ -121,6 +121,10 @@ impl PageWriter for SessionWriter<'_> {
             .await
             .map_err(|e| PageWriteError(e.to_string()))
     }
+
+    async fn closed(&mut self) {
+        self.0.client_gone().await
+    }
 }
 
 fn html_page(title: &str, message: &str) -> String {
@@ -224,6 +228,19 @@ pub struct PageRequest {
     pub submitted: Option<(Submitted, Option<u16>)>,
 }
 
+/// `fut`, unless the browser goes away first (then `None`: dropping `fut`
+/// cancels what it was waiting on, its origin connections closed).
+pub(crate) async fn unless_gone<T>(
+    session: &mut BrowserConn,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        v = fut => Some(v),
+        () = session.client_gone() => None,
+    }
+}
+
 /// Composes and streams a page.
 pub async fn render(
     app: &App,
@@ -309,7 +326,21 @@ pub async fn render(
         Some(items) if !needs_user(items) => SessionState::None,
         _ => resolve_session(app, &cfg, &headers).await,
     };
-    let mut extra: Vec<(&str, String)> = vec![("x-request-id", request_id)];
+    // A composed page is never stored by a shared cache (docs/SECURITY.md):
+    // it may carry the user's fragments or session cookie. Only a page whose
+    // fragments are all `public` (nothing of the user is fetched, nested
+    // fragments included: they get no session either) may be kept, and
+    // then revalidated each time.
+    let shared = matches!(user_session, SessionState::None) && submitted.is_none();
+    let cache_control = if shared {
+        "no-cache"
+    } else {
+        "private, no-store"
+    };
+    let mut extra: Vec<(&str, String)> = vec![
+        ("x-request-id", request_id),
+        ("cache-control", cache_control.to_string()),
+    ];
     if let SessionState::Active(s) = &user_session {
         if s.created {
             extra.push((
@@ -332,30 +363,44 @@ pub async fn render(
         coalescer: app.coalescer.clone(),
     });
 
+    let layout_started = std::time::Instant::now();
     let (items, layout_status) = match local_items {
         Some(items) => (items, 200),
-        None => match origin_layout(
-            &cfg,
-            &route.target,
-            rest,
-            page_query.as_deref(),
-            source.as_ref(),
-            deadline,
+        None => match unless_gone(
+            session,
+            origin_layout(
+                &cfg,
+                &route.target,
+                rest,
+                page_query.as_deref(),
+                source.as_ref(),
+                deadline,
+            ),
         )
         .await
         {
-            Ok(found) => found,
-            Err(Early::Redirect(location)) => {
-                extra.push(("location", location));
-                return respond_bytes(session, 302, Bytes::new(), &extra).await;
-            }
-            Err(Early::Page(status, title, message)) => {
-                let body = Bytes::from(html_page(title, message));
-                return respond_bytes(session, status, body, &extra).await;
-            }
+            None => return false,
+            Some(found) => match found {
+                Ok(found) => found,
+                Err(Early::Redirect(location)) => {
+                    extra.push(("location", location));
+                    return respond_bytes(session, 302, Bytes::new(), &extra).await;
+                }
+                Err(Early::Page(status, title, message)) => {
+                    let body = Bytes::from(html_page(title, message));
+                    return respond_bytes(session, status, body, &extra).await;
+                }
+            },
         },
     };
 
+    extra.push((
+        "server-timing",
+        format!(
+            "layout;dur={:.3}",
+            layout_started.elapsed().as_secs_f64() * 1000.0
+        ),
+    ));
     let ctx = PageContext::new(
         cfg.clone(),
         snap.templates.clone(),
@@ -366,7 +411,10 @@ pub async fn render(
         deadline,
     );
     let mut page = Page::start(&ctx, &items);
-    let status = match page.primary_outcome().await {
+    let Some(primary) = unless_gone(session, page.primary_outcome()).await else {
+        return false;
+    };
+    let status = match primary {
         Outcome::Ok => submitted_status.unwrap_or(layout_status),
         Outcome::Failed(FailureClass::NotFound) => 404,
         Outcome::Failed(FailureClass::Timeout) => 504,

@@ -12,9 +12,11 @@ use http::{HeaderName, HeaderValue};
 
 use super::client::OriginRequest;
 use super::forward::BrowserContext;
-use super::page::{respond_simple, session_or_503};
+use super::page::{respond_simple, session_or_503, unless_gone};
 use super::server::App;
-use crate::rewrite::{classify, resolve_src, resource_url, Target, UrlContext};
+use crate::rewrite::{
+    classify, foreign_location, resolve_src, resource_url, stays_on_edge, Target, UrlContext,
+};
 
 /// Response headers of a resource passed on to the browser.
 const PASSED: &[&str] = &[
@@ -116,7 +118,15 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
     };
-    let mut ex = match tokio::time::timeout(origin.timeout, app.client.open(&origin_req)).await {
+    let opened = unless_gone(
+        session,
+        tokio::time::timeout(origin.timeout, app.client.open(&origin_req)),
+    )
+    .await;
+    let Some(opened) = opened else {
+        return false;
+    };
+    let mut ex = match opened {
         Ok(Ok(ex)) => ex,
         Ok(Err(e)) => {
             tracing::warn!(origin = %origin.name, error = %e, "resource failed");
@@ -179,12 +189,26 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
             };
             let mapped = match classify(&ctx, loc) {
                 Target::Origin { location, hash } => {
-                    format!("{}{hash}", resource_url(&origin.name, &location))
+                    Some(format!("{}{hash}", resource_url(&origin.name, &location)))
+                        .filter(|to| stays_on_edge(to))
                 }
-                Target::Foreign => loc.to_string(),
+                Target::Foreign => foreign_location(loc),
             };
-            if let Ok(v) = HeaderValue::from_str(&mapped) {
-                let _ = h.insert(header, v);
+            match mapped.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                Some(v) => {
+                    let _ = h.insert(header, v);
+                }
+                None => {
+                    tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "redirect refused");
+                    ex.finish();
+                    return respond_simple(
+                        session,
+                        400,
+                        "Bad Request",
+                        "This answer redirects nowhere this site can send you.",
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -199,7 +223,12 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
         return session.finish_body().await.is_ok();
     }
     loop {
-        match tokio::time::timeout(origin.timeout, ex.chunk()).await {
+        let next = unless_gone(session, tokio::time::timeout(origin.timeout, ex.chunk())).await;
+        let Some(next) = next else {
+            // The browser is gone: the origin connection is dropped, not pooled.
+            return false;
+        };
+        match next {
             Ok(Ok(Some(chunk))) => {
                 if session.write_body(chunk, false).await.is_err() {
                     return false;

@@ -21,6 +21,6 @@ pub use self::links::{
 };
 pub(crate) use self::selectors::on_element;
 pub use self::url::{
-    absolute_within, is_rain_param, is_under_base, merge_query, resolve_src, resolve_within,
-    starts_with_ci, strip_rain_params, UrlError,
+    absolute_within, foreign_location, is_rain_param, is_under_base, merge_query, resolve_src,
+    resolve_within, starts_with_ci, stays_on_edge, strip_rain_params, UrlError,
 };

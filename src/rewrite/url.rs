@@ -178,6 +178,25 @@ pub fn merge_query(own: Option<&str>, page: Option<&str>) -> Option<String> {
     (!out.is_empty()).then(|| out.join("&"))
 }
 
+/// Whether `location` is a path on the edge's own host, as every browser
+/// reads it (docs/SECURITY.md, open redirects): it starts with one `/`,
+/// and has no second `/` or `\\` after it, no backslash anywhere, and no
+/// space, control byte or DEL (browsers drop tabs and line breaks, so
+/// `/<TAB>/evil.example` would be `//evil.example`, another host).
+pub fn stays_on_edge(location: &str) -> bool {
+    let b = location.as_bytes();
+    b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && b.iter().all(|&c| c > 0x20 && c != 0x7f && c != b'\\')
+}
+
+/// An origin's redirect to another site, as the http(s) URL it parses to
+/// (serialised: any raw byte is percent-encoded), or `None`.
+pub fn foreign_location(location: &str) -> Option<String> {
+    let url = Url::parse(location.trim()).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
 /// Whether a raw query parameter name is rain-edge's own (`rain.*`, also when
 /// the dot is percent-encoded).
 pub fn is_rain_param(raw_name: &str) -> bool {
@@ -327,5 +346,26 @@ mod tests {
             "http://o/a%2F..%2Fb"
         )
         .is_err());
+    }
+
+    #[test]
+    fn locations_that_leave_the_edge() {
+        for ok in ["/", "/a/b?x=1#h", "/a//b", "/%2F%2Fevil.example"] {
+            assert!(stays_on_edge(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "/\t/evil.example/x",
+            "/\r\n/evil",
+            "/a\0b",
+            "\\\\evil",
+            "https://evil.example/",
+            "evil.example",
+            "",
+            "/a b",
+        ] {
+            assert!(!stays_on_edge(bad), "{bad:?}");
+        }
     }
 }

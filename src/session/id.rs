@@ -41,11 +41,18 @@ pub fn session_cookie<'a>(
     cookie_headers: impl Iterator<Item = &'a str>,
     name: &str,
 ) -> Option<&'a str> {
-    cookie_headers
+    let mut named = cookie_headers
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| n.trim() == name)
-        .map(|(_, v)| v.trim())
+        .filter(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim());
+    let first = named.next();
+    // Several cookies of the name (one planted from a sibling domain, say):
+    // none of them is trusted, so a planted one cannot fix the session.
+    match named.next() {
+        Some(_) => None,
+        None => first,
+    }
 }
 
 /// The `Set-Cookie` value that gives the browser its session id.
@@ -60,6 +67,16 @@ pub fn set_cookie_header(name: &str, id: &SessionId, secure: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_session_cookies_name_no_session() {
+        let one = ["a=1; rain_sid=x"];
+        assert_eq!(session_cookie(one.into_iter(), "rain_sid"), Some("x"));
+        let two = ["rain_sid=x; b=2", "rain_sid=y"];
+        assert_eq!(session_cookie(two.into_iter(), "rain_sid"), None);
+        let same = ["rain_sid=x; rain_sid=x"];
+        assert_eq!(session_cookie(same.into_iter(), "rain_sid"), None);
+    }
 
     #[test]
     fn ids_are_random_and_well_formed() {

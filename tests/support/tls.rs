@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
+use super::{config, Edge, Origin, TempDir, HOME};
+
 /// A self-signed certificate for 127.0.0.1, as (cert PEM, key PEM, DER).
 pub fn self_signed() -> (String, String, rustls::pki_types::CertificateDer<'static>) {
     let key = rcgen::KeyPair::generate().expect("key");
@@ -37,4 +39,49 @@ pub async fn tls_connect(
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN");
     tls
+}
+
+/// rain-edge with a TLS listener on a fresh self-signed certificate, and
+/// `server` lines added to `[server]`.
+pub async fn tls_edge_with(
+    o: &Origin,
+    page: &str,
+    server: &str,
+) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
+    tls_edge_on(&[("o", o.url("/"), "")], page, server).await
+}
+
+/// As [`tls_edge_with`], with the given origins (name, url, extra lines).
+pub async fn tls_edge_on(
+    origins: &[(&str, String, &str)],
+    page: &str,
+    server: &str,
+) -> (Edge, rustls::pki_types::CertificateDer<'static>) {
+    let (cert, key, der) = self_signed();
+    let dir = TempDir::new();
+    let cert_path = dir.write("edge.pem", &cert);
+    let key_path = dir.write("edge.key", &key);
+    let extra = format!(
+        "{server}\ntls_listen = [\"{{tls}}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let edge = Edge::start(&config(origins, HOME, &extra), &[("page.html", page)]).await;
+    // The key files are read at start; the folder may go.
+    drop(dir);
+    (edge, der)
+}
+
+/// An HTTP/2 connection over TLS to `edge`, driven in a task of its own.
+pub async fn h2_client(
+    edge: &Edge,
+    der: &rustls::pki_types::CertificateDer<'static>,
+    builder: h2::client::Builder,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = tls_connect(edge.tls, der, b"h2").await;
+    let (client, conn) = builder.handshake(tls).await.expect("h2 handshake");
+    (client, tokio::spawn(conn))
 }
