@@ -421,3 +421,103 @@ async fn slowloris_from_slowhttptest_is_cut_off_and_pages_keep_flowing() {
     assert!(pages >= 10, "{pages} pages");
     assert!(slowest < Duration::from_secs(1), "a page took {slowest:?}");
 }
+
+/// One page over a fresh connection; `Err` when the connection was refused
+/// or the answer broke off (no panic: the load counts them).
+async fn try_page(addr: std::net::SocketAddr) -> Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await {
+        Ok(Ok(_)) => Ok(got),
+        Ok(Err(e)) => Err(format!("read: {e}")),
+        Err(_) => Err("no answer in 10 s".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_binary_upgrade_hands_the_listeners_over_with_no_refused_connection() {
+    let o = Origin::with_routes(vec![("/slow", R::html("<p>WHOLE</p>").after(ms(150)))]).await;
+    let sock = std::env::temp_dir().join(format!("rain-edge-upgrade-{}.sock", free_port()));
+    let mut old = Edge::start(
+        &config(
+            &[("o", o.url("/"), "")],
+            HOME,
+            &format!("upgrade_socket = \"{}\"", sock.display()),
+        ),
+        &[(
+            "page.html",
+            &layout(r#"<fragment origin="o" src="/slow"></fragment><p>TAIL</p>"#),
+        )],
+    )
+    .await;
+    let addr = old.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match try_page(addr).await {
+                    Ok(got) if find(&got, b"<p>WHOLE</p><p>TAIL</p>").is_some() => ok += 1,
+                    Ok(got) => failed.push(String::from_utf8_lossy(&got).into_owned()),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(ms(500)).await;
+    // The new binary waits on upgrade_socket for the listeners.
+    let mut new = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&old.config)
+        .arg("--upgrade")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the new binary");
+    tokio::time::sleep(ms(500)).await;
+    signal(old.pid(), "-QUIT");
+    let quit_at = Instant::now();
+    // The old one finishes its pages and exits 0 once they are done (after
+    // pingora's 5 s handover window, in which both accept).
+    let status = loop {
+        if let Some(s) = old.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            quit_at.elapsed() < Duration::from_secs(15),
+            "the old process did not exit after SIGQUIT"
+        );
+        tokio::time::sleep(ms(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "the old process's exit");
+    // The new one serves alone for a while.
+    tokio::time::sleep(ms(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (o, f) = task.await.expect("load task");
+        ok += o;
+        failed.extend(f);
+    }
+    let _ = new.kill();
+    let _ = new.wait();
+    let _ = std::fs::remove_file(&sock);
+    assert!(
+        failed.is_empty(),
+        "{} of {} pages failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 50, "only {ok} pages during the upgrade");
+}
