@@ -1,11 +1,14 @@
-//! The origin client: HTTP/1.1 over tokio sockets with a keep-alive pool per
+//! The origin client: connections made by pingora's connector (its
+//! `TransportConnector`: TCP now, TLS and HTTP/2 next), a keep-alive pool per
 //! origin, a cap on concurrent connections per origin, and bounded, streamed
-//! body reads. The wire format is in [`super::h1`].
+//! HTTP/1.1 exchanges. The wire format is in [`super::h1`].
 //!
-//! Our own rather than a library's connector because of memory: pingora's
-//! client (used until 2026-11) reserved a 64 KiB body buffer for every
-//! exchange, which under thousands of slow fragments in flight was most of
-//! rain-edge's RSS. Here an
+//! The exchange and the pool are our own, behind this seam, rather than
+//! pingora's HTTP/1.1 client session and connection pool: its session
+//! reserves a 64 KiB body buffer for every exchange (under thousands of slow
+//! fragments in flight, most of the RSS: 294 MB against 92 MB in the memory
+//! benchmark), and its pool has no per-origin cap to wait in line for
+//! (`max_connections`). docs/ARCHITECTURE.md has the measurements. Here an
 //! exchange holds no buffer while it waits, and what it reads is kept in a
 //! buffer of exactly its size.
 //!
@@ -20,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
+use pingora::connectors::TransportConnector;
+use pingora::protocols::{Stream, UniqueID};
+use pingora::upstreams::peer::HttpPeer;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decode::{decode_content, to_utf8};
@@ -36,15 +41,17 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// One origin's address, its concurrency cap and its idle connections.
 struct OriginConn {
     addr: Result<SocketAddr, String>,
-    connect_timeout: Duration,
+    /// What pingora's connector connects to (from `addr`).
+    peer: Option<HttpPeer>,
+    connector: Arc<TransportConnector>,
     limit: Arc<Semaphore>,
     max: usize,
-    idle: Arc<Mutex<VecDeque<(TcpStream, Instant)>>>,
+    idle: Arc<Mutex<VecDeque<(Stream, Instant)>>>,
 }
 
 impl OriginConn {
     /// The most recently used idle connection that is still open.
-    fn take_idle(&self) -> Option<TcpStream> {
+    fn take_idle(&self) -> Option<Stream> {
         let mut idle = self.idle.lock().ok()?;
         while let Some((_, since)) = idle.front() {
             if since.elapsed() < POOL_IDLE {
@@ -68,7 +75,7 @@ impl OriginConn {
         idle.retain(|(io, since)| since.elapsed() < POOL_IDLE && still_open(io));
     }
 
-    fn put_idle(&self, io: TcpStream) {
+    fn put_idle(&self, io: Stream) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max {
                 idle.push_back((io, Instant::now()));
@@ -78,15 +85,28 @@ impl OriginConn {
 }
 
 /// Whether an idle connection may carry another request. An idle connection
-/// has nothing to say: readable means the origin closed it (or broke the
-/// protocol). Costs no system call unless the socket was reported readable.
-fn still_open(io: &TcpStream) -> bool {
-    matches!(io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// has nothing to say: anything to read (its end, or bytes) means the origin
+/// closed it or broke the protocol. One non-blocking peek at the socket.
+fn still_open(io: &Stream) -> bool {
+    let fd = UniqueID::id(io.as_ref());
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the open socket `io` owns for as long as this call;
+    // the peek reads at most one byte into `byte` and consumes nothing.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// Pooled HTTP/1.1 client to the configured origins.
 pub struct OriginClient {
     origins: std::sync::RwLock<HashMap<String, Arc<OriginConn>>>,
+    connector: Arc<TransportConnector>,
 }
 
 /// One request to send.
@@ -111,6 +131,7 @@ impl OriginClient {
     pub fn new(cfg: &Config) -> OriginClient {
         let client = OriginClient {
             origins: Default::default(),
+            connector: Arc::new(TransportConnector::new(None)),
         };
         client.configure(cfg);
         client
@@ -159,11 +180,18 @@ impl OriginClient {
             let same = old
                 .get(name)
                 .filter(|c| c.max == o.max_connections && c.addr == addr);
+            let peer = addr.as_ref().ok().map(|a| {
+                let mut peer = HttpPeer::new(*a, false, String::new());
+                peer.options.connection_timeout = Some(o.timeout);
+                peer.options.total_connection_timeout = Some(o.timeout);
+                peer
+            });
             map.insert(
                 name.clone(),
                 Arc::new(OriginConn {
                     addr,
-                    connect_timeout: o.timeout,
+                    peer,
+                    connector: self.connector.clone(),
                     limit: same
                         .map(|c| c.limit.clone())
                         .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections))),
@@ -371,23 +399,16 @@ async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchF
     Ok((Conn::new(io), false))
 }
 
-async fn connect_new(origin: &OriginConn, name: &str) -> Result<TcpStream, FetchFailure> {
-    let addr = origin.addr.clone().map_err(FetchFailure::Unavailable)?;
-    let io = match tokio::time::timeout(origin.connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(io)) => io,
-        Ok(Err(e)) => {
-            return Err(FetchFailure::Unavailable(format!(
-                "connecting to `{name}`: {e}"
-            )))
-        }
-        Err(_) => {
-            return Err(FetchFailure::Unavailable(format!(
-                "connecting to `{name}`: timed out"
-            )))
-        }
+async fn connect_new(origin: &OriginConn, name: &str) -> Result<Stream, FetchFailure> {
+    let Some(peer) = &origin.peer else {
+        let e = origin.addr.clone().err().unwrap_or_default();
+        return Err(FetchFailure::Unavailable(e));
     };
-    let _ = io.set_nodelay(true);
-    Ok(io)
+    // pingora's connector: the connect timeout is the peer's; the socket
+    // comes with TCP_NODELAY and no user-space buffers.
+    origin.connector.new_stream(peer).await.map_err(|e| {
+        FetchFailure::Unavailable(format!("connecting to `{name}`: {}", e.etype().as_str()))
+    })
 }
 
 /// Why an exchange failed on the wire.
@@ -415,14 +436,14 @@ impl WireError {
 
 /// A connection and the bytes read from it but not yet used.
 struct Conn {
-    io: TcpStream,
+    io: Stream,
     buf: BytesMut,
     eof: bool,
     nothing_read: bool,
 }
 
 impl Conn {
-    fn new(io: TcpStream) -> Conn {
+    fn new(io: Stream) -> Conn {
         Conn {
             io,
             buf: BytesMut::new(),
@@ -606,10 +627,14 @@ impl Exchange {
 mod tests {
     use super::*;
 
-    async fn pair(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+    async fn pair(listener: &tokio::net::TcpListener) -> (Stream, tokio::net::TcpStream) {
         let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.unwrap(), server.unwrap().0)
+        let (client, server) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let client: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(
+            client.unwrap(),
+        ));
+        (client, server.unwrap().0)
     }
 
     #[tokio::test]
@@ -617,7 +642,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let conn = OriginConn {
             addr: Ok(listener.local_addr().unwrap()),
-            connect_timeout: Duration::from_secs(1),
+            peer: None,
+            connector: Arc::new(TransportConnector::new(None)),
             limit: Arc::new(Semaphore::new(4)),
             max: 4,
             idle: Default::default(),
