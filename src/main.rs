@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use rain_edge::{demo, proxy};
+#[cfg(feature = "demo")]
+use rain_edge::demo;
+use rain_edge::{edge, server};
 
 // NOTE: a proxy allocates and frees many small buffers per page from several
 // threads; under load glibc's malloc took about a third of rain-edge's CPU.
@@ -134,7 +136,7 @@ fn main() -> ExitCode {
     };
     let config = args.config.unwrap_or_else(|| PathBuf::from(default));
     if args.check {
-        return match proxy::load_snapshot(&config) {
+        return match edge::load_snapshot(&config) {
             Ok(snap) => {
                 println!(
                     "{}: OK ({} origins, {} routes)",
@@ -164,27 +166,39 @@ fn main() -> ExitCode {
 }
 
 fn run(config: PathBuf, with_demo: bool, upgrade: bool) -> anyhow::Result<()> {
-    // Kept until rain-edge stops: dropping it stops the demo's remote apps.
-    let demo = if with_demo {
-        let started = demo::start_origins(&config).map_err(anyhow::Error::msg)?;
-        for addr in &started.addrs {
-            tracing::info!(%addr, "demo origin started");
-        }
-        for app in &started.apps {
-            tracing::info!(port = app.port, "remote application started");
-        }
-        tracing::info!("open http://127.0.0.1:8080/ (and /tailor); Ctrl-C stops the demo");
-        Some(started)
+    let before_exit = if with_demo {
+        Some(start_demo(&config)?)
     } else {
         None
     };
-    let before_exit = demo.map(|d| Box::new(move || drop(d)) as Box<dyn FnOnce() + Send>);
-    proxy::run(
+    server::run(
         config,
-        proxy::RunOptions {
+        server::RunOptions {
             upgrade,
             before_exit,
         },
     )?;
     Ok(())
+}
+
+/// Starts the demo's origins; what stops them (run just before exiting).
+#[cfg(feature = "demo")]
+fn start_demo(config: &std::path::Path) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
+    let started = demo::start_origins(config).map_err(anyhow::Error::msg)?;
+    for addr in &started.addrs {
+        tracing::info!(%addr, "demo origin started");
+    }
+    for app in &started.apps {
+        tracing::info!(port = app.port, "remote application started");
+    }
+    tracing::info!("open http://127.0.0.1:8080/ (and /tailor); Ctrl-C stops the demo");
+    // Dropping them stops the demo's remote apps.
+    Ok(Box::new(move || drop(started)))
+}
+
+#[cfg(not(feature = "demo"))]
+fn start_demo(_config: &std::path::Path) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
+    anyhow::bail!(
+        "this binary was built without the demo: build with `--features demo` (scripts/demo does)"
+    )
 }

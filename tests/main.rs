@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod architecture;
 mod browser;
 mod compose;
 mod compression;

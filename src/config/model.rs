@@ -357,9 +357,25 @@ impl Config {
     pub fn origin_for_url(&self, url: &Url) -> Option<&Arc<Origin>> {
         self.origins
             .values()
-            .filter(|o| crate::rewrite::is_under_base(&o.url, url))
+            .filter(|o| is_under_base(&o.url, url))
             .max_by_key(|o| o.url.path().len())
     }
+}
+
+/// Whether `url` lies under `base` (same scheme, host and port; path below the
+/// base path, or the base path itself without its trailing `/`).
+pub fn is_under_base(base: &url::Url, url: &url::Url) -> bool {
+    if base.scheme() != url.scheme()
+        || base.host_str() != url.host_str()
+        || base.port_or_known_default() != url.port_or_known_default()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return false;
+    }
+    let bp = base.path();
+    let p = url.path();
+    p.starts_with(bp) || bp.strip_suffix('/') == Some(p)
 }
 
 #[cfg(test)]

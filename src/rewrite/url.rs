@@ -33,21 +33,9 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-/// Whether `url` lies under `base` (same scheme, host and port; path below the
-/// base path, or the base path itself without its trailing `/`).
-pub fn is_under_base(base: &Url, url: &Url) -> bool {
-    if base.scheme() != url.scheme()
-        || base.host_str() != url.host_str()
-        || base.port_or_known_default() != url.port_or_known_default()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return false;
-    }
-    let bp = base.path();
-    let p = url.path();
-    p.starts_with(bp) || bp.strip_suffix('/') == Some(p)
-}
+/// Whether `url` lies under `base` (it lives with the origins' model in
+/// `config`, which owns what an origin's base is).
+pub use crate::config::is_under_base;
 
 /// Whether a path segment is `.` or `..` once `%2e` is decoded and its
 /// path parameters (`;jsessionid=...`, which servlet containers drop before

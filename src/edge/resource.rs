@@ -6,17 +6,16 @@
 
 use std::net::SocketAddr;
 
-use super::conn::{BrowserConn, ResponseHead};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use super::client::OriginRequest;
-use super::forward::BrowserContext;
+use super::app::App;
 use super::page::{respond_simple, session_or_503, unless_gone};
-use super::server::App;
+use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
     classify, foreign_location, resolve_src, resource_url, stays_on_edge, Target, UrlContext,
 };
+use crate::upstream::{BrowserContext, Exchange, OriginRequest};
 
 /// Response headers of a resource passed on to the browser.
 const PASSED: &[&str] = &[
@@ -256,7 +255,7 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
 /// served by rain-edge, then sent with its caching headers.
 async fn serve_stylesheet(
     session: &mut BrowserConn,
-    mut ex: super::client::Exchange,
+    mut ex: Exchange,
     origin: &crate::config::Origin,
     url: &url::Url,
     max: u64,
@@ -290,8 +289,8 @@ async fn serve_stylesheet(
         }
     }
     ex.finish();
-    let decoded = match super::decode::decode_content(raw.freeze(), encoding.as_deref(), max) {
-        Ok(d) => super::decode::to_utf8(d, content_type.as_deref()),
+    let decoded = match crate::upstream::decode_content(raw.freeze(), encoding.as_deref(), max) {
+        Ok(d) => crate::upstream::to_utf8(d, content_type.as_deref()),
         Err(e) => {
             tracing::warn!(origin = %origin.name, error = %e, "stylesheet could not be decoded");
             return respond_simple(

@@ -1,7 +1,7 @@
 //! The origin client: connections made by pingora's connector (its
 //! `TransportConnector`: TCP now, TLS and HTTP/2 next), a keep-alive pool per
 //! origin, a cap on concurrent connections per origin, and bounded, streamed
-//! HTTP/1.1 exchanges. The wire format is in [`super::h1`].
+//! HTTP/1.1 exchanges. The wire format is in `h1.rs`.
 //!
 //! The exchange and the pool are our own, behind this seam, rather than
 //! pingora's HTTP/1.1 client session and connection pool: its session

@@ -6,8 +6,6 @@ use std::io::Write;
 
 use http::HeaderMap;
 
-use crate::rewrite::starts_with_ci;
-
 /// A coding rain-edge can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
@@ -79,7 +77,9 @@ pub fn compressible(content_type: &str) -> bool {
             && essence.as_bytes()[essence.len() - suffix.len()..]
                 .eq_ignore_ascii_case(suffix.as_bytes())
     };
-    starts_with_ci(essence, "text/")
+    essence
+        .get(..5)
+        .is_some_and(|head| head.eq_ignore_ascii_case("text/"))
         || TEXT.iter().any(|t| essence.eq_ignore_ascii_case(t))
         || ends_ci("+json")
         || ends_ci("+xml")

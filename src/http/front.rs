@@ -1,6 +1,6 @@
 //! What pingora hands each browser request to: the checks around its
-//! sessions that pingora does not make (docs/ARCHITECTURE.md), then the
-//! handlers. pingora's `Server` owns the listeners, TLS, HTTP/2, the
+//! sessions that pingora does not make (docs/ARCHITECTURE.md), then a
+//! [`Handler`]. pingora's `Server` owns the listeners, TLS, HTTP/2, the
 //! HTTP/1.1 codec and keep-alive; [`Front`] adds, per request:
 //!
 //! - the whole-head deadline (`header_timeout`, from the accept for a
@@ -8,9 +8,10 @@
 //!   and `idle_timeout` between requests (408, or a silent close when idle);
 //! - 431 for heads over `max_header_bytes`/`max_headers`, 400 for the
 //!   framing and `Host` rules of docs/SECURITY.md;
-//! - the handler's answer, metrics, access line, and the drain count.
+//! - the count of requests in flight that a drain waits for.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,43 +24,109 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio_rustls::rustls::server::ResolvesServerCert;
 use tracing::Instrument;
 
 use super::conn::{check_head, check_host, BrowserConn, HeadError, HeadLimits, Request};
-use super::metrics::{InFlight, PageLog, RequestKind, PAGE_LOG};
-use super::server::{App, Tracker};
-use super::{admin, page};
 
 /// Most streams one HTTP/2 connection may have open at once.
 const H2_MAX_STREAMS: u32 = 128;
-/// Heads on the admin listener: smaller, and one deadline for all.
-const ADMIN_LIMITS: HeadLimits = HeadLimits {
-    max_bytes: 16 << 10,
-    max_fields: 64,
-};
-/// How long an admin connection may take for a request head, or idle.
-const ADMIN_WAIT: Duration = Duration::from_secs(10);
+
+/// What answers the requests of a listener (the edge's router, the admin
+/// API).
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The limits and deadlines in force (asked per request: a reload
+    /// changes them).
+    fn settings(&self) -> Settings;
+
+    /// Answers one request whose head was read and checked. Returns
+    /// whether the connection may carry another.
+    async fn serve(&self, conn: &mut BrowserConn) -> bool;
+}
+
+/// The limits and deadlines of a listener's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `max_header_bytes` and `max_headers`.
+    pub limits: HeadLimits,
+    /// The whole head must arrive within this.
+    pub header_timeout: Duration,
+    /// A kept-alive connection may idle this long between requests.
+    pub idle_timeout: Duration,
+    /// One write may wait this long for the browser to read.
+    pub send_timeout: Duration,
+    /// Text answers may be compressed.
+    pub compression: bool,
+}
+
+/// Counts the requests being served so that a drain can wait for them.
+#[derive(Default)]
+pub struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request being served (see [`Tracker`]).
+pub struct TrackGuard(Arc<Tracker>);
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    /// Counts one request until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> TrackGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TrackGuard(self.clone())
+    }
+
+    /// Requests being served now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Returns once no request is being served.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// A plain listener: no read buffer is kept for a waiting connection
 /// (pingora's default is 64 KiB per connection).
-pub(super) fn plain_listener(addr: SocketAddr) -> ListenerConfig {
+pub fn plain_listener(addr: SocketAddr) -> ListenerConfig {
     ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(0, 0))
 }
 
-/// A TLS listener, HTTP/2 and HTTP/1.1 by ALPN, whose certificate is the
-/// one of the configuration in force (a reload changes it).
-pub(super) fn tls_listener(addr: SocketAddr, app: Arc<App>) -> pingora::Result<ListenerConfig> {
-    // The paths are not read: the resolver below gives the certificate.
+/// A TLS listener, HTTP/2 and HTTP/1.1 by ALPN, its certificate chosen by
+/// `certs` at each handshake (so that a reload can change it).
+pub fn tls_listener(
+    addr: SocketAddr,
+    certs: Arc<dyn ResolvesServerCert>,
+) -> pingora::Result<ListenerConfig> {
+    // The paths are not read: the resolver gives the certificate.
     let mut tls = TlsSettings::intermediate("", "")?;
-    tls.set_cert_resolver(Arc::new(CurrentCert(app)));
+    tls.set_cert_resolver(certs);
     tls.enable_h2();
     Ok(ListenerConfig::tcp(addr.to_string()).tls(tls))
 }
 
 /// The TLS listeners' check before pingora's handshake: the ClientHello's
-/// first record must arrive within `header_timeout` (pingora allows 60 s
-/// for the whole handshake). A connection that stalls is dropped.
-pub(super) struct HelloDeadline(pub(super) Arc<App>);
+/// first record must arrive within the deadline it gives (the current
+/// `header_timeout`; pingora allows 60 s for the whole handshake). A
+/// connection that stalls is dropped.
+pub struct HelloDeadline(pub Arc<dyn Fn() -> Duration + Send + Sync>);
 
 /// Largest TLS record (RFC 8446 §5.1) plus its header.
 const MAX_RECORD: usize = (16 << 10) + 256 + 5;
@@ -71,7 +138,7 @@ impl pingora::listeners::PreTlsProcess for HelloDeadline {
         stream: &mut pingora::protocols::l4::stream::Stream,
     ) -> pingora::Result<()> {
         use pingora::protocols::Peek;
-        let wait = self.0.snapshot().cfg.server.header_timeout;
+        let wait = (self.0)();
         let hello = async {
             let mut header = [0u8; 5];
             stream.try_peek(&mut header).await?;
@@ -97,88 +164,39 @@ impl pingora::listeners::PreTlsProcess for HelloDeadline {
     }
 }
 
-/// The TLS certificate of the configuration in force.
-struct CurrentCert(Arc<App>);
-
-impl std::fmt::Debug for CurrentCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CurrentCert")
-    }
-}
-
-impl tokio_rustls::rustls::server::ResolvesServerCert for CurrentCert {
-    fn resolve(
-        &self,
-        _hello: tokio_rustls::rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<tokio_rustls::rustls::sign::CertifiedKey>> {
-        self.0.snapshot().tls.clone()
-    }
-}
-
 /// What a connection carries from one request to the next (pingora's
 /// per-connection user context): the bytes of a pipelined next request.
 struct Kept {
     prefix: Option<BytesMut>,
 }
 
-/// Which listener a [`Front`] serves.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Public,
-    Admin,
-}
-
-/// The pingora application of one listening service.
-pub(super) struct Front {
-    app: Arc<App>,
+/// The pingora application of one listening service: the checks of this
+/// module, then `H`.
+pub struct Front<H: Handler> {
+    handler: H,
     tracker: Arc<Tracker>,
-    side: Side,
     options: HttpServerOptions,
     node: tracing::Span,
 }
 
-impl Front {
-    pub(super) fn public(app: Arc<App>, tracker: Arc<Tracker>) -> Front {
-        Front::new(app, tracker, Side::Public)
-    }
-
-    pub(super) fn admin(app: Arc<App>, tracker: Arc<Tracker>) -> Front {
-        Front::new(app, tracker, Side::Admin)
-    }
-
-    fn new(app: Arc<App>, tracker: Arc<Tracker>, side: Side) -> Front {
-        let snap = app.snapshot();
+impl<H: Handler> Front<H> {
+    /// Serves `handler`'s requests, counted in `tracker`; every line they
+    /// log is inside `node` (the node id). HTTP/2 connections idle for
+    /// `h2_idle` are closed (set at start: a reload does not change it).
+    pub fn new(handler: H, tracker: Arc<Tracker>, node: tracing::Span, h2_idle: Duration) -> Self {
         let mut options = HttpServerOptions::default();
-        // An idle HTTP/2 connection is closed like an idle HTTP/1.1 one.
-        options.h2_idle_timeout = Some(snap.cfg.server.idle_timeout);
-        let node = tracing::info_span!("rain_edge", node = %snap.cfg.server.node_id);
-        drop(snap);
+        options.h2_idle_timeout = Some(h2_idle);
         Front {
-            app,
+            handler,
             tracker,
-            side,
             options,
             node,
         }
     }
-
-    /// The head limits and deadlines in force for this listener.
-    fn limits(&self) -> (HeadLimits, Duration, Duration) {
-        if self.side == Side::Admin {
-            return (ADMIN_LIMITS, ADMIN_WAIT, ADMIN_WAIT);
-        }
-        let snap = self.app.snapshot();
-        let s = &snap.cfg.server;
-        let limits = HeadLimits {
-            max_bytes: usize::try_from(s.max_header_bytes).unwrap_or(usize::MAX),
-            max_fields: s.max_headers,
-        };
-        (limits, s.header_timeout, s.idle_timeout)
-    }
 }
 
 #[async_trait::async_trait]
-impl HttpServerApp for Front {
+impl<H: Handler> HttpServerApp for Front<H> {
     async fn process_new_http(
         self: &Arc<Self>,
         session: ServerSession,
@@ -189,7 +207,7 @@ impl HttpServerApp for Front {
     }
 
     fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
-        let (limits, ..) = self.limits();
+        let limits = self.handler.settings().limits;
         let mut options = pingora::protocols::http::v2::server::H2Options::new();
         options
             .max_concurrent_streams(H2_MAX_STREAMS)
@@ -210,7 +228,7 @@ enum Unread {
     Refuse(u16),
 }
 
-impl Front {
+impl<H: Handler> Front<H> {
     /// Reads the next request of a connection (or takes an HTTP/2 stream),
     /// checks it, serves it, and gives the connection back to pingora when
     /// it can carry another.
@@ -220,7 +238,13 @@ impl Front {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let accepted = Instant::now();
-        let (limits, header_timeout, idle_timeout) = self.limits();
+        let settings = self.handler.settings();
+        let Settings {
+            limits,
+            header_timeout,
+            idle_timeout,
+            ..
+        } = settings;
         if session.is_http2() {
             let _guard = self.tracker.enter();
             let Some(req) = self.h2_request(&session, limits) else {
@@ -231,8 +255,12 @@ impl Front {
                 refuse_h2(session, 400).await;
                 return None;
             }
-            let conn = self.conn(session, req);
-            self.serve(conn).await;
+            let mut conn = self.conn(session, req, settings);
+            if !self.handler.serve(&mut conn).await {
+                conn.close().await;
+                return None;
+            }
+            let _ = conn.finish().await;
             return None;
         }
         let kept = session
@@ -303,11 +331,14 @@ impl Front {
             refuse_h1(session, 400).await;
             return None;
         }
-        let mut conn = self.conn(session, req);
+        let mut conn = self.conn(session, req, settings);
         if *shutdown.borrow() {
             conn.close_after();
         }
-        let mut conn = self.serve(conn).await?;
+        if !self.handler.serve(&mut conn).await {
+            conn.close().await;
+            return None;
+        }
         if *shutdown.borrow() {
             conn.close_after();
         }
@@ -326,47 +357,10 @@ impl Front {
         Some(request_of(session))
     }
 
-    fn conn(&self, session: ServerSession, req: Request) -> BrowserConn {
-        let snap = self.app.snapshot();
-        let mut conn = BrowserConn::new(session, req, snap.cfg.server.send_timeout);
-        conn.set_compression(self.side == Side::Public && snap.cfg.server.compression);
+    fn conn(&self, session: ServerSession, req: Request, settings: Settings) -> BrowserConn {
+        let mut conn = BrowserConn::new(session, req, settings.send_timeout);
+        conn.set_compression(settings.compression);
         conn
-    }
-
-    /// Serves one request with its span, metrics and access line. Returns
-    /// the connection when it may be kept.
-    async fn serve(&self, mut conn: BrowserConn) -> Option<BrowserConn> {
-        let client = conn.client_addr();
-        if self.side == Side::Admin {
-            let kept = admin::serve(&self.app, &mut conn).await;
-            return kept.then_some(conn);
-        }
-        let started = Instant::now();
-        let kind = conn
-            .request()
-            .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
-        // The request id is recorded once known (a trusted proxy's, or new).
-        let span = tracing::info_span!("request", id = tracing::field::Empty);
-        let log = Arc::new(PageLog::new());
-        let kept = {
-            let _in_flight = InFlight::enter(&self.app.metrics.requests_in_flight);
-            PAGE_LOG
-                .scope(
-                    log.clone(),
-                    page::serve(&self.app, &mut conn, client).instrument(span.clone()),
-                )
-                .await
-        };
-        let elapsed = started.elapsed();
-        if conn.status() != 0 {
-            self.app.metrics.response(kind, conn.status(), elapsed);
-        }
-        access_line(&span, &conn, client, kind, elapsed, &log);
-        if !kept {
-            conn.close().await;
-            return None;
-        }
-        Some(conn)
     }
 }
 
@@ -474,29 +468,4 @@ async fn refuse_h2(mut session: ServerSession, status: u16) {
         let _ = session.write_response_body(Bytes::from(body), true).await;
     }
     let _ = session.finish().await;
-}
-
-/// The access log line of one request (target `rain_edge::access`: pages at
-/// `info`, with their fragments' outcomes; resources and forms at `debug`).
-fn access_line(
-    span: &tracing::Span,
-    conn: &BrowserConn,
-    client: SocketAddr,
-    kind: RequestKind,
-    elapsed: Duration,
-    log: &PageLog,
-) {
-    let _in_request = span.enter();
-    let Some(req) = conn.request() else {
-        return;
-    };
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    let status = conn.status();
-    if kind == RequestKind::Page {
-        tracing::info!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
-            status, ms, fragments = %log.summary(), "page");
-    } else {
-        tracing::debug!(target: "rain_edge::access", %client, method = %req.method, path = %req.uri.path(),
-            status, ms, kind = ?kind, "request");
-    }
 }

@@ -1,27 +1,27 @@
-//! Serving one browser request: find the route, get the layout (from the
-//! templates, or fetched from an origin), start every fragment, decide the
-//! status (the layout's, or a `primary` fragment's), then stream the page.
-//! The only place where aggregation outcomes become HTTP statuses.
+//! A page: find the route, get the layout (from the templates, or fetched
+//! from an origin), start every fragment, decide the status (the layout's,
+//! or a `primary` fragment's), then stream the page. The only place where
+//! aggregation outcomes become HTTP statuses.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::conn::{BrowserConn, ResponseHead};
-use super::metrics::PageLog;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::forward::{BrowserContext, RequestSource, SessionState};
-use super::server::App;
+use super::app::App;
 use crate::aggregate::{
     fetch_following, needs_user, split, within_deadline, FetchRequest, Fetched, Item, Outcome,
     Page, PageContext, PageWriteError, PageWriter, Submitted,
 };
 use crate::config::Config;
 use crate::config::{FailureClass, RouteTarget};
+use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{nav_value_ok, resolve_src, strip_rain_params, PageUrl};
 use crate::session::{session_cookie, set_cookie_header, PageSession, SessionId};
+use crate::telemetry::PageLog;
+use crate::upstream::{BrowserContext, RequestSource, SessionState};
 
 /// The user's existing session, if the browser sent a live one (resources
 /// and form posts never start one). An unreachable store is an error.
@@ -127,7 +127,7 @@ impl PageWriter for SessionWriter<'_> {
     }
 }
 
-fn html_page(title: &str, message: &str) -> String {
+pub(super) fn html_page(title: &str, message: &str) -> String {
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p>{message}</p></body></html>\n"
@@ -174,43 +174,6 @@ async fn respond_bytes_now(
     }
     session.write_head(h);
     session.write_body(body, true).await.is_ok()
-}
-
-/// Serves one request. Returns whether the connection may be kept alive.
-pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr) -> bool {
-    let Some(req) = session.request() else {
-        return false;
-    };
-    let page = PageRequest {
-        method: req.method.clone(),
-        path: req.uri.path().to_string(),
-        query: req.uri.query().map(str::to_string),
-        headers: req.headers.clone(),
-        submitted: None,
-    };
-
-    if let Some(rest) = page.path.strip_prefix("/_rain/r/") {
-        let rest = rest.to_string();
-        // Boxed, as is the form path: inline, the larger of them would set
-        // the size of every connection's task, page or not.
-        return Box::pin(super::resource::serve(app, session, client, &rest)).await;
-    }
-    if let Some(rest) = page.path.strip_prefix("/_rain/f/") {
-        let rest = rest.to_string();
-        return Box::pin(super::form::serve(app, session, client, &rest, page)).await;
-    }
-    if page.path == "/_rain" || page.path.starts_with("/_rain/") {
-        return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;
-    }
-    if page.method != http::Method::GET && page.method != http::Method::HEAD {
-        let body = Bytes::from(html_page(
-            "Method Not Allowed",
-            "Pages answer GET and HEAD.",
-        ));
-        respond_bytes(session, 405, body, &[("allow", "GET, HEAD".to_string())]).await;
-        return false;
-    }
-    render(app, session, client, page).await
 }
 
 /// A page to compose: the browser's request, or the page a form was
@@ -355,6 +318,7 @@ pub async fn render(
         session: user_session,
         metrics: app.metrics.clone(),
         log: PageLog::current(),
+        breakers: app.breakers.clone(),
         breaker: (
             cfg.fragments.breaker_failures,
             cfg.fragments.breaker_cooldown,

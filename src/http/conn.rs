@@ -15,7 +15,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
 use super::encode::{self, Encoder};
-use super::h1::content_length;
+use super::fields::content_length;
 
 /// A request head as read from the browser.
 #[derive(Debug)]

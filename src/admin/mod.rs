@@ -9,18 +9,55 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use super::conn::{BrowserConn, ResponseHead};
-use super::metrics::OriginStats;
-use super::server::App;
+use std::sync::Arc;
+
 use crate::config::{self, ConfigErrors, FailureClass, Origin, RouteTarget};
+use crate::edge::App;
+use crate::http::{BrowserConn, Handler, HeadLimits, ResponseHead, Settings};
+use crate::telemetry::OriginStats;
 
 /// Largest request body the admin API reads (a `PUT /origins` table).
 const MAX_BODY: usize = 64 << 10;
 /// How long a request body may take to arrive.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Heads on the admin listener: smaller than the public ones.
+const LIMITS: HeadLimits = HeadLimits {
+    max_bytes: 16 << 10,
+    max_fields: 64,
+};
+
+/// The admin listener's [`Handler`].
+pub struct Admin {
+    app: Arc<App>,
+}
+
+impl Admin {
+    /// The admin API of `app`.
+    pub fn new(app: Arc<App>) -> Admin {
+        Admin { app }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Admin {
+    fn settings(&self) -> Settings {
+        Settings {
+            limits: LIMITS,
+            header_timeout: WAIT,
+            idle_timeout: WAIT,
+            send_timeout: WAIT,
+            compression: false,
+        }
+    }
+
+    async fn serve(&self, conn: &mut BrowserConn) -> bool {
+        serve(&self.app, conn).await
+    }
+}
+
 /// Answers one admin request. Returns whether the connection may be kept.
-pub(super) async fn serve(app: &App, conn: &mut BrowserConn) -> bool {
+async fn serve(app: &App, conn: &mut BrowserConn) -> bool {
     let (status, content_type, body) = answer(app, conn).await;
     let Some(mut head) = ResponseHead::new(status) else {
         return false;
@@ -88,7 +125,11 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
         (&Method::GET, ["metrics"]) => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(app.metrics.render()),
+            Bytes::from({
+                let mut text = app.metrics.render();
+                app.breakers.render(&mut text);
+                text
+            }),
         ),
         (&Method::GET, ["origins"]) => {
             let list: Vec<Value> = snap
@@ -205,8 +246,9 @@ async fn read_body(conn: &mut BrowserConn) -> Result<Vec<u8>, (u16, &'static str
 /// failures by class and latency percentiles.
 fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
     let stats = app.metrics.origin(&o.name);
+    let breaker = app.breakers.get(&o.name);
     // Passive health: an origin is down while its circuit is open.
-    let down = stats.is_open();
+    let down = breaker.is_open();
     let mut v = json!({
         "name": o.name,
         "url": o.url.as_str(),
@@ -233,8 +275,8 @@ fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
             "requests": stats.requests.load(std::sync::atomic::Ordering::Relaxed),
             "errors": errors,
             "timeouts": stats.failures(FailureClass::Timeout),
-            "consecutive_failures": stats.consecutive_failures(),
-            "circuit_rejected": stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            "consecutive_failures": breaker.consecutive_failures(),
+            "circuit_rejected": breaker.rejected.load(std::sync::atomic::Ordering::Relaxed),
             "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
         });
     }

@@ -16,12 +16,13 @@ use tracing::Instrument;
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::breaker::{Admit, Breaker, Breakers};
 use super::client::{OriginClient, OriginRequest};
-use super::metrics::{Admit, InFlight, Metrics, OriginStats, PageLog};
 use super::stale::StaleCache;
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
 use crate::config::{Cidr, Config};
 use crate::session::{forwarded_cookies, PageSession, Turn};
+use crate::telemetry::{InFlight, Metrics, PageLog};
 
 /// Headers never passed to an origin, even when `forward_headers` names them.
 const NEVER_FORWARDED: &[&str] = &[
@@ -289,6 +290,8 @@ pub struct RequestSource {
     pub metrics: Arc<Metrics>,
     /// The page's access log, when the request has one.
     pub log: Option<Arc<PageLog>>,
+    /// The origins' circuit breakers.
+    pub breakers: Arc<Breakers>,
     /// `[fragments] breaker_failures` and `breaker_cooldown`.
     pub breaker: (u32, Duration),
     /// Last good answers of public fragments (`stale_if_error`).
@@ -301,7 +304,7 @@ pub struct RequestSource {
 /// unfinished at the fragment's deadline, it counts as a failure (a
 /// timeout); dropped earlier (the page went away), it counts as nothing.
 struct Attempt {
-    stats: Arc<OriginStats>,
+    stats: Arc<Breaker>,
     admit: Admit,
     breaker: (u32, Duration),
     started: Instant,
@@ -335,12 +338,12 @@ impl Drop for Attempt {
 
 /// Asks the origin's circuit breaker whether an exchange may go.
 fn admit(
-    metrics: &Metrics,
+    breakers: &Breakers,
     breaker: (u32, Duration),
     origin: &str,
     deadline: Duration,
 ) -> Result<Attempt, FetchFailure> {
-    let stats = metrics.origin(origin);
+    let stats = breakers.get(origin);
     let admit = stats.admit();
     if admit == Admit::No {
         return Err(FetchFailure::Unavailable(
@@ -415,13 +418,14 @@ impl RequestSource {
         let shared = self.coalescer.join(key, || {
             let client = self.client.clone();
             let metrics = self.metrics.clone();
+            let breakers = self.breakers.clone();
             let breaker = self.breaker;
             let origin = req.origin.clone();
             let path_and_query = path_and_query(&req.url);
             let headers = self.browser.origin_headers(req, None);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
             async move {
-                let attempt = admit(&metrics, breaker, &origin.name, timeout)?;
+                let attempt = admit(&breakers, breaker, &origin.name, timeout)?;
                 let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
                 let send = client.send(OriginRequest {
                     origin: &origin,
@@ -465,7 +469,7 @@ impl FragmentSource for RequestSource {
         if req.public {
             return self.fetch_public(req).await;
         }
-        let attempt = admit(&self.metrics, self.breaker, &req.origin.name, req.timeout)?;
+        let attempt = admit(&self.breakers, self.breaker, &req.origin.name, req.timeout)?;
         let _in_flight = InFlight::enter(&self.metrics.fetches_in_flight);
         let unavailable = |e: crate::session::StoreError| {
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);

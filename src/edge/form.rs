@@ -10,21 +10,20 @@
 
 use std::net::SocketAddr;
 
-use super::conn::BrowserConn;
 use bytes::{Bytes, BytesMut};
 
-use super::client::OriginRequest;
-use super::forward::BrowserContext;
+use super::app::App;
 use super::page::{
     render, respond_bytes, respond_simple, session_or_503, unless_gone, PageRequest,
 };
-use super::server::App;
 use crate::aggregate::{valid_id, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
+use crate::http::BrowserConn;
 use crate::rewrite::{
     classify, foreign_location, is_rain_param, resolve_src, stays_on_edge, PageUrl, Target,
     UrlContext,
 };
+use crate::upstream::{decode_content, to_utf8, BrowserContext, OriginRequest};
 
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
@@ -263,17 +262,9 @@ pub async fn serve(
                 raw.extend_from_slice(&c);
             }
             ex.finish();
-            let body = super::decode::decode_content(
-                raw.freeze(),
-                encoding.as_deref(),
-                cfg.fragments.max_bytes,
-            )
-            .map_err(|e| crate::aggregate::FetchFailure::Error(e.to_string()))?;
-            Ok((
-                status,
-                location,
-                super::decode::to_utf8(body, content_type.as_deref()),
-            ))
+            let body = decode_content(raw.freeze(), encoding.as_deref(), cfg.fragments.max_bytes)
+                .map_err(|e| crate::aggregate::FetchFailure::Error(e.to_string()))?;
+            Ok((status, location, to_utf8(body, content_type.as_deref())))
         }),
     )
     .await;

@@ -1,0 +1,219 @@
+//! The state every request shares: the configuration in force and its
+//! templates ([`Snapshot`], swapped whole on reload), the origin client,
+//! the session store, the counters, the circuit breakers and the caches.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_rustls::rustls;
+
+use crate::aggregate::{check_templates, Templates};
+use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
+use crate::session::SessionStore;
+use crate::telemetry::Metrics;
+use crate::upstream::{Breakers, Coalescer, OriginClient, StaleCache};
+
+/// A configuration and its templates, swapped whole on reload.
+pub struct Snapshot {
+    /// The validated configuration.
+    pub cfg: Arc<Config>,
+    /// Its templates folder, in memory.
+    pub templates: Arc<Templates>,
+    /// The TLS listeners' certificate and key of this config.
+    pub tls: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// Everything a connection needs.
+pub struct App {
+    config_path: PathBuf,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// The origins' circuit breakers.
+    pub breakers: Arc<Breakers>,
+    /// Pooled client to the origins (kept across reloads).
+    pub client: Arc<OriginClient>,
+    /// Where sessions live (kept across reloads: changing `[session]` store
+    /// settings needs a restart).
+    pub store: Arc<dyn SessionStore>,
+    /// What this process counts (admin API, `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Last good answers of public fragments (`stale_if_error`).
+    pub stale: Arc<StaleCache>,
+    /// Identical public fragment fetches in flight, shared.
+    pub coalescer: Arc<Coalescer>,
+    /// Origins registered through the admin API since the last reload.
+    api_origins: Mutex<BTreeSet<String>>,
+}
+
+impl App {
+    /// The state of a process serving `snap`, loaded from `config_path`.
+    pub fn new(
+        config_path: PathBuf,
+        snap: Snapshot,
+        client: Arc<OriginClient>,
+        store: Arc<dyn SessionStore>,
+    ) -> App {
+        App {
+            config_path,
+            stale: Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error)),
+            snapshot: RwLock::new(Arc::new(snap)),
+            breakers: Arc::default(),
+            client,
+            store,
+            metrics: Arc::new(Metrics::default()),
+            coalescer: Arc::default(),
+            api_origins: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file; on any error the old one stays in force.
+    /// Origins registered through the admin API are dropped.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let snap = match load_snapshot(&self.config_path) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics
+                    .reloads_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let old = self.snapshot();
+        let (a, b) = (&old.cfg.session, &snap.cfg.session);
+        if a.store != b.store || a.redis_url != b.redis_url || a.idle_timeout != b.idle_timeout {
+            tracing::warn!(
+                "[session] store settings changed: they take effect at the next restart"
+            );
+        }
+        let (a, b) = (&old.cfg.server, &snap.cfg.server);
+        if a.listen != b.listen || a.tls_listen != b.tls_listen || a.admin_listen != b.admin_listen
+        {
+            tracing::warn!(
+                "server.listen, tls_listen or admin_listen changed: listeners change at the next restart"
+            );
+        }
+        let mut api = lock(&self.api_origins);
+        api.clear();
+        self.swap(snap);
+        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether origin `name` was registered through the admin API.
+    pub fn origin_from_api(&self, name: &str) -> bool {
+        lock(&self.api_origins).contains(name)
+    }
+
+    /// Registers or replaces an origin until the next reload; pages that
+    /// start from now on use it.
+    pub fn put_origin(&self, origin: Origin) {
+        let mut api = lock(&self.api_origins);
+        let old = self.snapshot();
+        let mut cfg = (*old.cfg).clone();
+        api.insert(origin.name.clone());
+        cfg.origins.insert(origin.name.clone(), Arc::new(origin));
+        self.swap(Snapshot {
+            cfg: Arc::new(cfg),
+            templates: old.templates.clone(),
+            tls: old.tls.clone(),
+        });
+    }
+
+    /// Unregisters an origin until the next reload; false if there was none.
+    pub fn delete_origin(&self, name: &str) -> bool {
+        let mut api = lock(&self.api_origins);
+        let old = self.snapshot();
+        if !old.cfg.origins.contains_key(name) {
+            return false;
+        }
+        let mut cfg = (*old.cfg).clone();
+        cfg.origins.remove(name);
+        api.remove(name);
+        self.swap(Snapshot {
+            cfg: Arc::new(cfg),
+            templates: old.templates.clone(),
+            tls: old.tls.clone(),
+        });
+        true
+    }
+
+    fn swap(&self, snap: Snapshot) {
+        self.client.configure(&snap.cfg);
+        match self.snapshot.write() {
+            Ok(mut s) => *s = Arc::new(snap),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(snap),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Loads and checks a config and its templates: every error at once.
+pub fn load_snapshot(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+    let cfg = config::load(path)?;
+    let templates = Templates::load(&cfg).map_err(|e| ConfigErrors(vec![e]))?;
+    let errors: Vec<ConfigError> = check_templates(&cfg, &templates);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let tls = tls_acceptor(&cfg)?;
+    Ok(Snapshot {
+        cfg: Arc::new(cfg),
+        templates: Arc::new(templates),
+        tls,
+    })
+}
+
+/// The certificate and key of `cfg`'s TLS listeners, or `None` without any.
+fn tls_acceptor(cfg: &Config) -> Result<Option<Arc<rustls::sign::CertifiedKey>>, ConfigErrors> {
+    let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) else {
+        return Ok(None);
+    };
+    if cfg.server.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    let err = |key: &str, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: cfg.file.clone(),
+            place: format!("server.{key}"),
+            message,
+        }])
+    };
+    let (chain, private) = config::read_tls_files(cert, key).map_err(|(k, m)| err(k, m))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, private, &provider)
+        .map_err(|e| err("tls_key", format!("does not fit tls_cert: {e}")))?;
+    Ok(Some(Arc::new(certified)))
+}
+
+/// The TLS listeners' certificate: the one of the configuration in force.
+pub struct CurrentCert(pub Arc<App>);
+
+impl std::fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentCert")
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.snapshot().tls.clone()
+    }
+}

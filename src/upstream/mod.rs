@@ -1,0 +1,18 @@
+//! Everything toward the origins: connections (pingora's connector) and
+//! our pooled HTTP/1.1 exchange, what each origin receives, the circuit
+//! breakers, identical public fetches shared, and the last good answers
+//! kept for `stale_if_error`.
+
+mod breaker;
+mod client;
+mod decode;
+mod forward;
+mod h1;
+mod read;
+mod stale;
+
+pub use breaker::{Admit, Breaker, Breakers};
+pub use client::{Exchange, OriginClient, OriginRequest, Upload};
+pub use decode::{decode_content, to_utf8, DecodeError};
+pub use forward::{new_request_id, BrowserContext, Coalescer, RequestSource, SessionState};
+pub use stale::StaleCache;
