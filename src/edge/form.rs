@@ -16,14 +16,15 @@ use super::app::App;
 use super::page::{
     render, respond_bytes, respond_simple, session_or_503, unless_gone, PageRequest,
 };
-use crate::aggregate::{valid_id, Submitted, SubmittedOutcome};
+use crate::aggregate::{valid_id, FetchFailure, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
-use crate::http::BrowserConn;
+use crate::http::{BodyError, BrowserConn};
 use crate::rewrite::{
     classify, foreign_location, is_rain_param, resolve_src, stays_on_edge, PageUrl, Target,
     UrlContext,
 };
 use crate::upstream::{decode_content, to_utf8, BrowserContext, OriginRequest};
+use tokio::time::error::Elapsed;
 
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
@@ -46,8 +47,8 @@ pub(super) enum BodyRefusal {
     #[error("the body did not arrive within body_timeout")]
     Late,
     /// Broken framing or connection (400).
-    #[error("the body is not validly framed: {0}")]
-    Broken(String),
+    #[error(transparent)]
+    Broken(#[from] BodyError),
 }
 
 /// Reads the whole request body, at most `max` bytes, within `limit`.
@@ -58,7 +59,7 @@ pub(super) async fn read_whole_body(
 ) -> Result<Bytes, BodyRefusal> {
     let read = async {
         let mut body = BytesMut::new();
-        while let Some(chunk) = session.read_body().await.map_err(BodyRefusal::Broken)? {
+        while let Some(chunk) = session.read_body().await? {
             if (body.len() + chunk.len()) as u64 > max {
                 return Err(BodyRefusal::TooLarge);
             }
@@ -91,6 +92,188 @@ pub(super) async fn refuse_body(session: &mut BrowserConn, refusal: BodyRefusal)
     false
 }
 
+/// Where a form submission goes and where the browser comes back to.
+struct FormTarget {
+    /// The fragment the form belongs to (`rain.f`).
+    id: String,
+    /// The page to come back to (`rain.page`), on this host.
+    back: String,
+    origin: std::sync::Arc<crate::config::Origin>,
+    /// The form action at the origin.
+    url: url::Url,
+}
+
+/// Why a submission is answered before anything is sent: status, title,
+/// message.
+type Refusal = (u16, &'static str, &'static str);
+
+/// Reads the form's target from the path below `/_rain/f/` and the query:
+/// `rain.f` (the fragment) and `rain.page` (where to come back) are ours,
+/// the rest of the query is the form action's own.
+fn form_target(
+    cfg: &crate::config::Config,
+    client: SocketAddr,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<FormTarget, Refusal> {
+    let mut id = None;
+    let mut back = None;
+    let mut own = Vec::new();
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match decode(k).as_str() {
+            "rain.f" => id = Some(decode(v)),
+            "rain.page" => back = Some(decode(v)),
+            _ if is_rain_param(k) => {}
+            _ => own.push(kv),
+        }
+    }
+    let (Some(id), Some(back)) = (id.filter(|i| valid_id(i)), back) else {
+        return Err((400, "Bad Request", "This form submission is incomplete."));
+    };
+    // rain.page becomes the Location of the answer: it must stay on this
+    // host as every browser reads it (no `//`, backslash, tab or CR/LF).
+    if !stays_on_edge(&back) {
+        return Err((400, "Bad Request", "This form submission is invalid."));
+    }
+    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(origin) = cfg.origins.get(name).cloned() else {
+        return Err((404, "Not Found", "No such origin."));
+    };
+    let wanted = if own.is_empty() {
+        location.to_string()
+    } else {
+        format!("{location}?{}", own.join("&"))
+    };
+    let url = resolve_src(&origin.url, &wanted).map_err(|e| {
+        tracing::info!(%client, error = %e, "rejected form path");
+        (400, "Bad Request", "This form path is invalid.")
+    })?;
+    Ok(FormTarget {
+        id,
+        back,
+        origin,
+        url,
+    })
+}
+
+/// The origin's answer to a post: status, `Location`, body in UTF-8.
+type Answer = (u16, Option<String>, Bytes);
+
+/// Posts `body` to the target's origin (exactly once: never retried) and
+/// reads its answer whole (bounded by `max_bytes`); its cookies go to the
+/// user's jar.
+async fn post(
+    app: &App,
+    target: &FormTarget,
+    request: OriginRequest<'_>,
+    body: Bytes,
+    user: Option<&crate::session::PageSession>,
+    max_bytes: u64,
+) -> Result<Answer, FetchFailure> {
+    let (origin, url) = (&target.origin, &target.url);
+    let mut upload = app
+        .client
+        .open_upload(&request, Some(body.len() as u64))
+        .await?;
+    upload.write(&body).await?;
+    let mut ex = upload.finish().await?;
+    if let Some(s) = user {
+        if let Err(e) = s.record(&origin.name, url, &ex.set_cookies()).await {
+            tracing::warn!(error = %e, "form cookies not saved");
+        }
+    }
+    let status = ex.status();
+    let location = ex.header_str("location");
+    let content_type = ex.header_str("content-type");
+    let encoding = ex.header_str("content-encoding");
+    let mut raw = BytesMut::new();
+    while let Some(c) = ex.chunk().await? {
+        if (raw.len() + c.len()) as u64 > max_bytes {
+            return Err(FetchFailure::Error("answer too large".into()));
+        }
+        raw.extend_from_slice(&c);
+    }
+    ex.finish();
+    let body = decode_content(raw.freeze(), encoding.as_deref(), max_bytes)
+        .map_err(|e| FetchFailure::Error(e.to_string()))?;
+    Ok((status, location, to_utf8(body, content_type.as_deref())))
+}
+
+/// What the browser gets for the origin's answer: a redirect (303, Post/
+/// Redirect/Get) back to the page with the fragment at the redirect's
+/// target, or the page with the answer (or the fragment's fallback) in the
+/// form's fragment and the status it gives.
+enum Reply {
+    SeeOther(String),
+    Page(SubmittedOutcome, u16),
+    Refused(Refusal),
+}
+
+fn reply(target: &FormTarget, answer: Result<Result<Answer, FetchFailure>, Elapsed>) -> Reply {
+    let (origin, url) = (&target.origin, &target.url);
+    match answer {
+        Ok(Ok((status, Some(loc), _))) if (300..400).contains(&status) => {
+            let ctx = UrlContext {
+                origin: &origin.name,
+                base: &origin.url,
+                fragment_url: url,
+                kind: origin.kind,
+            };
+            let (back_path, back_query) = split_back(&target.back);
+            let back_page = PageUrl::new(&back_path, back_query.as_deref());
+            let to = match classify(&ctx, &loc) {
+                Target::Origin { location, hash } => Some(format!(
+                    "{}{hash}",
+                    back_page.with_nav(&target.id, &location)
+                ))
+                .filter(|to| stays_on_edge(to)),
+                // The origin sends the user elsewhere on purpose: passed on
+                // as the URL it parses to (no raw bytes of the origin's).
+                Target::Foreign => foreign_location(&loc),
+            };
+            match to {
+                Some(to) => Reply::SeeOther(to),
+                None => {
+                    tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "form redirect refused");
+                    Reply::Refused((
+                        400,
+                        "Bad Request",
+                        "The form's answer redirects nowhere this site can send you.",
+                    ))
+                }
+            }
+        }
+        Ok(Ok((status, _, body)))
+            if (200..300).contains(&status) || (400..500).contains(&status) =>
+        {
+            let shown = if status < 300 { 200 } else { status };
+            let content = SubmittedOutcome::Content {
+                url: url.clone(),
+                body,
+            };
+            Reply::Page(content, shown)
+        }
+        Ok(Ok((status, ..))) => {
+            tracing::warn!(origin = %origin.name, status, "form answered with an error");
+            Reply::Page(SubmittedOutcome::Failed(FailureClass::Error), 502)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(origin = %origin.name, error = %e, "form submission failed");
+            Reply::Page(SubmittedOutcome::Failed(e.class()), 502)
+        }
+        Err(_) => Reply::Page(SubmittedOutcome::Failed(FailureClass::Timeout), 504),
+    }
+}
+
+/// `rain.page` as its path and query.
+fn split_back(back: &str) -> (String, Option<String>) {
+    match back.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (back.to_string(), None),
+    }
+}
+
 /// Serves one form submission. Returns whether the connection may be kept.
 pub async fn serve(
     app: &App,
@@ -111,60 +294,10 @@ pub async fn serve(
         .await;
         return false;
     }
-    // rain.f (the fragment) and rain.page (where to come back) are ours;
-    // the rest of the query is the form action's own.
-    let mut id = None;
-    let mut back = None;
-    let mut own = Vec::new();
-    for kv in page
-        .query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-    {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match decode(k).as_str() {
-            "rain.f" => id = Some(decode(v)),
-            "rain.page" => back = Some(decode(v)),
-            _ if is_rain_param(k) => {}
-            _ => own.push(kv),
-        }
-    }
-    let (Some(id), Some(back)) = (id.filter(|i| valid_id(i)), back) else {
-        return respond_simple(
-            session,
-            400,
-            "Bad Request",
-            "This form submission is incomplete.",
-        )
-        .await;
-    };
-    // rain.page becomes the Location of the answer: it must stay on this
-    // host as every browser reads it (no `//`, backslash, tab or CR/LF).
-    if !stays_on_edge(&back) {
-        return respond_simple(
-            session,
-            400,
-            "Bad Request",
-            "This form submission is invalid.",
-        )
-        .await;
-    }
-    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(origin) = cfg.origins.get(name).cloned() else {
-        return respond_simple(session, 404, "Not Found", "No such origin.").await;
-    };
-    let wanted = if own.is_empty() {
-        location.to_string()
-    } else {
-        format!("{location}?{}", own.join("&"))
-    };
-    let url = match resolve_src(&origin.url, &wanted) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::info!(%client, error = %e, "rejected form path");
-            return respond_simple(session, 400, "Bad Request", "This form path is invalid.").await;
+    let target = match form_target(&cfg, client, rest, page.query.as_deref()) {
+        Ok(t) => t,
+        Err((status, title, message)) => {
+            return respond_simple(session, status, title, message).await
         }
     };
     // A declared length over max_body is refused before anything is sent.
@@ -180,14 +313,17 @@ pub async fn serve(
         Ok(s) => s,
         Err(keep) => return keep,
     };
-    let (back_path, back_query) = match back.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (back.clone(), None),
-    };
     let secure = session.request().is_some_and(|r| r.secure);
-    let browser = BrowserContext::new(&cfg, &page.headers, Some(client.ip()), secure, back.clone());
+    let browser = BrowserContext::new(
+        &cfg,
+        &page.headers,
+        Some(client.ip()),
+        secure,
+        target.back.clone(),
+    );
+    let (origin, url) = (&target.origin, &target.url);
     let mut headers = browser
-        .headers_with_jar(&origin, &url, &id, user.as_deref())
+        .headers_with_jar(origin, url, &target.id, user.as_deref())
         .await;
     if let Some(ct) = page.headers.get(http::header::CONTENT_TYPE) {
         headers.push((http::header::CONTENT_TYPE, ct.clone()));
@@ -197,7 +333,7 @@ pub async fn serve(
         None => url.path().to_string(),
     };
     let request = OriginRequest {
-        origin: &origin,
+        origin,
         method: "POST",
         path_and_query: &path_and_query,
         headers,
@@ -214,125 +350,41 @@ pub async fn serve(
             return refuse_body(session, refusal).await;
         }
     };
-    let upload = async {
-        let mut upload = app
-            .client
-            .open_upload(&request, Some(body.len() as u64))
-            .await?;
-        upload.write(&body).await?;
-        Ok::<_, crate::aggregate::FetchFailure>(upload)
-    };
-    let Some(upload) = unless_gone(session, tokio::time::timeout(origin.timeout, upload)).await
+    let posted = post(
+        app,
+        &target,
+        request,
+        body,
+        user.as_deref(),
+        cfg.fragments.max_bytes,
+    );
+    // The browser going away while the origin answers drops the exchange
+    // (its connection closed); the origin may have the whole post.
+    let Some(answer) = unless_gone(session, tokio::time::timeout(origin.timeout, posted)).await
     else {
         return false;
     };
-    let upload = match upload {
-        Ok(Ok(u)) => Some(u),
-        Ok(Err(e)) => {
-            tracing::warn!(origin = %origin.name, error = %e, "form submission failed");
-            None
+    match reply(&target, answer) {
+        Reply::SeeOther(to) => respond_bytes(session, 303, Bytes::new(), &[("location", to)]).await,
+        Reply::Refused((status, title, message)) => {
+            respond_simple(session, status, title, message).await
         }
-        Err(_) => None,
-    };
-    let answer = unless_gone(
-        session,
-        tokio::time::timeout(origin.timeout, async {
-            let Some(upload) = upload else {
-                return Err(crate::aggregate::FetchFailure::Unavailable(
-                    "the form could not be sent".into(),
-                ));
+        Reply::Page(outcome, status) => {
+            let (path, query) = split_back(&target.back);
+            let page = PageRequest {
+                method: http::Method::GET,
+                path,
+                query,
+                headers: page.headers,
+                submitted: Some((
+                    Submitted {
+                        id: target.id,
+                        outcome,
+                    },
+                    Some(status),
+                )),
             };
-            let mut ex = upload.finish().await?;
-            if let Some(s) = &user {
-                if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
-                    tracing::warn!(error = %e, "form cookies not saved");
-                }
-            }
-            let status = ex.status();
-            let location = ex.header_str("location");
-            let content_type = ex.header_str("content-type");
-            let encoding = ex.header_str("content-encoding");
-            let mut raw = BytesMut::new();
-            while let Some(c) = ex.chunk().await? {
-                if (raw.len() + c.len()) as u64 > cfg.fragments.max_bytes {
-                    return Err(crate::aggregate::FetchFailure::Error(
-                        "answer too large".into(),
-                    ));
-                }
-                raw.extend_from_slice(&c);
-            }
-            ex.finish();
-            let body = decode_content(raw.freeze(), encoding.as_deref(), cfg.fragments.max_bytes)
-                .map_err(|e| crate::aggregate::FetchFailure::Error(e.to_string()))?;
-            Ok((status, location, to_utf8(body, content_type.as_deref())))
-        }),
-    )
-    .await;
-    // The browser went away while the origin answered: the exchange is
-    // dropped (its connection closed); the origin has the whole post.
-    let Some(answer) = answer else {
-        return false;
-    };
-    let back_page = PageUrl::new(&back_path, back_query.as_deref());
-    let (outcome, status): (SubmittedOutcome, u16) = match answer {
-        Ok(Ok((status, Some(loc), _))) if (300..400).contains(&status) => {
-            let ctx = UrlContext {
-                origin: &origin.name,
-                base: &origin.url,
-                fragment_url: &url,
-                kind: origin.kind,
-            };
-            let to = match classify(&ctx, &loc) {
-                Target::Origin { location, hash } => {
-                    Some(format!("{}{hash}", back_page.with_nav(&id, &location)))
-                        .filter(|to| stays_on_edge(to))
-                }
-                // The origin sends the user elsewhere on purpose: passed on
-                // as the URL it parses to (no raw bytes of the origin's).
-                Target::Foreign => foreign_location(&loc),
-            };
-            let Some(to) = to else {
-                tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "form redirect refused");
-                return respond_simple(
-                    session,
-                    400,
-                    "Bad Request",
-                    "The form's answer redirects nowhere this site can send you.",
-                )
-                .await;
-            };
-            return respond_bytes(session, 303, Bytes::new(), &[("location", to)]).await;
+            render(app, session, client, page).await
         }
-        Ok(Ok((status, _, body))) if (200..300).contains(&status) => (
-            SubmittedOutcome::Content {
-                url: url.clone(),
-                body,
-            },
-            200,
-        ),
-        Ok(Ok((status, _, body))) if (400..500).contains(&status) => (
-            SubmittedOutcome::Content {
-                url: url.clone(),
-                body,
-            },
-            status,
-        ),
-        Ok(Ok((status, ..))) => {
-            tracing::warn!(origin = %origin.name, status, "form answered with an error");
-            (SubmittedOutcome::Failed(FailureClass::Error), 502)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(origin = %origin.name, error = %e, "form submission failed");
-            (SubmittedOutcome::Failed(e.class()), 502)
-        }
-        Err(_) => (SubmittedOutcome::Failed(FailureClass::Timeout), 504),
-    };
-    let page = PageRequest {
-        method: http::Method::GET,
-        path: back_path,
-        query: back_query,
-        headers: page.headers,
-        submitted: Some((Submitted { id, outcome }, Some(status))),
-    };
-    render(app, session, client, page).await
+    }
 }

@@ -204,6 +204,57 @@ pub(crate) async fn unless_gone<T>(
     }
 }
 
+/// Navigation state: every `rain.*` value must be a location below an
+/// origin's base; anything else (another host, climbing out) is refused.
+fn navigation_ok(page: &PageUrl, client: SocketAddr) -> bool {
+    match page
+        .nav_entries()
+        .into_iter()
+        .find(|(_, v)| !nav_value_ok(v))
+    {
+        Some((id, bad)) => {
+            tracing::info!(%client, fragment = %id, value = %bad, "rejected navigation state");
+            false
+        }
+        None => true,
+    }
+}
+
+/// The fields every answer on a page's route carries: its request id,
+/// `Cache-Control`, and the session cookie when one was started.
+///
+/// A composed page is never stored by a shared cache (docs/SECURITY.md): it
+/// may carry the user's fragments or session cookie. Only a page whose
+/// fragments are all `public` (nothing of the user is fetched, nested
+/// fragments included: they get no session either), and not a form's
+/// answer, may be kept, and then revalidated each time.
+fn page_fields(
+    cfg: &Config,
+    request_id: String,
+    user: &SessionState,
+    submitted: bool,
+) -> Vec<(&'static str, String)> {
+    let shared = matches!(user, SessionState::None) && !submitted;
+    let cache_control = if shared {
+        "no-cache"
+    } else {
+        "private, no-store"
+    };
+    let mut fields = vec![
+        ("x-request-id", request_id),
+        ("cache-control", cache_control.to_string()),
+    ];
+    if let SessionState::Active(s) = user {
+        if s.created {
+            fields.push((
+                "set-cookie",
+                set_cookie_header(&cfg.session.cookie_name, &s.id, cfg.session.secure),
+            ));
+        }
+    }
+    fields
+}
+
 /// Composes and streams a page.
 pub async fn render(
     app: &App,
@@ -237,15 +288,8 @@ pub async fn render(
         respond_bytes(session, 405, body, &[("allow", "GET, HEAD".to_string())]).await;
         return false;
     }
-    // Navigation state: every rain.* value must be a location below an
-    // origin's base; anything else (another host, climbing out) is refused.
     let page_url_state = Arc::new(PageUrl::new(&path, query.as_deref()));
-    if let Some((id, bad)) = page_url_state
-        .nav_entries()
-        .into_iter()
-        .find(|(_, v)| !nav_value_ok(v))
-    {
-        tracing::info!(%client, fragment = %id, value = %bad, "rejected navigation state");
+    if !navigation_ok(&page_url_state, client) {
         return respond_simple(
             session,
             400,
@@ -289,29 +333,7 @@ pub async fn render(
         Some(items) if !needs_user(items) => SessionState::None,
         _ => resolve_session(app, &cfg, &headers).await,
     };
-    // A composed page is never stored by a shared cache (docs/SECURITY.md):
-    // it may carry the user's fragments or session cookie. Only a page whose
-    // fragments are all `public` (nothing of the user is fetched, nested
-    // fragments included: they get no session either) may be kept, and
-    // then revalidated each time.
-    let shared = matches!(user_session, SessionState::None) && submitted.is_none();
-    let cache_control = if shared {
-        "no-cache"
-    } else {
-        "private, no-store"
-    };
-    let mut extra: Vec<(&str, String)> = vec![
-        ("x-request-id", request_id),
-        ("cache-control", cache_control.to_string()),
-    ];
-    if let SessionState::Active(s) = &user_session {
-        if s.created {
-            extra.push((
-                "set-cookie",
-                set_cookie_header(&cfg.session.cookie_name, &s.id, cfg.session.secure),
-            ));
-        }
-    }
+    let mut extra = page_fields(&cfg, request_id, &user_session, submitted.is_some());
     let source = Arc::new(RequestSource {
         client: app.client.clone(),
         browser,
@@ -374,18 +396,41 @@ pub async fn render(
         submitted,
         deadline,
     );
-    let mut page = Page::start(&ctx, &items);
+    let page = Page::start(&ctx, &items);
+    let status = submitted_status.unwrap_or(layout_status);
+    stream_page(
+        session,
+        page,
+        status,
+        extra,
+        method == http::Method::HEAD,
+        client,
+    )
+    .await
+}
+
+/// Streams a started page: its status is `status` unless a `primary`
+/// fragment failed (404, 504, 502) or redirected (302); the head goes out
+/// with `fields`, then the page in document order.
+async fn stream_page(
+    session: &mut BrowserConn,
+    mut page: Page,
+    status: u16,
+    mut fields: Vec<(&'static str, String)>,
+    head_only: bool,
+    client: SocketAddr,
+) -> bool {
     let Some(primary) = unless_gone(session, page.primary_outcome()).await else {
         return false;
     };
     let status = match primary {
-        Outcome::Ok => submitted_status.unwrap_or(layout_status),
+        Outcome::Ok => status,
         Outcome::Failed(FailureClass::NotFound) => 404,
         Outcome::Failed(FailureClass::Timeout) => 504,
         Outcome::Failed(_) => 502,
         Outcome::Redirect(location) => {
-            extra.push(("location", location));
-            return respond_bytes(session, 302, Bytes::new(), &extra).await;
+            fields.push(("location", location));
+            return respond_bytes(session, 302, Bytes::new(), &fields).await;
         }
     };
     let Some(mut h) = ResponseHead::new(status) else {
@@ -394,12 +439,12 @@ pub async fn render(
     // NOTE: HTTP/1.0 has no chunked coding: the connection streams the page
     // close-delimited and closes after it.
     let ok = h.insert("content-type", "text/html; charset=utf-8")
-        && extra.iter().all(|(k, v)| h.append(k, v.as_str()));
+        && fields.iter().all(|(k, v)| h.append(k, v.as_str()));
     if !ok {
         return false;
     }
     session.write_head(h);
-    if method == http::Method::HEAD {
+    if head_only {
         return session.finish_body().await.is_ok();
     }
     let mut writer = SessionWriter(session);

@@ -125,7 +125,7 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
     let Some(opened) = opened else {
         return false;
     };
-    let mut ex = match opened {
+    let ex = match opened {
         Ok(Ok(ex)) => ex,
         Ok(Err(e)) => {
             tracing::warn!(origin = %origin.name, error = %e, "resource failed");
@@ -167,50 +167,16 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
         )
         .await;
     }
-    let Some(mut h) = ResponseHead::new(status) else {
-        return false;
+    let Some(mut h) = answer_head(&ex, &origin, &url) else {
+        ex.finish();
+        return respond_simple(
+            session,
+            400,
+            "Bad Request",
+            "This answer redirects nowhere this site can send you.",
+        )
+        .await;
     };
-    if let Some(src) = ex.headers() {
-        for name in PASSED {
-            for v in src.get_all(*name) {
-                let _ = h.append(name, v.clone());
-            }
-        }
-        for header in ["location", "ajax-location"] {
-            let Some(loc) = src.get(header).and_then(|v| v.to_str().ok()) else {
-                continue;
-            };
-            let ctx = UrlContext {
-                origin: &origin.name,
-                base: &origin.url,
-                fragment_url: &url,
-                kind: origin.kind,
-            };
-            let mapped = match classify(&ctx, loc) {
-                Target::Origin { location, hash } => {
-                    Some(format!("{}{hash}", resource_url(&origin.name, &location)))
-                        .filter(|to| stays_on_edge(to))
-                }
-                Target::Foreign => foreign_location(loc),
-            };
-            match mapped.and_then(|m| HeaderValue::from_str(&m).ok()) {
-                Some(v) => {
-                    let _ = h.insert(header, v);
-                }
-                None => {
-                    tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "redirect refused");
-                    ex.finish();
-                    return respond_simple(
-                        session,
-                        400,
-                        "Bad Request",
-                        "This answer redirects nowhere this site can send you.",
-                    )
-                    .await;
-                }
-            }
-        }
-    }
     let bodyless = method == http::Method::HEAD
         || status == 204
         || status == 304
@@ -221,10 +187,64 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
         ex.finish();
         return session.finish_body().await.is_ok();
     }
+    relay(session, ex, &origin).await
+}
+
+/// The head passed to the browser for an origin's answer: its status, the
+/// fields of [`PASSED`], and `Location`/`Ajax-Location` mapped back through
+/// rain-edge (or to the other site the origin names). `None` when a
+/// location would leave this host for nowhere valid.
+fn answer_head(
+    ex: &Exchange,
+    origin: &crate::config::Origin,
+    url: &url::Url,
+) -> Option<ResponseHead> {
+    let mut h = ResponseHead::new(ex.status())?;
+    let Some(src) = ex.headers() else {
+        return Some(h);
+    };
+    for name in PASSED {
+        for v in src.get_all(*name) {
+            let _ = h.append(name, v.clone());
+        }
+    }
+    for header in ["location", "ajax-location"] {
+        let Some(loc) = src.get(header).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let ctx = UrlContext {
+            origin: &origin.name,
+            base: &origin.url,
+            fragment_url: url,
+            kind: origin.kind,
+        };
+        let mapped = match classify(&ctx, loc) {
+            Target::Origin { location, hash } => {
+                Some(format!("{}{hash}", resource_url(&origin.name, &location)))
+                    .filter(|to| stays_on_edge(to))
+            }
+            Target::Foreign => foreign_location(loc),
+        };
+        let Some(v) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) else {
+            tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "redirect refused");
+            return None;
+        };
+        let _ = h.insert(header, v);
+    }
+    Some(h)
+}
+
+/// Streams the origin's body to the browser, each piece within the origin's
+/// timeout. A body broken off or stalled cuts the answer short (the browser
+/// sees it incomplete); a browser gone drops the origin connection.
+async fn relay(
+    session: &mut BrowserConn,
+    mut ex: Exchange,
+    origin: &crate::config::Origin,
+) -> bool {
     loop {
         let next = unless_gone(session, tokio::time::timeout(origin.timeout, ex.chunk())).await;
         let Some(next) = next else {
-            // The browser is gone: the origin connection is dropped, not pooled.
             return false;
         };
         match next {
@@ -235,8 +255,6 @@ pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, res
             }
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
-                // The head is gone already: all that is left is to cut the
-                // response short, so the browser sees it incomplete.
                 tracing::warn!(origin = %origin.name, error = %e, "resource body broken off");
                 return false;
             }

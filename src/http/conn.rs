@@ -52,6 +52,12 @@ pub enum HeadError {
     Bad(String),
 }
 
+/// A request body that could not be read: broken framing, or the
+/// connection failed (pingora's error, with its cause).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct BodyError(#[source] pub Box<pingora::Error>);
+
 /// A response head to write: status and fields. Framing fields
 /// (`Content-Length` aside) are the connection's business.
 pub struct ResponseHead {
@@ -180,18 +186,15 @@ impl BrowserConn {
     }
 
     /// The next piece of the request body, `None` at its end.
-    pub async fn read_body(&mut self) -> Result<Option<Bytes>, String> {
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>, BodyError> {
         if self.continue_pending {
             self.continue_pending = false;
             self.session
                 .write_continue_response()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(BodyError)?;
         }
-        self.session
-            .read_request_body()
-            .await
-            .map_err(|e| e.to_string())
+        self.session.read_request_body().await.map_err(BodyError)
     }
 
     /// Resolves when the browser closes its connection or resets its
@@ -487,7 +490,8 @@ pub fn check_head(raw: &[u8], limits: HeadLimits) -> Result<(), HeadError> {
             te_fields += 1;
             te_chunked &= h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            length = Some(content_length(h.value, length).map_err(HeadError::Bad)?);
+            length =
+                Some(content_length(h.value, length).map_err(|e| HeadError::Bad(e.to_string()))?);
         }
     }
     if te_fields > 0 && length.is_some() {

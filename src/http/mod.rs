@@ -9,8 +9,10 @@ mod encode;
 mod fields;
 mod front;
 
-pub use conn::{check_head, check_host, BrowserConn, HeadError, HeadLimits, Request, ResponseHead};
-pub use fields::content_length;
+pub use conn::{
+    check_head, check_host, BodyError, BrowserConn, HeadError, HeadLimits, Request, ResponseHead,
+};
+pub use fields::{content_length, LengthError};
 pub use front::{
     plain_listener, tls_listener, Front, Handler, HelloDeadline, Settings, TrackGuard, Tracker,
 };

@@ -104,7 +104,12 @@ impl Breaker {
 }
 
 /// A metric family of the breakers: name, help, type, and its value.
-type Family = (&'static str, &'static str, &'static str, fn(&Breaker) -> u64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Breaker) -> u64,
+);
 
 /// The breakers of every origin that had an exchange, by name.
 #[derive(Default)]

@@ -416,7 +416,7 @@ enum WireError {
     /// The connection failed or closed.
     Io(std::io::Error),
     /// The origin broke HTTP.
-    Protocol(String),
+    Protocol(h1::H1Error),
 }
 
 impl WireError {

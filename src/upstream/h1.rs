@@ -7,7 +7,57 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::http::content_length;
+use crate::http::{content_length, LengthError};
+
+/// Why an origin's HTTP/1.1 message (or a request to it) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum H1Error {
+    /// A method that is not a token.
+    #[error("invalid method `{0}`")]
+    Method(String),
+    /// A request target that is not an origin-form path of visible bytes.
+    #[error("invalid request target")]
+    Target,
+    /// A `Host` with bytes that do not belong there.
+    #[error("invalid host")]
+    Host,
+    /// A response head over the size allowed.
+    #[error("response head over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// More response fields than allowed.
+    #[error("more than {MAX_HEADERS} response header fields")]
+    TooManyFields,
+    /// A response head that does not parse.
+    #[error("malformed response head{}", .0.map(|e| format!(": {e}")).unwrap_or_default())]
+    MalformedHead(Option<httparse::Error>),
+    /// A `101 Switching Protocols` nobody asked for.
+    #[error("unexpected protocol switch")]
+    ProtocolSwitch,
+    /// A field name that is not a token.
+    #[error("invalid header name `{0}`")]
+    FieldName(String),
+    /// A field value with bytes that do not belong there.
+    #[error("invalid value of header `{0}`")]
+    FieldValue(String),
+    /// A bad or conflicting `Content-Length`.
+    #[error(transparent)]
+    Length(#[from] LengthError),
+    /// Chunk data not followed by CRLF.
+    #[error("chunk data not followed by CRLF")]
+    ChunkEnd,
+    /// The connection closed before the body's end.
+    #[error("body broken off")]
+    BrokenOff,
+    /// A chunk-size line or trailer section over its limit.
+    #[error("{0} too long")]
+    LineTooLong(&'static str),
+    /// A line ended by a bare LF.
+    #[error("{0} not ended by CRLF")]
+    BareLf(&'static str),
+    /// A chunk size that is not hex digits (at most 15).
+    #[error("invalid chunk size")]
+    ChunkSize,
+}
 
 /// Largest response head accepted from an origin.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -37,15 +87,15 @@ pub fn request_head(
     host: &str,
     headers: &[(HeaderName, HeaderValue)],
     body: RequestBody,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, H1Error> {
     if method.is_empty() || !method.bytes().all(is_tchar) {
-        return Err(format!("invalid method `{method}`"));
+        return Err(H1Error::Method(method.to_string()));
     }
     if !target.starts_with('/') || !target.bytes().all(|b| b > 0x20 && b < 0x7f) {
-        return Err("invalid request target".into());
+        return Err(H1Error::Target);
     }
     if !host.bytes().all(|b| b > 0x20 && b < 0x7f) {
-        return Err("invalid host".into());
+        return Err(H1Error::Host);
     }
     let fields: usize = headers
         .iter()
@@ -106,7 +156,7 @@ pub enum Head {
 
 /// The length of the response head at the front of `buf` (up to and
 /// including its empty line), once it is all there.
-pub fn head_len(buf: &[u8]) -> Result<Option<usize>, String> {
+pub fn head_len(buf: &[u8]) -> Result<Option<usize>, H1Error> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
     // The empty line: a line feed followed by CRLF or by a bare LF.
     for i in memchr::memchr_iter(b'\n', window) {
@@ -117,7 +167,7 @@ pub fn head_len(buf: &[u8]) -> Result<Option<usize>, String> {
         }
     }
     if buf.len() >= MAX_HEAD {
-        return Err(format!("response head over {MAX_HEAD} bytes"));
+        return Err(H1Error::HeadTooLarge);
     }
     Ok(None)
 }
@@ -125,20 +175,18 @@ pub fn head_len(buf: &[u8]) -> Result<Option<usize>, String> {
 /// Parses a whole response head (as found by [`head_len`]). Header values
 /// share `head`'s memory. `to_head` says the request was `HEAD` (the answer
 /// has no body whatever it declares).
-pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, String> {
+pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, H1Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
     match res.parse(head) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(_) => return Err("malformed response head".into()),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(format!("more than {MAX_HEADERS} response header fields"))
-        }
-        Err(e) => return Err(format!("malformed response head: {e}")),
+        Ok(_) => return Err(H1Error::MalformedHead(None)),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::TooManyFields),
+        Err(e) => return Err(H1Error::MalformedHead(Some(e))),
     }
     let status = res.code.unwrap_or(0);
     if status == 101 {
-        return Err("unexpected protocol switch".into());
+        return Err(H1Error::ProtocolSwitch);
     }
     if (100..200).contains(&status) {
         return Ok(Head::Interim);
@@ -147,9 +195,9 @@ pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, String> 
     let (mut close, mut te, mut cl) = (false, None::<(bool, usize)>, None::<u64>);
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| format!("invalid header name `{}`", h.name))?;
+            .map_err(|_| H1Error::FieldName(h.name.to_string()))?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-            .map_err(|_| format!("invalid value of header `{}`", h.name))?;
+            .map_err(|_| H1Error::FieldValue(h.name.to_string()))?;
         if name == http::header::CONNECTION {
             close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
         } else if name == http::header::TRANSFER_ENCODING {
@@ -250,7 +298,7 @@ pub enum Decoded {
 impl BodyDecoder {
     /// Takes what it can from the front of `buf`. `eof` says the connection
     /// was closed after the bytes in `buf`.
-    pub fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Decoded, String> {
+    pub fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Decoded, H1Error> {
         loop {
             match *self {
                 BodyDecoder::Done => return Ok(Decoded::End),
@@ -304,7 +352,7 @@ impl BodyDecoder {
                         return more(eof);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err("chunk data not followed by CRLF".into());
+                        return Err(H1Error::ChunkEnd);
                     }
                     buf.advance(2);
                     *self = BodyDecoder::Chunked(Chunk::Size, 0);
@@ -324,9 +372,9 @@ impl BodyDecoder {
     }
 }
 
-fn more(eof: bool) -> Result<Decoded, String> {
+fn more(eof: bool) -> Result<Decoded, H1Error> {
     if eof {
-        Err("body broken off".into())
+        Err(H1Error::BrokenOff)
     } else {
         Ok(Decoded::NeedMore)
     }
@@ -334,32 +382,36 @@ fn more(eof: bool) -> Result<Decoded, String> {
 
 /// Takes one CRLF-terminated line off the front of `buf` (without its CRLF),
 /// or `None` when it is not all there yet. A bare LF is an error.
-fn take_line(buf: &mut BytesMut, max: usize, what: &str) -> Result<Option<BytesMut>, String> {
+fn take_line(
+    buf: &mut BytesMut,
+    max: usize,
+    what: &'static str,
+) -> Result<Option<BytesMut>, H1Error> {
     match memchr::memchr(b'\n', buf) {
-        Some(i) if i > max => Err(format!("{what} too long")),
+        Some(i) if i > max => Err(H1Error::LineTooLong(what)),
         Some(i) => {
             if i == 0 || buf[i - 1] != b'\r' {
-                return Err(format!("{what} not ended by CRLF"));
+                return Err(H1Error::BareLf(what));
             }
             let mut line = buf.split_to(i + 1);
             line.truncate(i - 1);
             Ok(Some(line))
         }
-        None if buf.len() > max => Err(format!("{what} too long")),
+        None if buf.len() > max => Err(H1Error::LineTooLong(what)),
         None => Ok(None),
     }
 }
 
 /// The size of a chunk-size line: hex digits, then optional extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, String> {
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let rest = &line[digits..];
     let rest_ok = rest.is_empty() || matches!(rest.trim_ascii_start().first(), Some(b';'));
     if digits == 0 || digits > 15 || !rest_ok {
-        return Err("invalid chunk size".into());
+        return Err(H1Error::ChunkSize);
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
-    u64::from_str_radix(text, 16).map_err(|_| "invalid chunk size".into())
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::ChunkSize)?;
+    u64::from_str_radix(text, 16).map_err(|_| H1Error::ChunkSize)
 }
 
 #[cfg(test)]
@@ -367,8 +419,8 @@ mod tests {
     use super::*;
 
     /// Finds and parses the head at the front of `raw`.
-    fn parse(raw: &[u8], to_head: bool) -> Result<(Head, usize), String> {
-        let n = head_len(raw)?.ok_or("partial")?;
+    fn parse(raw: &[u8], to_head: bool) -> Result<(Head, usize), H1Error> {
+        let n = head_len(raw)?.ok_or(H1Error::MalformedHead(None))?;
         Ok((
             parse_response_head(&Bytes::copy_from_slice(&raw[..n]), to_head)?,
             n,
@@ -391,7 +443,7 @@ mod tests {
         wire: &[u8],
         step: usize,
         eof: bool,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, H1Error> {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         let mut pieces = wire.chunks(step.max(1)).peekable();
@@ -401,7 +453,7 @@ mod tests {
                 Decoded::End => return Ok(out),
                 Decoded::NeedMore => match pieces.next() {
                     Some(p) => buf.extend_from_slice(p),
-                    None => return Err("incomplete".into()),
+                    None => return Err(H1Error::BrokenOff),
                 },
             }
         }
@@ -544,7 +596,7 @@ mod tests {
             64,
             false,
         );
-        assert!(r.unwrap_err().contains("too long"));
+        assert!(matches!(r, Err(H1Error::LineTooLong(_))), "{r:?}");
     }
 
     #[test]
