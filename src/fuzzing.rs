@@ -1,6 +1,6 @@
 //! The invariants the fuzz targets (`fuzz/`) check on arbitrary input, in
 //! one place so that the kept corpora replay through the same checks in
-//! `cargo test` (`tests/fuzz_corpus.rs`). Each function panics when an
+//! `cargo test` (`tests/fuzz_regressions.rs`). Each function panics when an
 //! invariant breaks; nothing here runs while serving.
 
 use std::sync::Arc;

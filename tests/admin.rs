@@ -1,4 +1,4 @@
-//! The admin API (CONTRACT §9): only on `admin_listen`, bearer-token
+//! The admin API (README.md, admin API): only on `admin_listen`, bearer-token
 //! protected, origins registered and removed at run time, reloads that keep
 //! the old config on errors (under load), and metrics that move as pages are
 //! served.

@@ -1,4 +1,4 @@
-//! Every failure class gets its placeholder, in the contract's fallback
+//! Every failure class gets its placeholder, in the documented fallback
 //! order, and never breaks the rest of the page; `primary` sets the status.
 
 use crate::support::*;

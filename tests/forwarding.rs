@@ -1,4 +1,4 @@
-//! What origins receive (CONTRACT §6).
+//! What origins receive (docs/configuration.md, what origins receive).
 
 use crate::support::*;
 

@@ -1,4 +1,4 @@
-//! Hidden origin sessions (CONTRACT §7): one rain_sid for the browser, one
+//! Hidden origin sessions (docs/configuration.md, sessions): one rain_sid for the browser, one
 //! jar per origin and user inside it, never leaked.
 
 use std::sync::atomic::Ordering;

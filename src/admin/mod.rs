@@ -1,4 +1,4 @@
-//! The admin API (CONTRACT §9) on `admin_listen` only, never on the public
+//! The admin API (README.md, admin API) on `admin_listen` only, never on the public
 //! listeners: health, origins with their health and statistics, runtime
 //! registration of origins, routes, reload, and `/metrics`. JSON answers;
 //! with `admin_token` set, every call needs `Authorization: Bearer TOKEN`.

@@ -818,7 +818,7 @@ async fn failed(
     }
 }
 
-/// The fallback of a failed fragment, in the contract's order: `fallback-src`
+/// The fallback of a failed fragment, in the order of docs/configuration.md: `fallback-src`
 /// (fetched when `level` allows), the `fallback` file, the inline children,
 /// the origin's placeholder, the platform's, the built-in one.
 async fn fallback_nodes(

@@ -1,4 +1,4 @@
-//! The `<fragment>` element's attributes (CONTRACT §4), validated, and the
+//! The `<fragment>` element's attributes (docs/configuration.md, the fragment element), validated, and the
 //! resolution of `origin` + `src` to a URL under a configured origin.
 
 use std::sync::Arc;

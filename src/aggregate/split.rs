@@ -116,7 +116,7 @@ impl Splitter {
     }
 
     /// A splitter for a fragment body that also rewrites it for the page
-    /// (links, resources; CONTRACT §8).
+    /// (links, resources; docs/configuration.md, rewriting).
     pub fn for_fragment(rewrite: Arc<FragmentRewrite>, max_memory: usize) -> Self {
         let shape = BodyShape {
             shell: true,

@@ -1,7 +1,7 @@
 //! Configuration: strict parsing of the TOML file, then validation of every
 //! key with all errors reported at once (file + key + what to do). The result
 //! is plain data that every other module may read; this module depends on no
-//! other part of rain-edge except URL containment from `rewrite`.
+//! other part of rain-edge (it is the bottom layer: docs/ARCHITECTURE.md).
 
 mod load;
 mod model;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-/// Why a fragment could not be shown; picks the placeholder (CONTRACT §3).
+/// Why a fragment could not be shown; picks the placeholder (docs/configuration.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureClass {
     /// The fragment did not arrive before its deadline.
@@ -55,7 +55,7 @@ impl FailureClass {
     }
 }
 
-/// Framework family of an origin; selects its quirks (CONTRACT §8).
+/// Framework family of an origin; selects its quirks (docs/configuration.md, rewriting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OriginKind {
     /// Any HTTP application.
@@ -95,7 +95,7 @@ impl OriginKind {
     }
 }
 
-/// How an origin's class names are kept apart from the others' (CONTRACT §8).
+/// How an origin's class names are kept apart from the others' (docs/configuration.md, rewriting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CssScope {
     /// Classes become `{class_prefix}-{name}` in markup and CSS.
@@ -132,7 +132,7 @@ pub struct Origin {
     pub authority: String,
     /// Framework quirks.
     pub kind: OriginKind,
-    /// One origin session per user before parallel fetches (CONTRACT §7).
+    /// One origin session per user before parallel fetches (docs/configuration.md, sessions).
     pub session_bootstrap: bool,
     /// Deadline of each fragment of this origin.
     pub timeout: Duration,

@@ -1,6 +1,6 @@
 //! `/_rain/f/{origin}/{path}?...&rain.f={id}&rain.page={page}`: a form of a
 //! fragment, submitted through rain-edge to its origin with the user's
-//! hidden session (CONTRACT §8). The POST reaches the origin exactly once
+//! hidden session (docs/configuration.md, rewriting). The POST reaches the origin exactly once
 //! (never retried, its redirects never followed with the body). A redirect
 //! inside the origin sends the browser back to the page with the fragment at
 //! the redirect target (303, Post/Redirect/Get); an HTML answer (2xx, or a 4xx

@@ -1,4 +1,4 @@
-//! Rewriting an origin's CSS for `css_scope = "rename"` (CONTRACT §8): every
+//! Rewriting an origin's CSS for `css_scope = "rename"` (docs/configuration.md, rewriting): every
 //! class in a selector becomes `{prefix}-{name}` (also inside `:not()`,
 //! `:is()`, `:where()`, `:has()`), ids, keyframes and custom properties stay;
 //! every `url()` is mapped (to `/_rain/r/` for the origin's own resources).

@@ -1,4 +1,4 @@
-//! Embedding a whole document as a fragment (CONTRACT §4): an origin answer
+//! Embedding a whole document as a fragment (docs/configuration.md, the fragment element): an origin answer
 //! with a doctype, `<html>`, `<head>` or `<body>` keeps only its body's
 //! content, plus the stylesheets (`<link rel=stylesheet>`, `<style>`) of its head.
 //! The handlers are meant to be added to a rewriter that also does other work,

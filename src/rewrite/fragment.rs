@@ -1,4 +1,4 @@
-//! The HTML rewriting of one fragment body (CONTRACT §8), as lol_html
+//! The HTML rewriting of one fragment body (docs/configuration.md, rewriting), as lol_html
 //! handlers that join the splitter's single pass: links to the fragment's
 //! origin navigate within the page (`rain.{id}`), the origin's resources are
 //! served under `/_rain/r/`, framework session ids are dropped from URLs.

@@ -1,4 +1,4 @@
-//! Where a URL inside a fragment goes once rewritten (CONTRACT §8):
+//! Where a URL inside a fragment goes once rewritten (docs/configuration.md, rewriting):
 //! - a link to the fragment's own origin becomes the page's URL with the
 //!   fragment's navigation state `rain.{id}` set to that location (so reload,
 //!   bookmarks and back work; other fragments keep theirs);

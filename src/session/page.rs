@@ -1,7 +1,7 @@
 //! One page request's view of the user's session: the origin jars it has
 //! loaded, the cookie changes it records (to the store first, then to its
 //! own view), and the bootstrap gates that make a first visit create one
-//! origin session rather than one per fragment (CONTRACT §7).
+//! origin session rather than one per fragment (docs/configuration.md, sessions).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! status, fragment outcomes and latency per origin, requests and fragment
 //! fetches in flight, sessions and session store errors. Lock-free counters
 //! on the hot path; rendered as Prometheus text on the admin listener
-//! (CONTRACT §9), and read by `GET /origins` for health and percentiles.
+//! (README.md, admin API), and read by `GET /origins` for health and percentiles.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

@@ -1,4 +1,4 @@
-//! What an origin receives (CONTRACT §6): the fixed set of browser headers,
+//! What an origin receives (docs/configuration.md, what origins receive): the fixed set of browser headers,
 //! the origin's `forward_headers` and `forward_cookies`, the forwarding
 //! headers (`X-Forwarded-*`, with the client's value kept only from a trusted
 //! proxy) and the context headers. Never the browser's session cookie, its

@@ -1,5 +1,5 @@
 //! The last good answers of `public` fragments, for `stale_if_error`
-//! (CONTRACT §10): kept by URL, bounded in bytes, served when a later fetch
+//! (docs/SECURITY.md): kept by URL, bounded in bytes, served when a later fetch
 //! of the same URL fails as a timeout, `unavailable` or `error` (an open
 //! circuit included), while they are young enough.
 
