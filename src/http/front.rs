@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::http::ResponseHeader;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::protocols::ALPN;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -164,12 +165,6 @@ impl pingora::listeners::PreTlsProcess for HelloDeadline {
     }
 }
 
-/// What a connection carries from one request to the next (pingora's
-/// per-connection user context): the bytes of a pipelined next request.
-struct Kept {
-    prefix: Option<BytesMut>,
-}
-
 /// The pingora application of one listening service: the checks of this
 /// module, then `H`.
 pub struct Front<H: Handler> {
@@ -196,18 +191,50 @@ impl<H: Handler> Front<H> {
 }
 
 #[async_trait::async_trait]
-impl<H: Handler> HttpServerApp for Front<H> {
+impl<H: Handler> ServerApp for Front<H> {
+    /// A connection pingora accepted (TLS done): HTTP/2 by ALPN goes to
+    /// pingora's own HTTP/2 serving (through [`H2Door`]); HTTP/1.x is served
+    /// here, a request at a time, with a waiting state of a few hundred
+    /// bytes (pingora's HTTP/1 loop keeps kilobytes per connection).
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let door = Arc::new(H2Door(self.clone()));
+            return door.process_new(stream, shutdown).await;
+        }
+        let node = self.node.clone();
+        self.serve_connection(stream, shutdown)
+            .instrument(node)
+            .await;
+        None
+    }
+}
+
+/// pingora's HTTP/2 serving (handshake, streams, idle timeout, GOAWAY on
+/// shutdown) for one connection, each stream to [`Front::serve_h2`].
+struct H2Door<H: Handler>(Arc<Front<H>>);
+
+#[async_trait::async_trait]
+impl<H: Handler> HttpServerApp for H2Door<H> {
     async fn process_new_http(
         self: &Arc<Self>,
         session: ServerSession,
-        shutdown: &ShutdownWatch,
+        _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let node = self.node.clone();
-        self.next_request(session, shutdown).instrument(node).await
+        let front = &self.0;
+        let settings = front.handler.settings();
+        front
+            .serve_h2(session, settings)
+            .instrument(front.node.clone())
+            .await;
+        None
     }
 
     fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
-        let limits = self.handler.settings().limits;
+        let limits = self.0.handler.settings().limits;
         let mut options = pingora::protocols::http::v2::server::H2Options::new();
         options
             .max_concurrent_streams(H2_MAX_STREAMS)
@@ -216,7 +243,7 @@ impl<H: Handler> HttpServerApp for Front<H> {
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.options)
+        Some(&self.0.options)
     }
 }
 
@@ -229,68 +256,92 @@ enum Unread {
 }
 
 impl<H: Handler> Front<H> {
-    /// Reads the next request of a connection (or takes an HTTP/2 stream),
-    /// checks it, serves it, and gives the connection back to pingora when
-    /// it can carry another.
-    async fn next_request(
-        self: &Arc<Self>,
-        mut session: ServerSession,
+    /// An HTTP/1.x connection: each request's first byte awaited here (the
+    /// first one by `header_timeout` after the accept, the next ones within
+    /// `idle_timeout`, or until shutdown), its head then read by pingora
+    /// within `header_timeout` of that byte, checked and served.
+    async fn serve_connection(
+        &self,
+        mut stream: pingora::protocols::Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    ) {
         let accepted = Instant::now();
-        let settings = self.handler.settings();
-        let Settings {
-            limits,
-            header_timeout,
-            idle_timeout,
-            ..
-        } = settings;
-        if session.is_http2() {
-            let _guard = self.tracker.enter();
-            let Some(req) = self.h2_request(&session, limits) else {
-                refuse_h2(session, 431).await;
-                return None;
+        let mut prefix: Option<BytesMut> = None;
+        let mut first = true;
+        loop {
+            let settings = self.handler.settings();
+            if prefix.is_none() {
+                let wait = if first {
+                    (accepted + settings.header_timeout).saturating_duration_since(Instant::now())
+                } else {
+                    settings.idle_timeout
+                };
+                // Room for a whole head in one read (pingora's own first
+                // buffer is 4 KiB; most browser heads are smaller): one
+                // system call reads what the browser sent.
+                let mut head = BytesMut::with_capacity(1024);
+                let mut shutdown = shutdown.clone();
+                let read = tokio::select! {
+                    r = tokio::time::timeout(wait, stream.read_buf(&mut head)) => r,
+                    _ = shutdown.wait_for(|s| *s), if !first => return,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => prefix = Some(head),
+                    // A first request that never came gets its 408.
+                    Err(_) if first => return refuse_raw(stream, 408).await,
+                    _ => return,
+                }
+            }
+            let deadline = if first {
+                accepted + settings.header_timeout
+            } else {
+                Instant::now() + settings.header_timeout
             };
-            if check_host(&req).is_err() {
-                refuse_h2(session, 400).await;
-                return None;
+            first = false;
+            // Boxed: only a request being served carries the reading,
+            // checking and answering states.
+            let served =
+                Box::pin(self.serve_h1(stream, prefix.take(), deadline, settings, shutdown));
+            match served.await {
+                Some((next, rest)) => {
+                    stream = next;
+                    prefix = rest.filter(|r| !r.is_empty());
+                }
+                None => return,
             }
-            let mut conn = self.conn(session, req, settings);
-            if !self.handler.serve(&mut conn).await {
-                conn.close().await;
-                return None;
-            }
-            let _ = conn.finish().await;
-            return None;
         }
-        let kept = session
-            .take_connection_user_context()
-            .and_then(|c| c.downcast::<Kept>().ok());
-        let ServerSession::H1(h1) = session else {
-            return None;
+    }
+
+    /// One HTTP/2 stream: checked, then served.
+    async fn serve_h2(&self, session: ServerSession, settings: Settings) {
+        let _guard = self.tracker.enter();
+        let Some(req) = self.h2_request(&session, settings.limits) else {
+            refuse_h2(session, 431).await;
+            return;
         };
-        let mut stream = h1.into_inner();
-        let mut prefix = kept.as_ref().and_then(|k| k.prefix.clone());
-        let deadline = if kept.is_some() && prefix.is_none() {
-            // A kept-alive connection idles until the next request's first
-            // byte (closed at idle_timeout or on shutdown); its head then
-            // has header_timeout.
-            let mut first = [0u8; 1];
-            let mut shutdown = shutdown.clone();
-            let read = tokio::select! {
-                r = tokio::time::timeout(idle_timeout, stream.read(&mut first)) => r,
-                _ = shutdown.wait_for(|s| *s) => return None,
-            };
-            match read {
-                Ok(Ok(1)) => prefix = Some(BytesMut::from(&first[..])),
-                _ => return None,
-            }
-            Instant::now() + header_timeout
-        } else if kept.is_some() {
-            Instant::now() + header_timeout
-        } else {
-            accepted + header_timeout
-        };
+        if check_host(&req).is_err() {
+            refuse_h2(session, 400).await;
+            return;
+        }
+        let mut conn = self.conn(session, req, settings);
+        if !self.handler.serve(&mut conn).await {
+            conn.close().await;
+            return;
+        }
+        let _ = conn.finish().await;
+    }
+
+    /// One HTTP/1.x request: its head read by `deadline` (from `prefix`, the
+    /// bytes already read, and `stream`), checked, then served.
+    async fn serve_h1(
+        &self,
+        stream: pingora::protocols::Stream,
+        prefix: Option<BytesMut>,
+        deadline: Instant,
+        settings: Settings,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(pingora::protocols::Stream, Option<BytesMut>)> {
+        let limits = settings.limits;
         let _guard = self.tracker.enter();
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(None);
@@ -299,7 +350,10 @@ impl<H: Handler> Front<H> {
         if let Some(p) = prefix {
             session.set_pipelined_prefix(p);
         }
-        let read = tokio::time::timeout_at(deadline.into(), session.read_request()).await;
+        // Boxed: pingora's head-reading future holds its 256 header slots
+        // (8 KiB); inline, they would stay in this request's state while
+        // its page waits on fragments.
+        let read = tokio::time::timeout_at(deadline.into(), Box::pin(session.read_request())).await;
         let unread = match read {
             Ok(Ok(true)) => None,
             Ok(Ok(false)) => Some(Unread::Gone),
@@ -308,7 +362,7 @@ impl<H: Handler> Front<H> {
         };
         if let Some(unread) = unread {
             if let Unread::Refuse(status) = unread {
-                refuse_h1(session, status).await;
+                Box::pin(refuse_h1(session, status)).await;
             }
             return None;
         }
@@ -322,13 +376,13 @@ impl<H: Handler> Front<H> {
                 HeadError::TooLarge => 431,
                 HeadError::Bad(_) => 400,
             };
-            refuse_h1(session, status).await;
+            Box::pin(refuse_h1(session, status)).await;
             return None;
         }
         let req = request_of(&session);
         if let Err(e) = check_host(&req) {
             tracing::debug!(error = %e, "request refused");
-            refuse_h1(session, 400).await;
+            Box::pin(refuse_h1(session, 400)).await;
             return None;
         }
         let mut conn = self.conn(session, req, settings);
@@ -336,16 +390,14 @@ impl<H: Handler> Front<H> {
             conn.close_after();
         }
         if !self.handler.serve(&mut conn).await {
-            conn.close().await;
+            Box::pin(conn.close()).await;
             return None;
         }
         if *shutdown.borrow() {
             conn.close_after();
         }
-        let mut settings = HttpPersistentSettings::for_session(conn.session());
-        let (stream, prefix) = conn.finish().await?.into_parts();
-        settings.set_user_context(Box::new(Kept { prefix }));
-        Some(ReusedHttpStream::new(stream, Some(settings)))
+        // Boxed, as the head's reading: the end of an answer is short-lived.
+        Box::pin(conn.finish()).await.map(|r| r.into_parts())
     }
 
     /// An HTTP/2 request as our [`Request`]; `None` when it has more
@@ -441,7 +493,11 @@ async fn refuse_h1(session: ServerSession, status: u16) {
     let ServerSession::H1(h1) = session else {
         return;
     };
-    let mut stream = h1.into_inner();
+    refuse_raw(h1.into_inner(), status).await;
+}
+
+/// Writes a refusal (see [`refuse_h1`]) on the raw connection, then closes it.
+async fn refuse_raw(mut stream: pingora::protocols::Stream, status: u16) {
     let (reason, body) = html_page(status);
     let answer = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/html; charset=utf-8\r\n\

@@ -45,9 +45,18 @@ struct OriginConn {
     peer: Option<HttpPeer>,
     connector: Arc<TransportConnector>,
     limit: Arc<Semaphore>,
+    /// Connections being made right now (see [`MAX_CONNECTING`]).
+    connecting: Arc<Semaphore>,
     max: usize,
     idle: Arc<Mutex<VecDeque<(Stream, Instant)>>>,
 }
+
+/// Most connections to one origin being made at the same time. A burst of
+/// fragments to a cold origin would otherwise open thousands at once: past
+/// the origin's accept backlog they wait for SYN retransmits (a second or
+/// more), and each pending connect holds pingora's connect state (~1.8 KB).
+/// The rest wait their turn, or take a connection that came back.
+const MAX_CONNECTING: usize = 512;
 
 impl OriginConn {
     /// The most recently used idle connection that is still open.
@@ -195,6 +204,9 @@ impl OriginClient {
                     limit: same
                         .map(|c| c.limit.clone())
                         .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections))),
+                    connecting: same
+                        .map(|c| c.connecting.clone())
+                        .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_CONNECTING))),
                     max: o.max_connections,
                     idle: same.map(|c| c.idle.clone()).unwrap_or_default(),
                 }),
@@ -390,6 +402,13 @@ fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, F
 /// A pooled connection when one is idle, else a new one (bounded by the
 /// origin's timeout). The flag says it was pooled.
 async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchFailure> {
+    if let Some(io) = origin.take_idle() {
+        return Ok((Conn::new(io), true));
+    }
+    let Ok(_connecting) = origin.connecting.acquire().await else {
+        return Err(FetchFailure::Unavailable("origin client closed".into()));
+    };
+    // One that came back while this waited its turn to connect.
     if let Some(io) = origin.take_idle() {
         return Ok((Conn::new(io), true));
     }
@@ -644,6 +663,7 @@ mod tests {
             addr: Ok(listener.local_addr().unwrap()),
             peer: None,
             connector: Arc::new(TransportConnector::new(None)),
+            connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
             limit: Arc::new(Semaphore::new(4)),
             max: 4,
             idle: Default::default(),
