@@ -1,7 +1,9 @@
-//! What pingora hands each browser request to: the checks around its
+//! What pingora hands each browser connection to: the checks around its
 //! sessions that pingora does not make (docs/ARCHITECTURE.md), then a
-//! [`Handler`]. pingora's `Server` owns the listeners, TLS, HTTP/2, the
-//! HTTP/1.1 codec and keep-alive; [`Front`] adds, per request:
+//! [`Handler`]. pingora's `Server` owns the listeners, TLS, HTTP/2 and the
+//! HTTP/1.1 codec; [`Front`] runs an HTTP/1.x connection's requests one
+//! after another on pingora sessions (a lean keep-alive loop: pingora's
+//! costs kilobytes per connection), and adds, per request:
 //!
 //! - the whole-head deadline (`header_timeout`, from the accept for a
 //!   connection's first request, from the first byte for the next ones),
