@@ -3,12 +3,12 @@
 //! HTTP/2 frames, trickled bodies, readers that never read, a gone client.
 //! docs/SECURITY.md lists each rule and the test that attacks it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::tls::{h2_client, tls_edge_on, tls_edge_with};
 use crate::support::*;
@@ -16,51 +16,32 @@ use crate::support::*;
 /// An origin that reads each request head and never answers; it records
 /// when rain-edge closed each connection.
 struct Silent {
-    addr: std::net::SocketAddr,
-    accepted: Arc<AtomicUsize>,
+    server: RawServer,
     closed_at: Arc<Mutex<Vec<Instant>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Silent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Silent {
     async fn start() -> Silent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
         let closed_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let (a, c) = (accepted.clone(), closed_at.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
+        let c = closed_at.clone();
+        let server = RawServer::start(move |mut sock| {
+            let c = c.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
                     }
-                    c.lock().expect("closed").push(Instant::now());
-                });
+                }
+                c.lock().expect("closed").push(Instant::now());
             }
-        });
-        Silent {
-            addr,
-            accepted,
-            closed_at,
-            task,
-        }
+        })
+        .await;
+        Silent { server, closed_at }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/", self.server.addr)
     }
 
     /// Waits up to `within` for rain-edge to close a connection; when it did.
@@ -120,11 +101,7 @@ async fn a_browser_that_hangs_up_cancels_its_fragment_fetches_at_once() {
         "{:?}",
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(
-        s.accepted.load(Ordering::SeqCst),
-        1,
-        "the fragment was asked"
-    );
+    assert_eq!(s.server.accepted(), 1, "the fragment was asked");
     let hung_up = Instant::now();
     drop(tcp);
     // The fragment would wait 8 s; the browser's going cuts it now.
@@ -161,11 +138,7 @@ async fn an_http2_stream_reset_cancels_its_fragment_fetches_at_once() {
         .expect("first bytes in time");
     let first = first.expect("a first chunk").expect("data");
     assert!(find(&first, b"BEFORE").is_some());
-    assert_eq!(
-        s.accepted.load(Ordering::SeqCst),
-        1,
-        "the fragment was asked"
-    );
+    assert_eq!(s.server.accepted(), 1, "the fragment was asked");
     let reset_at = Instant::now();
     stream.send_reset(h2::Reason::CANCEL);
     drop(body);
@@ -181,76 +154,62 @@ async fn an_http2_stream_reset_cancels_its_fragment_fetches_at_once() {
 /// An origin for form posts that counts connections and answers each whole
 /// request (read by its `Content-Length`) with a small page.
 struct FormOrigin {
-    addr: std::net::SocketAddr,
-    conns: Arc<AtomicUsize>,
+    server: RawServer,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FormOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl FormOrigin {
     async fn start() -> FormOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
         let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let (c, b) = (conns.clone(), bodies.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
-                let b = b.clone();
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let Some(end) = find(&got, b"\r\n\r\n") else {
-                            match sock.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => got.extend_from_slice(&buf[..n]),
-                            }
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        while got.len() < end + 4 + len {
-                            match sock.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => got.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let body = got[end + 4..end + 4 + len].to_vec();
-                        got.drain(..end + 4 + len);
-                        let answer = if head.starts_with("post") {
-                            b.lock().expect("bodies").push(body);
-                            "<p>POSTED</p>"
-                        } else {
-                            "<form method=\"post\" action=\"submit\"><input name=\"a\"></form>"
-                        };
-                        let reply = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        );
-                        if sock.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+        let b = bodies.clone();
+        let server = RawServer::start(move |sock| answer_forms(sock, b.clone())).await;
+        FormOrigin { server, bodies }
+    }
+
+    fn conns(&self) -> usize {
+        self.server.accepted()
+    }
+}
+
+/// Answers each request on `sock`: a POST's body is kept in `bodies` and
+/// answered with a page, anything else gets the form.
+async fn answer_forms(mut sock: TcpStream, bodies: Arc<Mutex<Vec<Vec<u8>>>>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let Some(end) = find(&got, b"\r\n\r\n") else {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
             }
-        });
-        FormOrigin {
-            addr,
-            conns,
-            bodies,
-            task,
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while got.len() < end + 4 + len {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = got[end + 4..end + 4 + len].to_vec();
+        got.drain(..end + 4 + len);
+        let answer = if head.starts_with("post") {
+            bodies.lock().expect("bodies").push(body);
+            "<p>POSTED</p>"
+        } else {
+            "<form method=\"post\" action=\"submit\"><input name=\"a\"></form>"
+        };
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if sock.write_all(reply.as_bytes()).await.is_err() {
+            return;
         }
     }
 }
@@ -259,7 +218,11 @@ impl FormOrigin {
 async fn form_edge(o: &FormOrigin, server: &str) -> (Edge, String) {
     let edge = Edge::start(
         &config(
-            &[("o", format!("http://{}/u/", o.addr), "timeout = \"3s\"")],
+            &[(
+                "o",
+                format!("http://{}/u/", o.server.addr),
+                "timeout = \"3s\"",
+            )],
             HOME,
             server,
         ),
@@ -279,7 +242,7 @@ async fn form_edge(o: &FormOrigin, server: &str) -> (Edge, String) {
 async fn a_trickled_form_body_holds_no_origin_connection_and_gets_408() {
     let o = FormOrigin::start().await;
     let (edge, action) = form_edge(&o, "body_timeout = \"1s\"").await;
-    let before = o.conns.load(Ordering::SeqCst);
+    let before = o.conns();
     let mut tcp = TcpStream::connect(edge.addr).await.expect("connect");
     let head = format!(
         "POST {action} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\n"
@@ -294,7 +257,7 @@ async fn a_trickled_form_body_holds_no_origin_connection_and_gets_408() {
                 break;
             }
             assert_eq!(
-                o.conns.load(Ordering::SeqCst),
+                o.conns(),
                 before,
                 "an origin connection was taken before the body was whole"
             );
@@ -307,7 +270,7 @@ async fn a_trickled_form_body_holds_no_origin_connection_and_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     let took = start.elapsed();
     assert!(took < Duration::from_secs(4), "{took:?}");
-    assert_eq!(o.conns.load(Ordering::SeqCst), before);
+    assert_eq!(o.conns(), before);
     assert!(o.bodies.lock().expect("bodies").is_empty());
 
     // A whole body goes to the origin once, complete.
