@@ -44,9 +44,29 @@ impl Silent {
         format!("http://{}/", self.server.addr)
     }
 
-    /// Waits up to `within` for rain-edge to close a connection; when it did.
-    async fn closed_within(&self, within: Duration) -> Option<Instant> {
-        let until = Instant::now() + within;
+    /// Asserts that rain-edge closed a connection within `bound` of `since`
+    /// (waiting up to 5 s for it): `what` cut the fetch.
+    async fn closed_soon_after(&self, since: Instant, bound: Duration, what: &str) {
+        let closed = self.closed_within().await;
+        let closed =
+            closed.unwrap_or_else(|| panic!("{what}: the origin connection was never closed"));
+        let after = closed.saturating_duration_since(since);
+        assert!(after < bound, "{what}: closed {after:?} after it");
+    }
+
+    /// Waits (2 s at most) until the fragment was asked for: the page's
+    /// first bytes may come before its fetch has connected.
+    async fn asked(&self) {
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.server.accepted() == 0 && Instant::now() < until {
+            tokio::time::sleep(ms(10)).await;
+        }
+        assert_eq!(self.server.accepted(), 1, "the fragment was asked");
+    }
+
+    /// Waits up to 5 s for rain-edge to close a connection; when it did.
+    async fn closed_within(&self) -> Option<Instant> {
+        let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if let Some(t) = self.closed_at.lock().expect("closed").first() {
                 return Some(*t);
@@ -101,17 +121,12 @@ async fn a_browser_that_hangs_up_cancels_its_fragment_fetches_at_once() {
         "{:?}",
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(s.server.accepted(), 1, "the fragment was asked");
+    s.asked().await;
     let hung_up = Instant::now();
     drop(tcp);
     // The fragment would wait 8 s; the browser's going cuts it now.
-    let closed = s.closed_within(Duration::from_secs(5)).await;
-    let closed = closed.expect("the origin connection of a gone page was never closed");
-    let after = closed.saturating_duration_since(hung_up);
-    assert!(
-        after < Duration::from_secs(2),
-        "closed {after:?} after the hang-up"
-    );
+    s.closed_soon_after(hung_up, Duration::from_secs(2), "the hang-up")
+        .await;
 }
 
 #[tokio::test]
@@ -138,17 +153,12 @@ async fn an_http2_stream_reset_cancels_its_fragment_fetches_at_once() {
         .expect("first bytes in time");
     let first = first.expect("a first chunk").expect("data");
     assert!(find(&first, b"BEFORE").is_some());
-    assert_eq!(s.server.accepted(), 1, "the fragment was asked");
+    s.asked().await;
     let reset_at = Instant::now();
     stream.send_reset(h2::Reason::CANCEL);
     drop(body);
-    let closed = s.closed_within(Duration::from_secs(5)).await;
-    let closed = closed.expect("the origin connection of a reset stream was never closed");
-    let after = closed.saturating_duration_since(reset_at);
-    assert!(
-        after < Duration::from_secs(2),
-        "closed {after:?} after RST_STREAM"
-    );
+    s.closed_soon_after(reset_at, Duration::from_secs(2), "RST_STREAM")
+        .await;
 }
 
 /// An origin for form posts that counts connections and answers each whole
@@ -354,10 +364,8 @@ async fn a_reader_that_never_reads_is_cut_at_send_timeout() {
     let start = Instant::now();
     // Never read: rain-edge must give up on this browser, and cancel the
     // page's fetch, within send_timeout of its last write that moved.
-    let closed = s.closed_within(Duration::from_secs(6)).await;
-    let closed = closed.expect("the fetch of an abandoned page was never cancelled");
-    let after = closed.saturating_duration_since(start);
-    assert!(after < Duration::from_secs(5), "cancelled after {after:?}");
+    s.closed_soon_after(start, Duration::from_secs(5), "a browser that never reads")
+        .await;
     // What the browser can still read ends short of the page.
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
@@ -409,10 +417,8 @@ async fn a_zero_window_http2_stream_is_reset_at_send_timeout() {
         !matches!(ended, Some(Ok(ref b)) if !b.is_empty()),
         "data came through a zero window"
     );
-    let closed = s.closed_within(Duration::from_secs(5)).await;
-    let closed = closed.expect("the fetch of an abandoned stream was never cancelled");
-    let after = closed.saturating_duration_since(start);
-    assert!(after < Duration::from_secs(5), "cancelled after {after:?}");
+    s.closed_soon_after(start, Duration::from_secs(5), "a zero-window stream")
+        .await;
 }
 
 #[tokio::test]
