@@ -138,6 +138,9 @@ fn main() -> ExitCode {
     if args.check {
         return match edge::load_snapshot(&config) {
             Ok(snap) => {
+                for w in snap.cfg.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} origins, {} routes)",
                     config.display(),

@@ -68,6 +68,9 @@ pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
     // this span again in `Front`).
     let node = tracing::info_span!("rain_edge", node = %cfg.server.node_id);
     let _in_node = node.enter();
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     if !options.upgrade {
         // pingora exits without naming the address when a bind fails: try
         // each first, for a message that does.

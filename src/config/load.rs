@@ -12,8 +12,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::model::{
-    Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, Route, RouteTarget,
-    ServerConfig, SessionConfig,
+    Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, OriginTls, Route,
+    RouteTarget, ServerConfig, SessionConfig,
 };
 use super::units::{parse_duration, parse_size};
 
@@ -737,8 +737,15 @@ fn read_origin(
     let ph_table = t.table(errs, "placeholders");
     let placeholders =
         read_placeholders(errs, &format!("{path}.placeholders"), ph_table, templates);
+    let tls_keys = TlsKeys {
+        verify: t.bool(errs, "tls_verify", true),
+        ca: t.string(errs, "tls_ca"),
+        cert: t.string(errs, "tls_client_cert"),
+        key: t.string(errs, "tls_client_key"),
+    };
     t.finish(errs);
     let url = url?;
+    let tls = read_origin_tls(errs, &path, &url, &tls_keys);
     if errs.list.len() > before {
         return None;
     }
@@ -767,6 +774,126 @@ fn read_origin(
         css_scope,
         class_prefix,
         placeholders,
+        tls,
+    })
+}
+
+/// The `tls_*` keys of an origin table, as written.
+struct TlsKeys<'t> {
+    verify: bool,
+    ca: Option<&'t str>,
+    cert: Option<&'t str>,
+    key: Option<&'t str>,
+}
+
+/// The TLS settings of an https origin, its files read and checked now (a
+/// certificate or key that does not parse is a config error, never a
+/// failure at the first fetch); an http origin with `tls_*` keys is an
+/// error.
+fn read_origin_tls(
+    errs: &mut Errors,
+    path: &str,
+    url: &Url,
+    keys: &TlsKeys<'_>,
+) -> Option<OriginTls> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let dir = errs
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if url.scheme() != "https" {
+        let set = [
+            ("tls_ca", keys.ca.is_some()),
+            ("tls_client_cert", keys.cert.is_some()),
+            ("tls_client_key", keys.key.is_some()),
+            ("tls_verify", !keys.verify),
+        ];
+        for (key, given) in set {
+            if given {
+                errs.push(format!("{path}.{key}"), "applies to https origins only");
+            }
+        }
+        return None;
+    }
+    let mut ca = Vec::new();
+    if let Some(file) = keys.ca {
+        let file = dir.join(file);
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let read = CertificateDer::pem_file_iter(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|certs| {
+                certs
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            });
+        match read {
+            Ok(certs) if !certs.is_empty() => {
+                for cert in certs {
+                    match roots.add(cert.clone()) {
+                        Ok(()) => ca.push(cert.as_ref().to_vec()),
+                        Err(e) => errs.push(
+                            format!("{path}.tls_ca"),
+                            format!(
+                                "`{}` holds a certificate that does not parse: {e}",
+                                file.display()
+                            ),
+                        ),
+                    }
+                }
+            }
+            Ok(_) => errs.push(
+                format!("{path}.tls_ca"),
+                format!("`{}` holds no certificate", file.display()),
+            ),
+            Err(e) => errs.push(
+                format!("{path}.tls_ca"),
+                format!("cannot read `{}` as PEM certificates: {e}", file.display()),
+            ),
+        }
+    }
+    let client = match (keys.cert, keys.key) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            errs.push(
+                format!("{path}.tls_client_cert"),
+                "tls_client_cert and tls_client_key go together",
+            );
+            None
+        }
+        (Some(cert), Some(key)) => match read_tls_files(&dir.join(cert), &dir.join(key)) {
+            Err((which, message)) => {
+                let key = if which == "tls_cert" {
+                    "tls_client_cert"
+                } else {
+                    "tls_client_key"
+                };
+                errs.push(format!("{path}.{key}"), message);
+                None
+            }
+            Ok((chain, private)) => {
+                let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+                let der: Vec<Vec<u8>> = chain.iter().map(|c| c.as_ref().to_vec()).collect();
+                let secret = private.secret_der().to_vec();
+                match tokio_rustls::rustls::sign::CertifiedKey::from_der(chain, private, &provider)
+                {
+                    Ok(_) => Some((der, secret)),
+                    Err(e) => {
+                        errs.push(
+                            format!("{path}.tls_client_key"),
+                            format!("does not fit tls_client_cert: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+        },
+    };
+    Some(OriginTls {
+        verify: keys.verify,
+        ca,
+        client,
     })
 }
 
@@ -777,14 +904,10 @@ pub fn parse_origin_url(text: &str) -> Result<Url, String> {
     })?;
     match url.scheme() {
         "http" => {}
-        "https" => {
-            return Err(format!(
-                "`{text}`: https origins are not supported by this build yet; use http"
-            ))
-        }
+        "https" => {}
         other => {
             return Err(format!(
-                "`{text}`: scheme `{other}` is not supported; use http"
+                "`{text}`: scheme `{other}` is not supported; use http or https"
             ))
         }
     }

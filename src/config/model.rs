@@ -150,6 +150,21 @@ pub struct Origin {
     pub class_prefix: String,
     /// Per-origin placeholder templates (file names in the templates folder).
     pub placeholders: BTreeMap<FailureClass, String>,
+    /// How TLS is spoken to an https origin (`None` for http).
+    pub tls: Option<OriginTls>,
+}
+
+/// TLS toward an https origin (`tls_*` keys of `[origins.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTls {
+    /// Check the origin's certificate and its name (`tls_verify`).
+    pub verify: bool,
+    /// The certificates trusted for this origin, DER (`tls_ca`); empty: the
+    /// system's roots.
+    pub ca: Vec<Vec<u8>>,
+    /// A client certificate chain and its private key, DER
+    /// (`tls_client_cert`, `tls_client_key`), for origins that ask for one.
+    pub client: Option<(Vec<Vec<u8>>, Vec<u8>)>,
 }
 
 /// What a route serves.
@@ -339,6 +354,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// What is allowed but unsafe, one line each naming file and key
+    /// (`--check` prints them; start-up logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        self.origins
+            .values()
+            .filter(|o| o.tls.as_ref().is_some_and(|t| !t.verify))
+            .map(|o| {
+                format!(
+                    "{}: origins.{}.tls_verify: false: any certificate is accepted for this origin, so anyone on the way can pose as it",
+                    self.file.display(),
+                    o.name
+                )
+            })
+            .collect()
+    }
+
     /// The route serving `path`: an exact route first, then the longest prefix.
     /// Returns the route and the part of the path below its prefix.
     pub fn route_for<'c, 'p>(&'c self, path: &'p str) -> Option<(&'c Route, &'p str)> {

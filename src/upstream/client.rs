@@ -189,12 +189,7 @@ impl OriginClient {
             let same = old
                 .get(name)
                 .filter(|c| c.max == o.max_connections && c.addr == addr);
-            let peer = addr.as_ref().ok().map(|a| {
-                let mut peer = HttpPeer::new(*a, false, String::new());
-                peer.options.connection_timeout = Some(o.timeout);
-                peer.options.total_connection_timeout = Some(o.timeout);
-                peer
-            });
+            let peer = addr.as_ref().ok().map(|a| origin_peer(*a, o));
             map.insert(
                 name.clone(),
                 Arc::new(OriginConn {
@@ -399,6 +394,33 @@ fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, F
     .map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))
 }
 
+/// What pingora's connector connects to for origin `o` at `addr`: TCP, or
+/// TLS with the origin's host as its name (SNI and the certificate check),
+/// the origin's CAs or the system's, and its client certificate.
+fn origin_peer(addr: SocketAddr, o: &Origin) -> HttpPeer {
+    use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+    let mut peer = HttpPeer::new(addr, o.tls.is_some(), o.host.clone());
+    peer.options.connection_timeout = Some(o.timeout);
+    peer.options.total_connection_timeout = Some(o.timeout);
+    if let Some(tls) = &o.tls {
+        peer.options.verify_cert = tls.verify;
+        peer.options.verify_hostname = tls.verify;
+        if !tls.ca.is_empty() {
+            // The certificates parsed when the config was loaded.
+            let ca: Vec<WrappedX509> = tls
+                .ca
+                .iter()
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect();
+            peer.options.ca = Some(Arc::from(ca));
+        }
+        if let Some((chain, key)) = &tls.client {
+            peer.client_cert_key = Some(Arc::new(CertKey::new(chain.clone(), key.clone())));
+        }
+    }
+    peer
+}
+
 /// A pooled connection when one is idle, else a new one (bounded by the
 /// origin's timeout). The flag says it was pooled.
 async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchFailure> {
@@ -425,9 +447,14 @@ async fn connect_new(origin: &OriginConn, name: &str) -> Result<Stream, FetchFai
     };
     // pingora's connector: the connect timeout is the peer's; the socket
     // comes with TCP_NODELAY and no user-space buffers.
-    origin.connector.new_stream(peer).await.map_err(|e| {
-        FetchFailure::Unavailable(format!("connecting to `{name}`: {}", e.etype().as_str()))
-    })
+    // A TLS handshake that fails (a certificate refused, no client
+    // certificate offered) is the fragment's `unavailable`, with pingora's
+    // reason.
+    origin
+        .connector
+        .new_stream(peer)
+        .await
+        .map_err(|e| FetchFailure::Unavailable(format!("connecting to `{name}`: {e}")))
 }
 
 /// Why an exchange failed on the wire.
