@@ -586,3 +586,30 @@ async fn several_session_cookies_start_a_fresh_session() {
     assert_eq!(field(&planted.body, "count"), Some("1"), "{}", planted.body);
     assert_eq!(sessions.issued.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_http2_request_over_max_headers_gets_431() {
+    let o = Origin::with_routes(vec![("/a", R::html("<p>A</p>"))]).await;
+    let page = layout(r#"<fragment origin="o" src="/a"></fragment>"#);
+    let (edge, der) = tls_edge_with(&o, &page, "max_headers = 10").await;
+    let (mut client, _conn) = h2_client(&edge, &der, h2::client::Builder::new()).await;
+    let mut req = http::Request::get("https://127.0.0.1/");
+    for i in 0..20 {
+        req = req.header(format!("x-field-{i}"), "v");
+    }
+    let (resp, _) = client
+        .send_request(req.body(()).expect("request"), true)
+        .expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("an answer in time")
+        .expect("answer");
+    assert_eq!(resp.status(), 431);
+    assert!(o.requests().is_empty(), "the page was served");
+    // Within the limit, the same connection serves the page.
+    let req = http::Request::get("https://127.0.0.1/")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    assert_eq!(resp.await.expect("answer").status(), 200);
+}
