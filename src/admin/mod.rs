@@ -107,9 +107,7 @@ fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
 }
 
 async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes) {
-    let Some(req) = conn.request() else {
-        return error(400, "no request");
-    };
+    let req = conn.request();
     let method = req.method.clone();
     let path = req.uri.path().to_string();
     let snap = app.snapshot();

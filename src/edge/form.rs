@@ -313,7 +313,7 @@ pub async fn serve(
         Ok(s) => s,
         Err(keep) => return keep,
     };
-    let secure = session.request().is_some_and(|r| r.secure);
+    let secure = session.secure();
     let browser = BrowserContext::new(
         &cfg,
         &page.headers,

@@ -303,7 +303,7 @@ pub async fn render(
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
-    let secure = session.request().is_some_and(|r| r.secure);
+    let secure = session.secure();
     let browser = Arc::new(BrowserContext::new(
         &cfg,
         &headers,

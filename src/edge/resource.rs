@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::app::App;
-use super::page::{respond_simple, session_or_503, unless_gone};
+use super::page::{respond_simple, session_or_503, unless_gone, PageRequest};
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
     classify, foreign_location, resolve_src, resource_url, stays_on_edge, Target, UrlContext,
@@ -44,16 +44,23 @@ const ASKED: &[&str] = &[
 ];
 
 /// Serves one `/_rain/r/` request. Returns whether the connection may be kept.
-pub async fn serve(app: &App, session: &mut BrowserConn, client: SocketAddr, rest: &str) -> bool {
+pub async fn serve(
+    app: &App,
+    session: &mut BrowserConn,
+    client: SocketAddr,
+    rest: &str,
+    page: PageRequest,
+) -> bool {
     let snap = app.snapshot();
     let cfg = snap.cfg.clone();
-    let Some(req) = session.request() else {
-        return false;
-    };
-    let method = req.method.clone();
-    let headers = req.headers.clone();
-    let query = req.uri.query().map(str::to_string);
-    let secure = req.secure;
+    // The browser's request as the router read it (no copy of its own).
+    let PageRequest {
+        method,
+        headers,
+        query,
+        ..
+    } = page;
+    let secure = session.secure();
     if method != http::Method::GET && method != http::Method::HEAD {
         respond_simple(
             session,

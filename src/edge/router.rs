@@ -48,9 +48,7 @@ impl Handler for Router {
         let app = &self.app;
         let client = conn.client_addr();
         let started = Instant::now();
-        let kind = conn
-            .request()
-            .map_or(RequestKind::Page, |r| RequestKind::of(r.uri.path()));
+        let kind = RequestKind::of(conn.request().uri.path());
         // The request id is recorded once known (a trusted proxy's, or new).
         let span = tracing::info_span!("request", id = tracing::field::Empty);
         let log = Arc::new(PageLog::new());
@@ -68,26 +66,23 @@ impl Handler for Router {
         if status != 0 {
             app.metrics.response(kind, status, elapsed);
         }
-        if let Some(req) = conn.request() {
-            let access = Access {
-                client,
-                method: req.method.as_str(),
-                path: req.uri.path(),
-                status,
-                kind,
-                elapsed,
-            };
-            access_line(&span, &access, &log);
-        }
+        let req = conn.request();
+        let access = Access {
+            client,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            kind,
+            elapsed,
+        };
+        access_line(&span, &access, &log);
         kept
     }
 }
 
 /// Serves one request. Returns whether the connection may be kept alive.
 async fn dispatch(app: &App, session: &mut BrowserConn, client: SocketAddr) -> bool {
-    let Some(req) = session.request() else {
-        return false;
-    };
+    let req = session.request();
     let page = PageRequest {
         method: req.method.clone(),
         path: req.uri.path().to_string(),
@@ -100,7 +95,7 @@ async fn dispatch(app: &App, session: &mut BrowserConn, client: SocketAddr) -> b
         let rest = rest.to_string();
         // Boxed, as is the form path: inline, the larger of them would set
         // the size of every connection's task, page or not.
-        return Box::pin(resource::serve(app, session, client, &rest)).await;
+        return Box::pin(resource::serve(app, session, client, &rest, page)).await;
     }
     if let Some(rest) = page.path.strip_prefix("/_rain/f/") {
         let rest = rest.to_string();

@@ -10,27 +10,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
-use pingora::http::ResponseHeader;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 
 use super::encode::{self, Encoder};
 use super::fields::content_length;
-
-/// A request head as read from the browser.
-#[derive(Debug)]
-pub struct Request {
-    /// The method.
-    pub method: Method,
-    /// The request target (origin-form, or absolute-form).
-    pub uri: Uri,
-    /// HTTP/1.0, HTTP/1.1 or HTTP/2.
-    pub version: Version,
-    /// The header fields, in order (over HTTP/2, `Host` from `:authority`).
-    pub headers: HeaderMap,
-    /// Whether it came over TLS.
-    pub secure: bool,
-}
 
 /// Limits on a request head (`[server]` keys).
 #[derive(Debug, Clone, Copy)]
@@ -126,7 +111,8 @@ const MIN_COMPRESS: u64 = 256;
 /// One browser request and its answer, on pingora's session.
 pub struct BrowserConn {
     session: ServerSession,
-    req: Request,
+    /// Whether the request came over TLS.
+    secure: bool,
     keep_alive: bool,
     phase: Phase,
     head: Option<Box<ResponseHeader>>,
@@ -145,18 +131,20 @@ pub struct BrowserConn {
 
 impl BrowserConn {
     /// Wraps a session whose request head was read and checked.
-    pub fn new(session: ServerSession, req: Request, send_timeout: Duration) -> BrowserConn {
+    pub fn new(session: ServerSession, send_timeout: Duration) -> BrowserConn {
         let mut session = session;
         session.set_write_timeout(Some(send_timeout));
+        let req = session.req_header();
         let continue_pending = req.version == Version::HTTP_11
             && req
                 .headers
                 .get(http::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let secure = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let keep_alive = !session.is_http2();
         BrowserConn {
             session,
-            req,
+            secure,
             keep_alive,
             phase: Phase::None,
             head: None,
@@ -180,9 +168,15 @@ impl BrowserConn {
         self.status
     }
 
-    /// The request being answered.
-    pub fn request(&self) -> Option<&Request> {
-        Some(&self.req)
+    /// The request being answered: the head pingora read (over HTTP/2,
+    /// with `Host` from `:authority`).
+    pub fn request(&self) -> &RequestHeader {
+        self.session.req_header()
+    }
+
+    /// Whether the request came over TLS.
+    pub fn secure(&self) -> bool {
+        self.secure
     }
 
     /// The next piece of the request body, `None` at its end.
@@ -244,7 +238,7 @@ impl BrowserConn {
     /// the end). pingora adds `Date`, `Connection` and, over HTTP/1.1, the
     /// framing this sets: the head's `Content-Length`, or chunked.
     pub fn write_head(&mut self, mut head: ResponseHead) {
-        let head_only = self.req.method == Method::HEAD;
+        let head_only = self.request().method == Method::HEAD;
         let status = head.status.as_u16();
         self.status = status;
         for name in ["transfer-encoding", "connection", "keep-alive"] {
@@ -257,7 +251,7 @@ impl BrowserConn {
         }
         let h2 = self.session.is_http2();
         if !h2 && !empty && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            if self.req.version == Version::HTTP_11 {
+            if self.request().version == Version::HTTP_11 {
                 head.headers.insert(
                     http::header::TRANSFER_ENCODING,
                     HeaderValue::from_static("chunked"),
@@ -292,7 +286,7 @@ impl BrowserConn {
         if self.session.is_body_done() {
             return false;
         }
-        let h = &self.req.headers;
+        let h = &self.session.req_header().headers;
         h.contains_key(http::header::TRANSFER_ENCODING)
             || h.get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
@@ -336,7 +330,7 @@ impl BrowserConn {
         if small || encoded {
             return;
         }
-        let Some(coding) = encode::choose(&self.req.headers) else {
+        let Some(coding) = encode::choose(&self.session.req_header().headers) else {
             return;
         };
         head.headers.remove(http::header::CONTENT_LENGTH);
@@ -508,7 +502,7 @@ pub fn check_head(raw: &[u8], limits: HeadLimits) -> Result<(), HeadError> {
 /// a request line rather than refusing it), no encoded control bytes in
 /// its path; exactly one `Host`; present in HTTP/1.1; the same authority
 /// as an absolute-form target's; no control bytes or spaces.
-pub fn check_host(req: &Request) -> Result<(), HeadError> {
+pub fn check_host(req: &http::request::Parts) -> Result<(), HeadError> {
     let bad = |what: &str| Err(HeadError::Bad(what.to_string()));
     let target = req.uri.path_and_query().map_or("", |p| p.as_str());
     if target
@@ -604,18 +598,12 @@ mod tests {
         ));
     }
 
-    fn request(target: &str, version: Version, hosts: &[&str]) -> Request {
-        let mut headers = HeaderMap::new();
+    fn request(target: &str, version: Version, hosts: &[&str]) -> http::request::Parts {
+        let mut req = http::Request::get(target).version(version);
         for h in hosts {
-            headers.append(http::header::HOST, HeaderValue::from_str(h).unwrap());
+            req = req.header(http::header::HOST, *h);
         }
-        Request {
-            method: Method::GET,
-            uri: target.parse().unwrap(),
-            version,
-            headers,
-            secure: false,
-        }
+        req.body(()).unwrap().into_parts().0
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_rustls::rustls::server::ResolvesServerCert;
 use tracing::Instrument;
 
-use super::conn::{check_head, check_host, BrowserConn, HeadError, HeadLimits, Request};
+use super::conn::{check_head, check_host, BrowserConn, HeadError, HeadLimits};
 
 /// Most streams one HTTP/2 connection may have open at once.
 const H2_MAX_STREAMS: u32 = 128;
@@ -315,17 +315,18 @@ impl<H: Handler> Front<H> {
     }
 
     /// One HTTP/2 stream: checked, then served.
-    async fn serve_h2(&self, session: ServerSession, settings: Settings) {
+    async fn serve_h2(&self, mut session: ServerSession, settings: Settings) {
         let _guard = self.tracker.enter();
-        let Some(req) = self.h2_request(&session, settings.limits) else {
+        if session.req_header().headers.len() > settings.limits.max_fields {
             refuse_h2(session, 431).await;
             return;
-        };
-        if check_host(&req).is_err() {
+        }
+        host_from_authority(&mut session);
+        if check_host(session.req_header()).is_err() {
             refuse_h2(session, 400).await;
             return;
         }
-        let mut conn = self.conn(session, req, settings);
+        let mut conn = self.conn(session, settings);
         if !self.handler.serve(&mut conn).await {
             conn.close().await;
             return;
@@ -381,13 +382,12 @@ impl<H: Handler> Front<H> {
             Box::pin(refuse_h1(session, status)).await;
             return None;
         }
-        let req = request_of(&session);
-        if let Err(e) = check_host(&req) {
+        if let Err(e) = check_host(session.req_header()) {
             tracing::debug!(error = %e, "request refused");
             Box::pin(refuse_h1(session, 400)).await;
             return None;
         }
-        let mut conn = self.conn(session, req, settings);
+        let mut conn = self.conn(session, settings);
         if *shutdown.borrow() {
             conn.close_after();
         }
@@ -402,43 +402,30 @@ impl<H: Handler> Front<H> {
         Box::pin(conn.finish()).await.map(|r| r.into_parts())
     }
 
-    /// An HTTP/2 request as our [`Request`]; `None` when it has more
-    /// fields than `max_headers`.
-    fn h2_request(&self, session: &ServerSession, limits: HeadLimits) -> Option<Request> {
-        if session.req_header().headers.len() > limits.max_fields {
-            return None;
-        }
-        Some(request_of(session))
-    }
-
-    fn conn(&self, session: ServerSession, req: Request, settings: Settings) -> BrowserConn {
-        let mut conn = BrowserConn::new(session, req, settings.send_timeout);
+    fn conn(&self, session: ServerSession, settings: Settings) -> BrowserConn {
+        let mut conn = BrowserConn::new(session, settings.send_timeout);
         conn.set_compression(settings.compression);
         conn
     }
 }
 
-/// The request pingora read, as the handlers see it.
-fn request_of(session: &ServerSession) -> Request {
-    let h = session.req_header();
-    let secure = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    let mut headers = h.headers.clone();
-    if session.is_http2() && !headers.contains_key(http::header::HOST) {
-        if let Some(v) = h
-            .uri
-            .authority()
-            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(http::header::HOST, v);
-        }
+/// Over HTTP/2, the request's `Host` from `:authority` when it has none,
+/// so that every handler reads one field.
+fn host_from_authority(session: &mut ServerSession) {
+    let req = session.req_header();
+    if req.headers.contains_key(http::header::HOST) {
+        return;
     }
-    Request {
-        method: h.method.clone(),
-        uri: h.uri.clone(),
-        version: h.version,
-        headers,
-        secure,
-    }
+    let Some(host) = req
+        .uri
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    else {
+        return;
+    };
+    let _ = session
+        .req_header_mut()
+        .insert_header(http::header::HOST, host);
 }
 
 /// The answer to a head pingora could not read: 431 for one over its own

@@ -10,7 +10,7 @@ mod fields;
 mod front;
 
 pub use conn::{
-    check_head, check_host, BodyError, BrowserConn, HeadError, HeadLimits, Request, ResponseHead,
+    check_head, check_host, BodyError, BrowserConn, HeadError, HeadLimits, ResponseHead,
 };
 pub use fields::{content_length, LengthError};
 pub use front::{
