@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::tls::{h2_client, tls_edge_on, tls_edge_with};
+use crate::support::tls::{h2_client, h2_get, h2_send, tls_edge_on, tls_edge_with};
 use crate::support::*;
 
 /// An origin that reads each request head and never answers; it records
@@ -138,14 +138,7 @@ async fn an_http2_stream_reset_cancels_its_fragment_fetches_at_once() {
     let (edge, der) = tls_edge_on(&[("s", s.url(), "")], &page, "").await;
 
     let (mut client, _conn) = h2_client(&edge, &der, h2::client::Builder::new()).await;
-    let req = http::Request::get("https://127.0.0.1/")
-        .body(())
-        .expect("request");
-    let (resp, mut stream) = client.send_request(req, true).expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
-        .await
-        .expect("head in time")
-        .expect("head");
+    let (resp, mut stream) = h2_get(&mut client, "/").await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.data())
@@ -400,15 +393,8 @@ async fn a_zero_window_http2_stream_is_reset_at_send_timeout() {
     let mut builder = h2::client::Builder::new();
     builder.initial_window_size(0);
     let (mut client, _conn) = h2_client(&edge, &der, builder).await;
-    let req = http::Request::get("https://127.0.0.1/")
-        .body(())
-        .expect("request");
-    let (resp, _stream) = client.send_request(req, true).expect("send");
     let start = Instant::now();
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
-        .await
-        .expect("head in time")
-        .expect("head");
+    let (resp, _stream) = h2_get(&mut client, "/").await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let ended = tokio::time::timeout(Duration::from_secs(6), body.data()).await;
@@ -428,11 +414,7 @@ async fn an_idle_http2_connection_is_closed_at_idle_timeout() {
     let (edge, der) = tls_edge_with(&o, &page, "idle_timeout = \"500ms\"").await;
     let (mut client, conn) = h2_client(&edge, &der, h2::client::Builder::new()).await;
     // One request, then nothing.
-    let req = http::Request::get("https://127.0.0.1/")
-        .body(())
-        .expect("request");
-    let (resp, _) = client.send_request(req, true).expect("send");
-    let resp = resp.await.expect("answer");
+    let (resp, _) = h2_get(&mut client, "/").await;
     let mut body = resp.into_body();
     while let Some(chunk) = body.data().await {
         chunk.expect("data");
@@ -597,19 +579,10 @@ async fn an_http2_request_over_max_headers_gets_431() {
     for i in 0..20 {
         req = req.header(format!("x-field-{i}"), "v");
     }
-    let (resp, _) = client
-        .send_request(req.body(()).expect("request"), true)
-        .expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
-        .await
-        .expect("an answer in time")
-        .expect("answer");
+    let (resp, _) = h2_send(&mut client, req).await;
     assert_eq!(resp.status(), 431);
     assert!(o.requests().is_empty(), "the page was served");
     // Within the limit, the same connection serves the page.
-    let req = http::Request::get("https://127.0.0.1/")
-        .body(())
-        .expect("request");
-    let (resp, _) = client.send_request(req, true).expect("send");
-    assert_eq!(resp.await.expect("answer").status(), 200);
+    let (resp, _) = h2_get(&mut client, "/").await;
+    assert_eq!(resp.status(), 200);
 }

@@ -116,39 +116,31 @@ async fn tls_origin(
 
 /// rain-edge with one https origin at `server` (extra origin lines), whose
 /// fragment falls back to `FALLBACK`.
-async fn edge_for(server: &RawServer, lines: &str, dir: &TempDir) -> Edge {
-    let _ = dir;
+async fn edge_for(server: &RawServer, lines: &str) -> Edge {
     let page = layout(r#"<fragment origin="o" src="/f"><p>FALLBACK</p></fragment>"#);
-    Edge::start_with(
-        &config(
-            &[(
-                "o",
-                format!("https://127.0.0.1:{}/", server.addr.port()),
-                lines,
-            )],
-            HOME,
-            "",
-        ),
+    let url = format!("https://127.0.0.1:{}/", server.addr.port());
+    Edge::start(
+        &config(&[("o", url, lines)], HOME, ""),
         &[("page.html", &page)],
-        &[],
-        "warn",
     )
     .await
+}
+
+/// The origin lines that trust the test CA, written into `dir`.
+fn trust(ca: &Ca, dir: &TempDir) -> String {
+    format!(
+        "tls_ca = \"{}\"",
+        dir.write("ca.pem", &ca.cert.pem()).display()
+    )
 }
 
 #[tokio::test]
 async fn an_https_origin_with_a_ca_of_the_config() {
     let ca = Ca::new();
     let dir = TempDir::new();
-    let ca_path = dir.write("ca.pem", &ca.cert.pem());
     let (cert, key, _) = ca.issue(&["127.0.0.1"], false);
     let (server, answered) = tls_origin(&cert, &key, None).await;
-    let edge = edge_for(
-        &server,
-        &format!("tls_ca = \"{}\"", ca_path.display()),
-        &dir,
-    )
-    .await;
+    let edge = edge_for(&server, &trust(&ca, &dir)).await;
     for _ in 0..3 {
         let r = edge.get("/").await;
         assert_eq!(r.status, 200);
@@ -166,7 +158,6 @@ async fn an_https_origin_with_a_ca_of_the_config() {
 async fn an_origin_that_requires_a_client_certificate() {
     let ca = Ca::new();
     let dir = TempDir::new();
-    let ca_path = dir.write("ca.pem", &ca.cert.pem());
     let (cert, key, _) = ca.issue(&["127.0.0.1"], false);
     let (client_cert, client_key, _) = ca.issue(&["rain-edge"], true);
     let client_cert = dir.write("client.pem", &client_cert);
@@ -174,12 +165,7 @@ async fn an_origin_that_requires_a_client_certificate() {
     let (server, answered) = tls_origin(&cert, &key, Some(&ca)).await;
     // Without a client certificate: the handshake fails, the fragment falls
     // back, the page stands.
-    let mut without = edge_for(
-        &server,
-        &format!("tls_ca = \"{}\"", ca_path.display()),
-        &dir,
-    )
-    .await;
+    let mut without = edge_for(&server, &trust(&ca, &dir)).await;
     let r = without.get("/").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("FALLBACK"), "{}", r.body);
@@ -190,12 +176,11 @@ async fn an_origin_that_requires_a_client_certificate() {
     let with = edge_for(
         &server,
         &format!(
-            "tls_ca = \"{}\"\ntls_client_cert = \"{}\"\ntls_client_key = \"{}\"",
-            ca_path.display(),
+            "{}\ntls_client_cert = \"{}\"\ntls_client_key = \"{}\"",
+            trust(&ca, &dir),
             client_cert.display(),
             client_key.display()
         ),
-        &dir,
     )
     .await;
     let r = with.get("/").await;
@@ -207,15 +192,9 @@ async fn an_origin_that_requires_a_client_certificate() {
 async fn a_certificate_for_another_name_is_refused_unless_verification_is_off() {
     let ca = Ca::new();
     let dir = TempDir::new();
-    let ca_path = dir.write("ca.pem", &ca.cert.pem());
     let (cert, key, _) = ca.issue(&["other.example"], false);
     let (server, answered) = tls_origin(&cert, &key, None).await;
-    let mut strict = edge_for(
-        &server,
-        &format!("tls_ca = \"{}\"", ca_path.display()),
-        &dir,
-    )
-    .await;
+    let mut strict = edge_for(&server, &trust(&ca, &dir)).await;
     let r = strict.get("/").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("FALLBACK"), "{}", r.body);
@@ -223,12 +202,12 @@ async fn a_certificate_for_another_name_is_refused_unless_verification_is_off() 
     let logs = strict.stop_and_logs();
     assert!(logs.contains("class=\"unavailable\""), "{logs}");
     // The system's roots do not know this CA either.
-    let bare = edge_for(&server, "", &dir).await;
+    let bare = edge_for(&server, "").await;
     let r = bare.get("/").await;
     assert!(r.body.contains("FALLBACK"), "{}", r.body);
     assert_eq!(answered.load(Ordering::SeqCst), 0);
     // tls_verify = false accepts it, and --check says so.
-    let lax = edge_for(&server, "tls_verify = false", &dir).await;
+    let lax = edge_for(&server, "tls_verify = false").await;
     let r = lax.get("/").await;
     assert!(r.body.contains("<p>SECURE</p>"), "{}", r.body);
     let (ok, out) = run_check(&lax.config);
@@ -240,8 +219,7 @@ async fn a_certificate_for_another_name_is_refused_unless_verification_is_off() 
 async fn tls_keys_are_checked_with_the_config() {
     let dir = TempDir::new();
     let bad = dir.write("bad.pem", "not a certificate");
-    let page = dir.write("templates/page.html", &layout("x"));
-    let _ = page;
+    dir.write("templates/page.html", &layout("x"));
     let cases = [
         (
             "http://127.0.0.1:1/",

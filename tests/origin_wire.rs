@@ -109,15 +109,13 @@ fn keep_alive(pieces: Vec<&'static [u8]>) -> Script {
 
 async fn edge_for(o: &RawOrigin) -> Edge {
     let page = layout(r#"<ul><li><fragment origin="o" src="/f">FALLBACK</fragment></li></ul>"#);
-    Edge::start_with(
+    Edge::start(
         &config(
             &[("o", format!("http://{}/", o.addr), "timeout = \"2s\"")],
             HOME,
             "",
         ),
         &[("page.html", &page)],
-        &[],
-        "warn",
     )
     .await
 }

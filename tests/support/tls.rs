@@ -85,3 +85,30 @@ pub async fn h2_client(
     let (client, conn) = builder.handshake(tls).await.expect("h2 handshake");
     (client, tokio::spawn(conn))
 }
+
+/// Sends `req` (no body) on `client` and waits up to 5 s for the answer's
+/// head; the answer and the request's stream (to reset it).
+pub async fn h2_send(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::request::Builder,
+) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
+    let req = req.body(()).expect("request");
+    let (resp, stream) = client.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), resp)
+        .await
+        .expect("an answer's head in time")
+        .expect("an answer");
+    (resp, stream)
+}
+
+/// `GET https://127.0.0.1{path}` through [`h2_send`].
+pub async fn h2_get(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    path: &str,
+) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
+    h2_send(
+        client,
+        http::Request::get(format!("https://127.0.0.1{path}")),
+    )
+    .await
+}
