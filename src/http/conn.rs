@@ -229,11 +229,6 @@ impl BrowserConn {
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// The session underneath.
-    pub fn session(&self) -> &ServerSession {
-        &self.session
-    }
-
     /// Starts the response: the head is held until the first body bytes (or
     /// the end). pingora adds `Date`, `Connection` and, over HTTP/1.1, the
     /// framing this sets: the head's `Content-Length`, or chunked.

@@ -196,8 +196,8 @@ impl<H: Handler> Front<H> {
 impl<H: Handler> ServerApp for Front<H> {
     /// A connection pingora accepted (TLS done): HTTP/2 by ALPN goes to
     /// pingora's own HTTP/2 serving (through [`H2Door`]); HTTP/1.x is served
-    /// here, a request at a time, with a waiting state of a few hundred
-    /// bytes (pingora's HTTP/1 loop keeps kilobytes per connection).
+    /// here, a request at a time, with a small waiting state (pingora's
+    /// HTTP/1 loop keeps kilobytes per connection: docs/ARCHITECTURE.md).
     async fn process_new(
         self: &Arc<Self>,
         stream: pingora::protocols::Stream,
