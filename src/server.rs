@@ -118,6 +118,16 @@ pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
     let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let idle = cfg.server.idle_timeout;
+    // The admin service first: pingora starts services in order (each binds
+    // its listeners as it starts).
+    if let Some(addr) = cfg.server.admin_listen {
+        let admin = Front::new(Admin::new(app.clone()), tracker.clone(), node.clone(), idle);
+        let mut service = pingora::services::listening::Service::new("admin".into(), admin);
+        service.add_listener(plain_listener(addr));
+        service.threads = Some(1);
+        server.add_service(service);
+        tracing::info!(%addr, "admin API listening");
+    }
     let public = Front::new(
         Router::new(app.clone()),
         tracker.clone(),
@@ -145,14 +155,6 @@ pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
     service.endpoints().set_pre_tls_callback(Arc::new(hello));
     service.threads = Some(threads);
     server.add_service(service);
-    if let Some(addr) = cfg.server.admin_listen {
-        let admin = Front::new(Admin::new(app.clone()), tracker.clone(), node.clone(), idle);
-        let mut service = pingora::services::listening::Service::new("admin".into(), admin);
-        service.add_listener(plain_listener(addr));
-        service.threads = Some(1);
-        server.add_service(service);
-        tracing::info!(%addr, "admin API listening");
-    }
     let drain = Drain {
         tracker,
         before_exit: Mutex::new(options.before_exit),

@@ -266,7 +266,11 @@ impl Edge {
                     }
                     panic!("rain-edge exited ({status}) at start: {err}");
                 }
-                if TcpStream::connect(addr).await.is_ok() {
+                // The admin listener is a service of its own: it may start a
+                // moment after the public one.
+                let admin_up =
+                    !config.contains("{admin}") || TcpStream::connect(admin).await.is_ok();
+                if admin_up && TcpStream::connect(addr).await.is_ok() {
                     return Edge {
                         addr,
                         admin,
