@@ -27,6 +27,7 @@ mod rewrite_props;
 mod scale_out;
 mod scoping;
 mod security;
+mod servers;
 mod sessions;
 mod soak;
 mod split_golden;

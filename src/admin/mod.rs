@@ -125,7 +125,7 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from({
                 let mut text = app.metrics.render();
-                app.breakers.render(&mut text);
+                app.client.render_metrics(&mut text);
                 text
             }),
         ),
@@ -243,10 +243,12 @@ async fn read_body(conn: &mut BrowserConn) -> Result<Vec<u8>, (u16, &'static str
 /// An origin as JSON: its settings, health and counters; `detail` adds
 /// failures by class and latency percentiles.
 fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
     let stats = app.metrics.origin(&o.name);
-    let breaker = app.breakers.get(&o.name);
-    // Passive health: an origin is down while its circuit is open.
-    let down = breaker.is_open();
+    let servers = app.client.servers(&o.name);
+    // An origin is down while none of its servers is up (each server: its
+    // health check, if any, and its circuit breaker).
+    let down = !servers.iter().any(|s| s.up);
     let mut v = json!({
         "name": o.name,
         "url": o.url.as_str(),
@@ -273,10 +275,24 @@ fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
             "requests": stats.requests.load(std::sync::atomic::Ordering::Relaxed),
             "errors": errors,
             "timeouts": stats.failures(FailureClass::Timeout),
-            "consecutive_failures": breaker.consecutive_failures(),
-            "circuit_rejected": breaker.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            "consecutive_failures": servers.iter().map(|s| s.server.breaker.consecutive_failures()).max().unwrap_or(0),
+            "circuit_rejected": servers.iter().map(|s| s.server.breaker.rejected.load(Relaxed)).sum::<u64>(),
             "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
         });
+        v["servers"] = servers
+            .iter()
+            .map(|s| {
+                json!({
+                    "address": s.addr.to_string(),
+                    "health": if s.up { "up" } else { "down" },
+                    "in_flight": s.server.in_flight.load(Relaxed),
+                    "circuit": if s.circuit_open { "open" } else { "closed" },
+                    "requests": s.server.requests.load(Relaxed),
+                    "failures": s.server.failures.load(Relaxed),
+                })
+            })
+            .collect();
+        v["balance"] = json!(o.balance.as_str());
     }
     v
 }

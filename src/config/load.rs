@@ -12,8 +12,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::model::{
-    Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, OriginTls, Route,
-    RouteTarget, ServerConfig, SessionConfig,
+    Balance, Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, OriginTls,
+    Route, RouteTarget, ServerConfig, SessionConfig,
 };
 use super::units::{parse_duration, parse_size};
 
@@ -439,6 +439,7 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
         }
         None => PathBuf::from("/tmp/rain-edge.upgrade.sock"),
     };
+    let resolve_interval = t.duration(errs, "resolve_interval", Duration::from_secs(30));
     t.finish(errs);
     ServerConfig {
         listen,
@@ -459,6 +460,7 @@ fn read_server(errs: &mut Errors, t: Option<&toml::Table>, dir: &Path) -> Server
         tls_cert,
         tls_key,
         upgrade_socket,
+        resolve_interval,
     }
 }
 
@@ -743,24 +745,64 @@ fn read_origin(
         cert: t.string(errs, "tls_client_cert"),
         key: t.string(errs, "tls_client_key"),
     };
+    let servers_written = t.strings(errs, "servers");
+    let balance = match t.string(errs, "balance") {
+        None if kind == OriginKind::Generic => Balance::RoundRobin,
+        None | Some("session") => Balance::Session,
+        Some("round_robin") => Balance::RoundRobin,
+        Some(other) => {
+            errs.push(
+                format!("{path}.balance"),
+                format!("`{other}` is not a balance; use session or round_robin"),
+            );
+            Balance::Session
+        }
+    };
+    let health_written = t.string(errs, "health_check");
+    let health_interval = t.duration(errs, "health_interval", Duration::from_secs(5));
+    if health_interval.is_zero() {
+        errs.push(format!("{path}.health_interval"), "must be more than 0");
+    }
     t.finish(errs);
     let url = url?;
     let tls = read_origin_tls(errs, &path, &url, &tls_keys);
+    let host = url.host_str()?.to_string();
+    let port = url.port_or_known_default()?;
+    let mut servers = Vec::new();
+    for (i, s) in servers_written.iter().enumerate() {
+        match parse_server(s, port) {
+            Ok(hp) if servers.contains(&hp) => errs.push(
+                format!("{path}.servers[{i}]"),
+                format!("`{s}` is listed twice"),
+            ),
+            Ok(hp) => servers.push(hp),
+            Err(e) => errs.push(format!("{path}.servers[{i}]"), e),
+        }
+    }
+    let health_check = health_written.and_then(|h| match health_path(&url, h) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errs.push(format!("{path}.health_check"), e);
+            None
+        }
+    });
     if errs.list.len() > before {
         return None;
     }
-    let host = url.host_str()?.to_string();
-    let port = url.port_or_known_default()?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if servers.is_empty() {
+        servers.push((host.clone(), port));
+    }
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => host.clone(),
     };
     Some(Origin {
         name: name.to_string(),
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
+        host,
         port,
         authority,
         url,
@@ -775,7 +817,60 @@ fn read_origin(
         class_prefix,
         placeholders,
         tls,
+        servers,
+        balance,
+        health_check,
+        health_interval,
     })
+}
+
+/// One entry of `servers`: `host:port`, `[v6]:port`, or a host alone (the
+/// url's port). A name is resolved like the url's host (at load, then every
+/// `resolve_interval`).
+fn parse_server(text: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad = || {
+        format!("`{text}` is not a server address; write it like \"10.0.0.7:8443\" or \"app1.internal:8080\"")
+    };
+    let url = Url::parse(&format!("http://{text}/")).map_err(|_| bad())?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    // Only an authority: anything else (a path, credentials) was not meant.
+    let written = text.trim_end_matches('/');
+    if written.contains(['/', '@', '?', '#']) || !url.username().is_empty() {
+        return Err(bad());
+    }
+    let port = match url.port() {
+        Some(p) => p,
+        // `:80` is dropped by the URL parser as http's default.
+        None if written.ends_with(":80") => 80,
+        None => default_port,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+/// The path and query that `health_check` names below the origin's url: a
+/// path relative to the base, or absolute on the same host; never another
+/// host.
+fn health_path(base: &Url, written: &str) -> Result<String, String> {
+    if written.is_empty() {
+        return Err("must be a path, like \"/health\"".into());
+    }
+    let joined = if let Some(abs) = written.strip_prefix('/') {
+        base.join(&format!("./{abs}"))
+    } else {
+        base.join(written)
+    };
+    match joined {
+        Ok(u) if u.origin() == base.origin() && u.path().starts_with(base.path()) => {
+            Ok(match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_string(),
+            })
+        }
+        _ => Err(format!(
+            "`{written}` is not a path below the origin's url `{base}`"
+        )),
+    }
 }
 
 /// The `tls_*` keys of an origin table, as written.

@@ -152,6 +152,37 @@ pub struct Origin {
     pub placeholders: BTreeMap<FailureClass, String>,
     /// How TLS is spoken to an https origin (`None` for http).
     pub tls: Option<OriginTls>,
+    /// The servers connected to, as `(host, port)` (`servers`; default: the
+    /// url's host and port). The url's host stays the `Host` header and the
+    /// TLS name.
+    pub servers: Vec<(String, u16)>,
+    /// How a server is chosen among several (`balance`).
+    pub balance: Balance,
+    /// Path and query probed on every server (`health_check`, resolved
+    /// below the url), if any.
+    pub health_check: Option<String>,
+    /// How often every server is probed (`health_interval`).
+    pub health_interval: Duration,
+}
+
+/// How a request picks one of an origin's servers (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Consistent hashing on the user's session: a user stays on one server
+    /// while it is up (in-memory origin sessions keep working).
+    Session,
+    /// Each request to the next server.
+    RoundRobin,
+}
+
+impl Balance {
+    /// The `balance` key's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Session => "session",
+            Balance::RoundRobin => "round_robin",
+        }
+    }
 }
 
 /// TLS toward an https origin (`tls_*` keys of `[origins.NAME]`).
@@ -292,6 +323,9 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// The unix socket through which `--upgrade` takes the listeners over.
     pub upgrade_socket: PathBuf,
+    /// How often origin host names are resolved again (zero: only at load
+    /// and reload).
+    pub resolve_interval: Duration,
 }
 
 /// `[session]` (used from the hidden-sessions work on; validated now).

@@ -1,6 +1,6 @@
 //! The state every request shares: the configuration in force and its
 //! templates ([`Snapshot`], swapped whole on reload), the origin client,
-//! the session store, the counters, the circuit breakers and the caches.
+//! the session store, the counters and the caches.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
 use crate::session::SessionStore;
 use crate::telemetry::Metrics;
-use crate::upstream::{Breakers, Coalescer, OriginClient, StaleCache};
+use crate::upstream::{Coalescer, OriginClient, StaleCache};
 
 /// A configuration and its templates, swapped whole on reload.
 pub struct Snapshot {
@@ -29,8 +29,6 @@ pub struct Snapshot {
 pub struct App {
     config_path: PathBuf,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// The origins' circuit breakers.
-    pub breakers: Arc<Breakers>,
     /// Pooled client to the origins (kept across reloads).
     pub client: Arc<OriginClient>,
     /// Where sessions live (kept across reloads: changing `[session]` store
@@ -58,7 +56,6 @@ impl App {
             config_path,
             stale: Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error)),
             snapshot: RwLock::new(Arc::new(snap)),
-            breakers: Arc::default(),
             client,
             store,
             metrics: Arc::new(Metrics::default()),

@@ -339,6 +339,8 @@ pub async fn serve(
         headers,
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
+        affinity: user.as_ref().map(|u| u.id.as_str()),
+        deadline: origin.timeout,
     };
     // The body is read whole first (bounded by max_body, within
     // body_timeout): a slow upload holds no origin connection, and a body cut

@@ -340,11 +340,6 @@ pub async fn render(
         session: user_session,
         metrics: app.metrics.clone(),
         log: PageLog::current(),
-        breakers: app.breakers.clone(),
-        breaker: (
-            cfg.fragments.breaker_failures,
-            cfg.fragments.breaker_cooldown,
-        ),
         stale: app.stale.clone(),
         coalescer: app.coalescer.clone(),
     });

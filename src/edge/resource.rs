@@ -123,6 +123,8 @@ pub async fn serve(
         headers: out,
         max_bytes: cfg.fragments.max_bytes,
         on_head: None,
+        affinity: user.as_ref().map(|u| u.id.as_str()),
+        deadline: origin.timeout,
     };
     let opened = unless_gone(
         session,

@@ -1,15 +1,11 @@
-//! Each origin's circuit breaker (docs/SECURITY.md, resilience): after
+//! Each server's circuit breaker (docs/SECURITY.md, resilience): after
 //! `breaker_failures` exchanges in a row that timed out, could not connect,
 //! broke or answered 5xx, the origin's fragments fail at once; after
 //! `breaker_cooldown` one probe goes, and its success closes the circuit.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use crate::telemetry::escape_label;
 
 /// Milliseconds since the process's first call (never 0).
 fn now_ms() -> u64 {
@@ -30,7 +26,7 @@ pub enum Admit {
     No,
 }
 
-/// One origin's circuit breaker.
+/// One server's circuit breaker.
 #[derive(Default)]
 pub struct Breaker {
     /// Exchanges in a row that timed out, could not connect, broke or
@@ -99,73 +95,6 @@ impl Breaker {
             self.open_until
                 .store(now_ms().saturating_add(cooldown), Ordering::Release);
             self.probing.store(false, Ordering::Release);
-        }
-    }
-}
-
-/// A metric family of the breakers: name, help, type, and its value.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&Breaker) -> u64,
-);
-
-/// The breakers of every origin that had an exchange, by name.
-#[derive(Default)]
-pub struct Breakers(RwLock<HashMap<String, Arc<Breaker>>>);
-
-impl Breakers {
-    /// The breaker of origin `name` (created on first use).
-    pub fn get(&self, name: &str) -> Arc<Breaker> {
-        if let Ok(map) = self.0.read() {
-            if let Some(b) = map.get(name) {
-                return b.clone();
-            }
-        }
-        let mut map = match self.0.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(name.to_string()).or_default().clone()
-    }
-
-    /// `rain_circuit_open` and `rain_circuit_rejected_total`, in the
-    /// Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let mut all: Vec<(String, Arc<Breaker>)> = match self.0.read() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let families: [Family; 2] = [
-            (
-                "rain_circuit_open",
-                "Whether an origin's circuit breaker is open (1) or closed (0).",
-                "gauge",
-                |b| u64::from(b.is_open()),
-            ),
-            (
-                "rain_circuit_rejected_total",
-                "Exchanges refused at once by an open circuit.",
-                "counter",
-                |b| b.rejected.load(Ordering::Relaxed),
-            ),
-        ];
-        for (metric, help, kind, value) in families {
-            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
-            for (name, b) in &all {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{origin=\"{}\"}} {}",
-                    escape_label(name),
-                    value(b)
-                );
-            }
         }
     }
 }

@@ -16,39 +16,38 @@
 //! end and both sides allow keep-alive; a failed, timed-out or abandoned
 //! exchange closes its connection.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use pingora::connectors::TransportConnector;
-use pingora::protocols::{Stream, UniqueID};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::Stream;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decode::{decode_content, to_utf8};
 use super::h1::{self, BodyDecoder, Decoded, Head, RequestBody, ResponseHead};
 use super::read::read_some;
+use super::servers::{Attempt, InUse, Server, ServerView, Servers};
 use crate::aggregate::{FetchFailure, FetchResponse};
 use crate::config::{Config, Origin};
+use crate::telemetry::escape_label;
 
-/// How long an idle pooled connection to an origin is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// One origin's address, its concurrency cap and its idle connections.
+/// One origin: its servers, its concurrency cap, and its breaker settings.
 struct OriginConn {
-    addr: Result<SocketAddr, String>,
-    /// What pingora's connector connects to (from `addr`).
-    peer: Option<HttpPeer>,
-    connector: Arc<TransportConnector>,
+    servers: Servers,
     limit: Arc<Semaphore>,
     /// Connections being made right now (see [`MAX_CONNECTING`]).
     connecting: Arc<Semaphore>,
     max: usize,
-    idle: Arc<Mutex<VecDeque<(Stream, Instant)>>>,
+    /// `[fragments] breaker_failures` and `breaker_cooldown`, for each server.
+    breaker: (u32, Duration),
 }
 
 /// Most connections to one origin being made at the same time. A burst of
@@ -58,64 +57,12 @@ struct OriginConn {
 /// The rest wait their turn, or take a connection that came back.
 const MAX_CONNECTING: usize = 512;
 
-impl OriginConn {
-    /// The most recently used idle connection that is still open.
-    fn take_idle(&self) -> Option<Stream> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some((_, since)) = idle.front() {
-            if since.elapsed() < POOL_IDLE {
-                break;
-            }
-            idle.pop_front();
-        }
-        while let Some((io, _)) = idle.pop_back() {
-            if still_open(&io) {
-                return Some(io);
-            }
-        }
-        None
-    }
-
-    /// Closes the idle connections that expired or that the origin closed.
-    fn sweep(&self) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.retain(|(io, since)| since.elapsed() < POOL_IDLE && still_open(io));
-    }
-
-    fn put_idle(&self, io: Stream) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.max {
-                idle.push_back((io, Instant::now()));
-            }
-        }
-    }
-}
-
-/// Whether an idle connection may carry another request. An idle connection
-/// has nothing to say: anything to read (its end, or bytes) means the origin
-/// closed it or broke the protocol. One non-blocking peek at the socket.
-fn still_open(io: &Stream) -> bool {
-    let fd = UniqueID::id(io.as_ref());
-    let mut byte = 0u8;
-    // SAFETY: `fd` is the open socket `io` owns for as long as this call;
-    // the peek reads at most one byte into `byte` and consumes nothing.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-}
-
 /// Pooled HTTP/1.1 client to the configured origins.
 pub struct OriginClient {
     origins: std::sync::RwLock<HashMap<String, Arc<OriginConn>>>,
     connector: Arc<TransportConnector>,
+    /// Where health checks and name resolution run.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One request to send.
@@ -133,14 +80,40 @@ pub struct OriginRequest<'a> {
     /// Receives the answer's `Set-Cookie` values as soon as its head is read
     /// (before the body), so that cookies are recorded early.
     pub on_head: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+    /// The user's session id: with `balance = "session"`, the user's
+    /// requests go to one server while it is up.
+    pub affinity: Option<&'a str>,
+    /// When the caller gives up on the exchange: dropped unfinished after
+    /// it, the exchange counts as a timeout against its server.
+    pub deadline: Duration,
+}
+
+/// Where one exchange goes and what it costs while it runs.
+struct Lease {
+    server: InUse,
+    attempt: Option<Attempt>,
+    /// The place among the origin's `max_connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Settles the exchange with the server's breaker: `healthy` when it
+    /// answered below 500.
+    fn settle(&mut self, healthy: bool) {
+        if let Some(a) = self.attempt.take() {
+            a.finish(healthy);
+        }
+    }
 }
 
 impl OriginClient {
-    /// A client for the origins of `cfg`.
+    /// A client for the origins of `cfg`. Health checks and name
+    /// resolution run on the current tokio runtime.
     pub fn new(cfg: &Config) -> OriginClient {
         let client = OriginClient {
             origins: Default::default(),
             connector: Arc::new(TransportConnector::new(None)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         client.configure(cfg);
         client
@@ -159,56 +132,121 @@ impl OriginClient {
                 let Some(client) = client.upgrade() else {
                     return;
                 };
-                let origins: Vec<Arc<OriginConn>> = match client.origins.read() {
-                    Ok(m) => m.values().cloned().collect(),
-                    Err(_) => return,
-                };
-                for o in origins {
-                    o.sweep();
+                for o in client.all() {
+                    for s in o.servers.all() {
+                        s.sweep();
+                    }
                 }
             }
         });
     }
 
+    fn all(&self) -> Vec<Arc<OriginConn>> {
+        match self.origins.read() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Re-reads the origins of a new configuration. Names are resolved now;
-    /// an origin whose address and cap did not change keeps its idle
-    /// connections and its count of connections in use.
+    /// a server whose address and connection settings did not change keeps
+    /// its idle connections, breaker and counters, and an origin whose cap
+    /// did not change its count of connections in use.
     pub fn configure(&self, cfg: &Config) {
         let mut map = HashMap::new();
         let old = self.origins.read().map(|m| m.clone()).unwrap_or_default();
         for (name, o) in &cfg.origins {
-            let addr = match (o.host.as_str(), o.port).to_socket_addrs() {
-                Ok(mut addrs) => addrs
-                    .next()
-                    .ok_or_else(|| format!("`{}` resolves to no address", o.host)),
-                Err(e) => Err(format!("cannot resolve `{}`: {e}", o.host)),
-            };
-            if let Err(e) = &addr {
-                tracing::warn!(origin = %name, error = %e, "origin address not resolved; its fragments fail as unavailable");
-            }
-            let same = old
-                .get(name)
-                .filter(|c| c.max == o.max_connections && c.addr == addr);
-            let peer = addr.as_ref().ok().map(|a| origin_peer(*a, o));
-            map.insert(
-                name.clone(),
-                Arc::new(OriginConn {
-                    addr,
-                    peer,
-                    connector: self.connector.clone(),
-                    limit: same
-                        .map(|c| c.limit.clone())
-                        .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections))),
-                    connecting: same
-                        .map(|c| c.connecting.clone())
-                        .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_CONNECTING))),
-                    max: o.max_connections,
-                    idle: same.map(|c| c.idle.clone()).unwrap_or_default(),
-                }),
-            );
+            let before = old.get(name);
+            let same = before.filter(|c| c.max == o.max_connections);
+            let conn = Arc::new(OriginConn {
+                servers: Servers::new(o.clone(), before.map(|c| &c.servers)),
+                limit: same
+                    .map(|c| c.limit.clone())
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_connections))),
+                connecting: same
+                    .map(|c| c.connecting.clone())
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_CONNECTING))),
+                max: o.max_connections,
+                breaker: (
+                    cfg.fragments.breaker_failures,
+                    cfg.fragments.breaker_cooldown,
+                ),
+            });
+            self.maintain(&conn, cfg.server.resolve_interval);
+            map.insert(name.clone(), conn);
         }
         if let Ok(mut m) = self.origins.write() {
             *m = map;
+        }
+    }
+
+    /// Starts an origin's health checks (at once, then every
+    /// `health_interval`) and the resolution of its names every
+    /// `resolve_interval`; both end when the origin is replaced or removed.
+    fn maintain(&self, conn: &Arc<OriginConn>, resolve_interval: Duration) {
+        let Some(rt) = &self.runtime else {
+            if conn.servers.has_health_check() {
+                tracing::warn!(origin = %conn.servers.origin().name, "no runtime: health checks do not run");
+            }
+            return;
+        };
+        if conn.servers.has_health_check() {
+            let every = conn.servers.origin().health_interval;
+            spawn_every(rt, conn, Duration::ZERO, every, |c| async move {
+                c.servers.check_health().await;
+            });
+        }
+        if conn.servers.has_names() && !resolve_interval.is_zero() {
+            spawn_every(
+                rt,
+                conn,
+                resolve_interval,
+                resolve_interval,
+                |c| async move {
+                    c.servers.resolve_again().await;
+                },
+            );
+        }
+    }
+
+    /// Every server of origin `name` and its state (empty if there is no
+    /// such origin).
+    pub fn servers(&self, name: &str) -> Vec<ServerView> {
+        let conn = self.origins.read().ok().and_then(|m| m.get(name).cloned());
+        conn.map(|c| c.servers.view()).unwrap_or_default()
+    }
+
+    /// The servers' metrics, in the Prometheus text format:
+    /// `rain_server_up`, `rain_server_in_flight`, `rain_server_requests_total`,
+    /// `rain_server_failures_total`, `rain_circuit_open` and
+    /// `rain_circuit_rejected_total`, each by origin and server.
+    pub fn render_metrics(&self, out: &mut String) {
+        let mut rows: Vec<(String, ServerView)> = Vec::new();
+        for o in self.all() {
+            let name = o.servers.origin().name.clone();
+            rows.extend(o.servers.view().into_iter().map(|v| (name.clone(), v)));
+        }
+        rows.sort_by(|a, b| (&a.0, a.1.addr).cmp(&(&b.0, b.1.addr)));
+        type Value = fn(&ServerView) -> u64;
+        let families: [(&str, &str, &str, Value); 6] = [
+            ("rain_server_up", "Whether a server is in the rotation: its health check passes and its circuit is closed.", "gauge", |v| u64::from(v.up)),
+            ("rain_server_in_flight", "Exchanges with a server right now.", "gauge", |v| v.server.in_flight.load(Ordering::Relaxed)),
+            ("rain_server_requests_total", "Exchanges a server was chosen for.", "counter", |v| v.server.requests.load(Ordering::Relaxed)),
+            ("rain_server_failures_total", "Exchanges with a server that timed out, could not connect, broke or answered 5xx.", "counter", |v| v.server.failures.load(Ordering::Relaxed)),
+            ("rain_circuit_open", "Whether a server's circuit breaker is open (1) or closed (0).", "gauge", |v| u64::from(v.circuit_open)),
+            ("rain_circuit_rejected_total", "Exchanges a server's open circuit turned away (to another server, or failed at once).", "counter", |v| v.server.breaker.rejected.load(Ordering::Relaxed)),
+        ];
+        for (metric, help, kind, value) in families {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+            for (origin, v) in &rows {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{origin=\"{}\",server=\"{}\"}} {}",
+                    escape_label(origin),
+                    v.addr,
+                    value(v)
+                );
+            }
         }
     }
 
@@ -226,9 +264,6 @@ impl OriginClient {
             .ok_or_else(|| {
                 FetchFailure::Unavailable(format!("origin `{origin}` is not configured"))
             })?;
-        if let Err(e) = &conn.addr {
-            return Err(FetchFailure::Unavailable(e.clone()));
-        }
         let permit = conn
             .limit
             .clone()
@@ -238,38 +273,78 @@ impl OriginClient {
         Ok((conn, permit))
     }
 
-    /// Sends one request without a body and reads the answer's head; the
-    /// body is then read through the returned [`Exchange`] (streamed), whose
-    /// connection goes back to the pool only when read to the end.
-    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
-        let head = request_head(req, RequestBody::None)?;
-        self.open_head(&req.origin.name, head, req.method == "HEAD")
-            .await
+    /// A server for a request and a connection to it: the user's server (or
+    /// the next one) whose circuit admits it; when a new connection to it
+    /// cannot be made, once another server. The flag says the connection
+    /// was pooled.
+    async fn lease(
+        &self,
+        req: &OriginRequest<'_>,
+        skip: &mut Option<SocketAddr>,
+    ) -> Result<(Conn, bool, Lease), FetchFailure> {
+        let name = &req.origin.name;
+        let (origin, permit) = self.slot(name).await?;
+        loop {
+            let (server, admit) = origin.servers.pick(req.affinity, *skip)?;
+            let attempt = Attempt::new(server.clone(), admit, origin.breaker, req.deadline);
+            match connect(&origin, &server, name, &self.connector).await {
+                Ok((conn, reused)) => {
+                    let lease = Lease {
+                        server: InUse::new(server),
+                        attempt: Some(attempt),
+                        _permit: permit,
+                    };
+                    return Ok((conn, reused, lease));
+                }
+                Err(e) => {
+                    attempt.finish(false);
+                    if skip.is_some() || origin.servers.len() < 2 {
+                        return Err(e);
+                    }
+                    tracing::warn!(origin = %name, server = %server.addr, error = %e, "server unreachable; trying another");
+                    *skip = Some(server.addr);
+                }
+            }
+        }
     }
 
-    /// [`OriginClient::open`] with the request head already written out.
-    async fn open_head(
-        &self,
-        name: &str,
-        head: Vec<u8>,
-        to_head: bool,
-    ) -> Result<Exchange, FetchFailure> {
-        let (origin, permit) = self.slot(name).await?;
+    /// Sends one request without a body and reads the answer's head; the
+    /// body is then read through the returned [`Exchange`] (streamed), whose
+    /// connection goes back to the pool only when read to the end. The
+    /// server's breaker counts the exchange by its status.
+    pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
+        let mut ex = self.open_head(req).await?;
+        let healthy = ex.status < 500;
+        ex.lease.settle(healthy);
+        Ok(ex)
+    }
+
+    /// [`OriginClient::open`], the exchange not yet settled with the breaker.
+    async fn open_head(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
+        let head = request_head(req, RequestBody::None)?;
+        let to_head = req.method == "HEAD";
+        let name = &req.origin.name;
+        let mut skip = None;
         // A pooled connection may have been closed by the origin meanwhile:
         // a failure on it before any answer is retried on a fresh connection
         // (these requests have no body, and are GET or HEAD).
         loop {
-            let (mut conn, reused) = connect(&origin, name).await?;
+            let (mut conn, reused, mut lease) = self.lease(req, &mut skip).await?;
             let sent = match conn.io.write_all(&head).await {
                 Ok(()) => conn.read_head(to_head).await,
                 Err(e) => Err(WireError::Io(e)),
             };
             match sent {
-                Ok(answer) => return Ok(Exchange::new(conn, answer, origin, permit)),
+                Ok(answer) => return Ok(Exchange::new(conn, answer, lease)),
                 Err(WireError::Io(e)) if reused && conn.nothing_read => {
+                    // Not the server's failure: the attempt counts nothing.
+                    lease.attempt = None;
                     tracing::debug!(origin = %name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => return Err(e.into_failure(name)),
+                Err(e) => {
+                    lease.settle(false);
+                    return Err(e.into_failure(name));
+                }
             }
         }
     }
@@ -284,39 +359,40 @@ impl OriginClient {
         req: &OriginRequest<'_>,
         length: Option<u64>,
     ) -> Result<Upload, FetchFailure> {
-        let (origin, permit) = self.slot(&req.origin.name).await?;
         let framing = length.map_or(RequestBody::Chunked, RequestBody::Length);
         let head = request_head(req, framing)?;
+        let mut skip = None;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut conn, reused) = connect(&origin, &req.origin.name).await?;
+            let (mut conn, reused, mut lease) = self.lease(req, &mut skip).await?;
             match conn.io.write_all(&head).await {
                 Ok(()) => {
                     return Ok(Upload {
                         conn,
                         chunked: framing == RequestBody::Chunked,
-                        origin,
-                        permit,
+                        lease,
                     })
                 }
                 Err(e) if reused && attempts < 3 => {
+                    lease.attempt = None;
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => return Err(WireError::Io(e).into_failure(&req.origin.name)),
+                Err(e) => {
+                    lease.settle(false);
+                    return Err(WireError::Io(e).into_failure(&req.origin.name));
+                }
             }
         }
     }
 
-    /// Sends one request and reads the whole answer (bounded), decoded to UTF-8.
+    /// Sends one request and reads the whole answer (bounded), decoded to
+    /// UTF-8. The server's breaker counts it once the body is in.
     pub async fn send(&self, mut req: OriginRequest<'_>) -> Result<FetchResponse, FetchFailure> {
-        let head = request_head(&req, RequestBody::None)?;
+        let mut ex = self.open_head(&req).await?;
         // The header list is written out: freed now rather than held while
-        // the request waits for a connection and for its answer.
+        // the request waits for its answer.
         req.headers = Vec::new();
-        let ex = self
-            .open_head(&req.origin.name, head, req.method == "HEAD")
-            .await?;
         let status = ex.status();
         let location = ex.header_str("location");
         let content_type = ex.header_str("content-type");
@@ -331,10 +407,14 @@ impl OriginClient {
         if let Some(tx) = req.on_head.take() {
             let _ = tx.send(set_cookies.clone());
         }
+        let attempt = ex.lease.attempt.take();
         // Boxed: the body is read once the answer has come, and its state
         // inline would size every request's future while it waits.
-        let raw = Box::pin(read_whole(ex, req.max_bytes)).await?;
-        let decoded = decode_content(raw, content_encoding.as_deref(), req.max_bytes)
+        let raw = Box::pin(read_whole(ex, req.max_bytes)).await;
+        if let Some(a) = attempt {
+            a.finish(raw.is_ok() && status < 500);
+        }
+        let decoded = decode_content(raw?, content_encoding.as_deref(), req.max_bytes)
             .map_err(|e| FetchFailure::Error(e.to_string()))?;
         let body = to_utf8(decoded, content_type.as_deref());
         Ok(FetchResponse {
@@ -345,6 +425,31 @@ impl OriginClient {
             storable,
         })
     }
+}
+
+/// Runs `job` on `conn` after `first`, then every `every`, until the origin
+/// is replaced or removed.
+fn spawn_every<F, Fut>(
+    rt: &tokio::runtime::Handle,
+    conn: &Arc<OriginConn>,
+    first: Duration,
+    every: Duration,
+    job: F,
+) where
+    F: Fn(Arc<OriginConn>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let weak: Weak<OriginConn> = Arc::downgrade(conn);
+    rt.spawn(async move {
+        tokio::time::sleep(first).await;
+        loop {
+            let Some(c) = weak.upgrade() else {
+                return;
+            };
+            job(c).await;
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 /// Reads an answer's body whole, at most `max` bytes, and gives the
@@ -394,67 +499,36 @@ fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, F
     .map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))
 }
 
-/// What pingora's connector connects to for origin `o` at `addr`: TCP, or
-/// TLS with the origin's host as its name (SNI and the certificate check),
-/// the origin's CAs or the system's, and its client certificate.
-fn origin_peer(addr: SocketAddr, o: &Origin) -> HttpPeer {
-    use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
-    let mut peer = HttpPeer::new(addr, o.tls.is_some(), o.host.clone());
-    peer.options.connection_timeout = Some(o.timeout);
-    peer.options.total_connection_timeout = Some(o.timeout);
-    if let Some(tls) = &o.tls {
-        peer.options.verify_cert = tls.verify;
-        peer.options.verify_hostname = tls.verify;
-        if !tls.ca.is_empty() {
-            // The certificates parsed when the config was loaded.
-            let ca: Vec<WrappedX509> = tls
-                .ca
-                .iter()
-                .map(|der| WrappedX509::new(der.clone(), parse_x509))
-                .collect();
-            peer.options.ca = Some(Arc::from(ca));
-        }
-        if let Some((chain, key)) = &tls.client {
-            peer.client_cert_key = Some(Arc::new(CertKey::new(chain.clone(), key.clone())));
-        }
-    }
-    peer
-}
-
-/// A pooled connection when one is idle, else a new one (bounded by the
-/// origin's timeout). The flag says it was pooled.
-async fn connect(origin: &OriginConn, name: &str) -> Result<(Conn, bool), FetchFailure> {
-    if let Some(io) = origin.take_idle() {
+/// A pooled connection to `server` when one is idle, else a new one
+/// (bounded by the origin's timeout). The flag says it was pooled.
+async fn connect(
+    origin: &OriginConn,
+    server: &Server,
+    name: &str,
+    connector: &TransportConnector,
+) -> Result<(Conn, bool), FetchFailure> {
+    if let Some(io) = server.take_idle() {
         return Ok((Conn::new(io), true));
     }
     let Ok(_connecting) = origin.connecting.acquire().await else {
         return Err(FetchFailure::Unavailable("origin client closed".into()));
     };
     // One that came back while this waited its turn to connect.
-    if let Some(io) = origin.take_idle() {
+    if let Some(io) = server.take_idle() {
         return Ok((Conn::new(io), true));
     }
-    // Boxed: a new connection is the rare case, and its future inline would
-    // make every exchange's state larger while it waits for its answer.
-    let io = Box::pin(connect_new(origin, name)).await?;
-    Ok((Conn::new(io), false))
-}
-
-async fn connect_new(origin: &OriginConn, name: &str) -> Result<Stream, FetchFailure> {
-    let Some(peer) = &origin.peer else {
-        let e = origin.addr.clone().err().unwrap_or_default();
-        return Err(FetchFailure::Unavailable(e));
-    };
     // pingora's connector: the connect timeout is the peer's; the socket
-    // comes with TCP_NODELAY and no user-space buffers.
-    // A TLS handshake that fails (a certificate refused, no client
-    // certificate offered) is the fragment's `unavailable`, with pingora's
-    // reason.
-    origin
-        .connector
-        .new_stream(peer)
+    // comes with TCP_NODELAY and no user-space buffers. A TLS handshake
+    // that fails (a certificate refused, no client certificate offered) is
+    // the fragment's `unavailable`, with pingora's reason. Boxed: a new
+    // connection is the rare case, and its future inline would make every
+    // exchange's state larger while it waits for its answer.
+    let io = Box::pin(connector.new_stream(&server.peer))
         .await
-        .map_err(|e| FetchFailure::Unavailable(format!("connecting to `{name}`: {e}")))
+        .map_err(|e| {
+            FetchFailure::Unavailable(format!("connecting to `{name}` at {}: {e}", server.addr))
+        })?;
+    Ok((Conn::new(io), false))
 }
 
 /// Why an exchange failed on the wire.
@@ -535,8 +609,7 @@ impl Conn {
 pub struct Upload {
     conn: Conn,
     chunked: bool,
-    origin: Arc<OriginConn>,
-    permit: OwnedSemaphorePermit,
+    lease: Lease,
 }
 
 impl Upload {
@@ -569,12 +642,17 @@ impl Upload {
                 .await
                 .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))?;
         }
-        let head = self
-            .conn
-            .read_head(false)
-            .await
-            .map_err(|e| e.into_failure("origin"))?;
-        Ok(Exchange::new(self.conn, head, self.origin, self.permit))
+        let head = match self.conn.read_head(false).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.lease.settle(false);
+                return Err(e.into_failure("origin"));
+            }
+        };
+        let mut ex = Exchange::new(self.conn, head, self.lease);
+        let healthy = ex.status < 500;
+        ex.lease.settle(healthy);
+        Ok(ex)
     }
 }
 
@@ -585,25 +663,18 @@ pub struct Exchange {
     headers: http::HeaderMap,
     body: BodyDecoder,
     keep_alive: bool,
-    origin: Arc<OriginConn>,
-    _permit: OwnedSemaphorePermit,
+    lease: Lease,
 }
 
 impl Exchange {
-    fn new(
-        conn: Conn,
-        head: ResponseHead,
-        origin: Arc<OriginConn>,
-        permit: OwnedSemaphorePermit,
-    ) -> Exchange {
+    fn new(conn: Conn, head: ResponseHead, lease: Lease) -> Exchange {
         Exchange {
             conn,
             status: head.status,
             headers: head.headers,
             body: head.body,
             keep_alive: head.keep_alive,
-            origin,
-            _permit: permit,
+            lease,
         }
     }
 
@@ -659,52 +730,12 @@ impl Exchange {
             conn,
             body,
             keep_alive,
-            origin,
+            lease,
             ..
         } = self;
         let whole = matches!(body, BodyDecoder::Done | BodyDecoder::Length(0));
         if keep_alive && whole && conn.buf.is_empty() && !conn.eof {
-            origin.put_idle(conn.io);
+            lease.server.server().put_idle(conn.io);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn pair(listener: &tokio::net::TcpListener) -> (Stream, tokio::net::TcpStream) {
-        let addr = listener.local_addr().unwrap();
-        let (client, server) =
-            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let client: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(
-            client.unwrap(),
-        ));
-        (client, server.unwrap().0)
-    }
-
-    #[tokio::test]
-    async fn the_sweep_closes_what_the_origin_closed_and_keeps_the_rest() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let conn = OriginConn {
-            addr: Ok(listener.local_addr().unwrap()),
-            peer: None,
-            connector: Arc::new(TransportConnector::new(None)),
-            connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
-            limit: Arc::new(Semaphore::new(4)),
-            max: 4,
-            idle: Default::default(),
-        };
-        let (closed, server_side) = pair(&listener).await;
-        let (open, _kept) = pair(&listener).await;
-        conn.put_idle(closed);
-        conn.put_idle(open);
-        drop(server_side);
-        // Let the reactor see the origin's FIN.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        conn.sweep();
-        assert_eq!(conn.idle.lock().unwrap().len(), 1);
-        assert!(conn.take_idle().is_some());
-        assert!(conn.take_idle().is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tracing::Instrument;
@@ -16,7 +16,6 @@ use tracing::Instrument;
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::breaker::{Admit, Breaker, Breakers};
 use super::client::{OriginClient, OriginRequest};
 use super::stale::StaleCache;
 use crate::aggregate::{FetchFailure, FetchRequest, FetchResponse, FragmentSource, Outcome};
@@ -290,74 +289,10 @@ pub struct RequestSource {
     pub metrics: Arc<Metrics>,
     /// The page's access log, when the request has one.
     pub log: Option<Arc<PageLog>>,
-    /// The origins' circuit breakers.
-    pub breakers: Arc<Breakers>,
-    /// `[fragments] breaker_failures` and `breaker_cooldown`.
-    pub breaker: (u32, Duration),
     /// Last good answers of public fragments (`stale_if_error`).
     pub stale: Arc<StaleCache>,
     /// Public fragment exchanges in flight, shared.
     pub coalescer: Arc<Coalescer>,
-}
-
-/// One admitted exchange, as its origin's circuit breaker sees it. Dropped
-/// unfinished at the fragment's deadline, it counts as a failure (a
-/// timeout); dropped earlier (the page went away), it counts as nothing.
-struct Attempt {
-    stats: Arc<Breaker>,
-    admit: Admit,
-    breaker: (u32, Duration),
-    started: Instant,
-    deadline: Duration,
-    done: bool,
-}
-
-impl Attempt {
-    fn finish(mut self, healthy: bool) {
-        self.done = true;
-        let (threshold, cooldown) = self.breaker;
-        self.stats
-            .exchange_done(self.admit, healthy, threshold, cooldown);
-    }
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (threshold, cooldown) = self.breaker;
-        if self.started.elapsed() + Duration::from_millis(5) >= self.deadline {
-            self.stats
-                .exchange_done(self.admit, false, threshold, cooldown);
-        } else if self.admit == Admit::Probe {
-            self.stats.release_probe();
-        }
-    }
-}
-
-/// Asks the origin's circuit breaker whether an exchange may go.
-fn admit(
-    breakers: &Breakers,
-    breaker: (u32, Duration),
-    origin: &str,
-    deadline: Duration,
-) -> Result<Attempt, FetchFailure> {
-    let stats = breakers.get(origin);
-    let admit = stats.admit();
-    if admit == Admit::No {
-        return Err(FetchFailure::Unavailable(
-            "the origin's circuit is open (too many failures in a row)".into(),
-        ));
-    }
-    Ok(Attempt {
-        stats,
-        admit,
-        breaker,
-        started: Instant::now(),
-        deadline,
-        done: false,
-    })
 }
 
 /// Identical `public` fragment fetches in flight at the same time share one
@@ -418,14 +353,11 @@ impl RequestSource {
         let shared = self.coalescer.join(key, || {
             let client = self.client.clone();
             let metrics = self.metrics.clone();
-            let breakers = self.breakers.clone();
-            let breaker = self.breaker;
             let origin = req.origin.clone();
             let path_and_query = path_and_query(&req.url);
             let headers = self.browser.origin_headers(req, None);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
             async move {
-                let attempt = admit(&breakers, breaker, &origin.name, timeout)?;
                 let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
                 let send = client.send(OriginRequest {
                     origin: &origin,
@@ -434,20 +366,18 @@ impl RequestSource {
                     headers,
                     max_bytes,
                     on_head: None,
+                    affinity: None,
+                    deadline: timeout,
                 });
                 // Nobody drops this exchange at the fragment's deadline:
-                // it keeps one of its own.
-                let result = match tokio::time::timeout(timeout, send).await {
+                // it keeps one of its own (dropped there, its server's
+                // breaker counts a timeout).
+                match tokio::time::timeout(timeout, send).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        drop(attempt);
-                        return Err(FetchFailure::Unavailable(format!(
-                            "no answer within {timeout:?}"
-                        )));
-                    }
-                };
-                attempt.finish(matches!(&result, Ok(r) if r.status < 500));
-                result
+                    Err(_) => Err(FetchFailure::Unavailable(format!(
+                        "no answer within {timeout:?}"
+                    ))),
+                }
             }
             .boxed()
         });
@@ -469,7 +399,6 @@ impl FragmentSource for RequestSource {
         if req.public {
             return self.fetch_public(req).await;
         }
-        let attempt = admit(&self.breakers, self.breaker, &req.origin.name, req.timeout)?;
         let _in_flight = InFlight::enter(&self.metrics.fetches_in_flight);
         let unavailable = |e: crate::session::StoreError| {
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -515,6 +444,8 @@ impl FragmentSource for RequestSource {
             headers: self.browser.origin_headers(req, jar_cookies),
             max_bytes: req.max_bytes,
             on_head: session.map(|_| head_tx),
+            affinity: session.map(|s| s.id.as_str()),
+            deadline: req.timeout,
         });
         let record = async {
             if let (Some(s), Ok(set_cookies)) = (session, head_rx.await) {
@@ -529,7 +460,6 @@ impl FragmentSource for RequestSource {
             drop(gate);
         };
         let (result, ()) = tokio::join!(send, record);
-        attempt.finish(matches!(&result, Ok(r) if r.status < 500));
         result
     }
 

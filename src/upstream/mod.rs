@@ -9,10 +9,12 @@ mod decode;
 mod forward;
 mod h1;
 mod read;
+mod servers;
 mod stale;
 
-pub use breaker::{Admit, Breaker, Breakers};
+pub use breaker::{Admit, Breaker};
 pub use client::{Exchange, OriginClient, OriginRequest, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{new_request_id, BrowserContext, Coalescer, RequestSource, SessionState};
+pub use servers::{Server, ServerView};
 pub use stale::StaleCache;
