@@ -30,7 +30,7 @@ async fn servers(edge: &Edge, name: &str) -> Vec<serde_json::Value> {
         .clone()
 }
 
-fn server<'a>(list: &'a [serde_json::Value], addr: SocketAddr) -> &'a serde_json::Value {
+fn server(list: &[serde_json::Value], addr: SocketAddr) -> &serde_json::Value {
     list.iter()
         .find(|s| s["address"] == addr.to_string())
         .unwrap_or_else(|| panic!("{addr} not among {list:?}"))
