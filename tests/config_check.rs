@@ -54,6 +54,77 @@ layout = "missing.html"
 }
 
 #[test]
+fn check_reports_bad_server_balance_and_health_keys() {
+    let dir = TempDir::new();
+    dir.write("templates/home.html", "<html></html>");
+    let path = dir.write(
+        "bad.toml",
+        r#"
+[server]
+resolve_interval = "soon"
+
+[origins.shop]
+url = "http://shop.internal:8080/shop/"
+servers = ["10.0.0.7:8080", "http://10.0.0.8/", "10.0.0.7:8080", 7]
+balance = "sticky"
+health_check = "../admin"
+health_interval = "0s"
+
+[origins.app]
+url = "http://app.internal/"
+servers = "10.0.0.9"
+health_check = ""
+
+[[routes]]
+path = "/"
+layout = "home.html"
+"#,
+    );
+    let (ok, out) = run_check(&path);
+    assert!(!ok, "--check accepted a bad config:\n{out}");
+    let file = path.display().to_string();
+    for expected in [
+        "server.resolve_interval: `soon`",
+        "origins.shop.servers[1]: `http://10.0.0.8/` is not a server address",
+        "origins.shop.servers[2]: `10.0.0.7:8080` is listed twice",
+        "origins.shop.servers[3]: must be a string",
+        "origins.shop.balance: `sticky` is not a balance; use session or round_robin",
+        "origins.shop.health_check: `../admin` is not a path below the origin's url",
+        "origins.shop.health_interval: must be more than 0",
+        "origins.app.servers: must be a list of strings",
+        "origins.app.health_check: must be a path",
+    ] {
+        assert!(
+            out.contains(&format!("{file}: {expected}")),
+            "missing `{expected}` in:\n{out}"
+        );
+    }
+    assert!(out.contains("9 error(s)"), "{out}");
+
+    // The same keys, written well, check OK.
+    let good = dir.write(
+        "good.toml",
+        r#"
+[server]
+resolve_interval = "1m"
+
+[origins.shop]
+url = "https://shop.internal/shop/"
+servers = ["10.0.0.7:8443", "app2.internal", "[::1]:9000"]
+kind = "jsp"
+health_check = "/health"
+health_interval = "2s"
+
+[[routes]]
+path = "/"
+layout = "home.html"
+"#,
+    );
+    let (ok, out) = run_check(&good);
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn check_names_the_template_and_line_of_bad_fragments() {
     let dir = TempDir::new();
     dir.write(

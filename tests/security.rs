@@ -2,6 +2,8 @@
 //! nothing climbs above an origin's base path.
 
 use crate::support::*;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[tokio::test]
 async fn origin_markup_cannot_make_rain_edge_fetch_foreign_hosts_or_paths() {
@@ -228,13 +230,12 @@ async fn dot_segments_in_disguise_are_refused() {
     .await;
 }
 
-/// DNS rebinding: an origin's name is resolved when the config is loaded
-/// and its address is pinned. rain-edge runs in a mount namespace of its own
-/// whose `/etc/hosts` the test rewrites: the name then points at another
-/// service on the same port (127.0.0.2), which pages must never reach until
-/// the operator reloads.
-#[tokio::test]
-async fn an_origin_name_rebound_after_the_check_is_never_followed() {
+/// An origin named `rebind.test` (in the test's own `/etc/hosts`, pointing
+/// at 127.0.0.1) and, on the same port of 127.0.0.2, another service; the
+/// edge runs in a mount namespace of its own whose `/etc/hosts` is the
+/// returned file (rewritten by the test: same inode, so the bind mount sees
+/// it). `server` lines go to `[server]`.
+async fn rebinding_edge(server: &str) -> (Edge, PathBuf, TempDir, Origin, Origin) {
     let good = Origin::with_routes(vec![("/f", R::html("<b>ORIGIN</b>"))]).await;
     let port = good.addr.port();
     let internal = Origin::start_on(format!("127.0.0.2:{port}").parse().expect("addr"), |_| {
@@ -255,7 +256,7 @@ async fn an_origin_name_rebound_after_the_check_is_never_followed() {
     let cfg = config(
         &[("o", format!("http://rebind.test:{port}/"), "")],
         HOME,
-        "admin_listen = \"{admin}\"\n",
+        &format!("admin_listen = \"{{admin}}\"\n{server}\n"),
     );
     let edge = Edge::start_wrapped(
         &cfg,
@@ -270,9 +271,17 @@ async fn an_origin_name_rebound_after_the_check_is_never_followed() {
     .await;
     let r = edge.get("/").await;
     assert!(r.body.contains("<b>ORIGIN</b>"), "{}", r.body);
+    (edge, hosts, hosts_dir, good, internal)
+}
 
-    // The name now points at the internal service (same inode: the bind
-    // mount sees it).
+/// DNS rebinding: an origin's name is resolved when the config is loaded
+/// and its address is pinned until the next resolution (here: none but a
+/// reload, `resolve_interval = "0s"`; by default every 30 s). Nothing
+/// resolves it between a check and a connect: the rebound name is not
+/// followed by any page until the operator reloads.
+#[tokio::test]
+async fn an_origin_name_rebound_after_the_check_is_never_followed() {
+    let (edge, hosts, _dir, _good, internal) = rebinding_edge("resolve_interval = \"0s\"").await;
     std::fs::write(&hosts, "127.0.0.2 rebind.test\n").expect("rewrite hosts");
     for _ in 0..20 {
         let r = edge.get("/").await;
@@ -290,6 +299,44 @@ async fn an_origin_name_rebound_after_the_check_is_never_followed() {
     let r = edge.get("/").await;
     assert!(r.body.contains("<b>INTERNAL</b>"), "{}", r.body);
     assert_eq!(internal.requests().len(), 1);
+}
+
+/// Names are resolved again every `resolve_interval`, in the background: a
+/// configured name that moves is followed without a reload (and pages in
+/// between keep the old address, never a half-resolved state).
+#[tokio::test]
+async fn an_origin_name_is_resolved_again_every_resolve_interval() {
+    let (edge, hosts, _dir, _good, internal) = rebinding_edge("resolve_interval = \"300ms\"").await;
+    std::fs::write(&hosts, "127.0.0.2 rebind.test\n").expect("rewrite hosts");
+    let start = std::time::Instant::now();
+    loop {
+        let r = edge.get("/").await;
+        if r.body.contains("<b>INTERNAL</b>") {
+            break;
+        }
+        assert!(r.body.contains("<b>ORIGIN</b>"), "{}", r.body);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the moved name was never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // From then on, every page goes to the new address.
+    for _ in 0..5 {
+        assert!(edge.get("/").await.body.contains("<b>INTERNAL</b>"));
+    }
+    let servers = admin_servers(&edge).await;
+    assert!(servers.contains("127.0.0.2:"), "{servers}");
+    assert!(!servers.contains("127.0.0.1:"), "{servers}");
+    drop(internal);
+}
+
+/// The `servers` of origin `o` in the admin API, as text.
+async fn admin_servers(edge: &Edge) -> String {
+    let req = "GET /origins/o HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    let r = raw_request(edge.admin, req.as_bytes()).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    v["servers"].to_string()
 }
 
 /// The foreign host got no request, and the origin (base `/app/`) saw only
