@@ -19,6 +19,7 @@ mod http_state;
 mod jar_props;
 mod lifecycle;
 mod navigation;
+mod origin_h2;
 mod origin_tls;
 mod origin_wire;
 mod remote_apps;

@@ -11,40 +11,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
+use crate::support::tls::Ca;
 use crate::support::*;
-
-/// A test CA and what it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "rain-edge test CA");
-        let cert = params.self_signed(&key).expect("CA");
-        Ca { cert, key }
-    }
-
-    /// A certificate for `names`, as (cert PEM, key PEM, DER).
-    fn issue(&self, names: &[&str], client: bool) -> (String, String, Vec<u8>) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).expect("params");
-        if client {
-            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("signed");
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
 
 /// A TLS origin answering every request with `<p>SECURE</p>`; with
 /// `client_ca`, it requires a client certificate that CA signed.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::model::{
-    Balance, Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin, OriginKind, OriginTls,
-    Route, RouteTarget, ServerConfig, SessionConfig,
+    Balance, Cidr, Config, CssScope, FailureClass, FragmentDefaults, Http2, Origin, OriginKind,
+    OriginTls, Route, RouteTarget, ServerConfig, SessionConfig,
 };
 use super::units::{parse_duration, parse_size};
 
@@ -758,6 +758,18 @@ fn read_origin(
             Balance::Session
         }
     };
+    let http2 = match t.string(errs, "http2") {
+        None | Some("auto") => Http2::Auto,
+        Some("always") => Http2::Always,
+        Some("never") => Http2::Never,
+        Some(other) => {
+            errs.push(
+                format!("{path}.http2"),
+                format!("`{other}` is not a mode; use auto, always or never"),
+            );
+            Http2::Auto
+        }
+    };
     let health_written = t.string(errs, "health_check");
     let health_interval = t.duration(errs, "health_interval", Duration::from_secs(5));
     if health_interval.is_zero() {
@@ -821,6 +833,7 @@ fn read_origin(
         balance,
         health_check,
         health_interval,
+        http2,
     })
 }
 

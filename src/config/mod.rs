@@ -13,7 +13,7 @@ pub use load::{
     TlsFiles,
 };
 pub use model::{
-    is_under_base, Balance, Cidr, Config, CssScope, FailureClass, FragmentDefaults, Origin,
+    is_under_base, Balance, Cidr, Config, CssScope, FailureClass, FragmentDefaults, Http2, Origin,
     OriginKind, Route, RouteTarget, ServerConfig, SessionConfig,
 };
 pub use units::{parse_duration, parse_size, parse_timeout_attr};

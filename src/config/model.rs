@@ -163,6 +163,30 @@ pub struct Origin {
     pub health_check: Option<String>,
     /// How often every server is probed (`health_interval`).
     pub health_interval: Duration,
+    /// When HTTP/2 is spoken to this origin (`http2`).
+    pub http2: Http2,
+}
+
+/// When HTTP/2 is spoken to an origin (`http2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2 {
+    /// Over TLS when the origin picks it by ALPN; HTTP/1.1 otherwise.
+    Auto,
+    /// Always: required by ALPN over TLS, prior knowledge (h2c) over http.
+    Always,
+    /// Never: HTTP/1.1 only.
+    Never,
+}
+
+impl Http2 {
+    /// The `http2` key's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Http2::Auto => "auto",
+            Http2::Always => "always",
+            Http2::Never => "never",
+        }
+    }
 }
 
 /// How a request picks one of an origin's servers (`balance`).

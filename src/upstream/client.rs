@@ -27,16 +27,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use pingora::connectors::TransportConnector;
-use pingora::protocols::Stream;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v2::client::Http2Session;
+use pingora::protocols::{Stream, ALPN};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decode::{decode_content, to_utf8};
 use super::h1::{self, BodyDecoder, Decoded, Head, RequestBody, ResponseHead};
+use super::h2;
 use super::read::read_some;
 use super::servers::{Attempt, InUse, Server, ServerView, Servers};
 use crate::aggregate::{FetchFailure, FetchResponse};
-use crate::config::{Config, Origin};
+use crate::config::{Config, Http2, Origin};
 use crate::telemetry::escape_label;
 
 /// One origin: its servers, its concurrency cap, and its breaker settings.
@@ -281,20 +284,20 @@ impl OriginClient {
         &self,
         req: &OriginRequest<'_>,
         skip: &mut Option<SocketAddr>,
-    ) -> Result<(Conn, bool, Lease), FetchFailure> {
+    ) -> Result<(Wire, bool, Lease), FetchFailure> {
         let name = &req.origin.name;
         let (origin, permit) = self.slot(name).await?;
         loop {
             let (server, admit) = origin.servers.pick(req.affinity, *skip)?;
             let attempt = Attempt::new(server.clone(), admit, origin.breaker, req.deadline);
             match connect(&origin, &server, name, &self.connector).await {
-                Ok((conn, reused)) => {
+                Ok((wire, reused)) => {
                     let lease = Lease {
                         server: InUse::new(server),
                         attempt: Some(attempt),
                         _permit: permit,
                     };
-                    return Ok((conn, reused, lease));
+                    return Ok((wire, reused, lease));
                 }
                 Err(e) => {
                     attempt.finish(false);
@@ -328,32 +331,55 @@ impl OriginClient {
         // A pooled connection may have been closed by the origin meanwhile:
         // a failure on it before any answer is retried on a fresh connection
         // (these requests have no body, and are GET or HEAD).
-        loop {
-            let (mut conn, reused, mut lease) = self.lease(req, &mut skip).await?;
-            let sent = match conn.io.write_all(&head).await {
-                Ok(()) => conn.read_head(to_head).await,
-                Err(e) => Err(WireError::Io(e)),
+        for tries in 1.. {
+            let (wire, reused, mut lease) = self.lease(req, &mut skip).await?;
+            let sent = match wire {
+                Wire::H1(mut conn) => {
+                    let sent = match conn.io.write_all(&head).await {
+                        Ok(()) => conn.read_head(to_head).await,
+                        Err(e) => Err(WireError::Io(e)),
+                    };
+                    match sent {
+                        Ok(answer) => return Ok(Exchange::h1(conn, answer, lease)),
+                        Err(e) => (e, reused && conn.nothing_read),
+                    }
+                }
+                Wire::H2(mut stream) => {
+                    let sent = async {
+                        let head = request_h2(req, RequestBody::None)?;
+                        stream.write_request_header(head, true).map_err(h2_error)?;
+                        stream.read_response_header().await.map_err(h2_error)
+                    };
+                    match sent.await {
+                        Ok(()) => return Exchange::h2(stream, lease),
+                        // A stream on a kept connection that the origin was
+                        // closing: tried again on another.
+                        Err(e) => (e, reused && tries < 3),
+                    }
+                }
             };
             match sent {
-                Ok(answer) => return Ok(Exchange::new(conn, answer, lease)),
-                Err(WireError::Io(e)) if reused && conn.nothing_read => {
+                (WireError::Io(e), true) => {
                     // Not the server's failure: the attempt counts nothing.
                     lease.attempt = None;
                     tracing::debug!(origin = %name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => {
+                (e, _) => {
                     lease.settle(false);
                     return Err(e.into_failure(name));
                 }
             }
         }
+        Err(FetchFailure::Unavailable(format!(
+            "no answer from `{name}`"
+        )))
     }
 
     /// Starts a request whose body is streamed: its head goes now (with
-    /// `Content-Length` when `length` is known, chunked otherwise); the body
-    /// follows through [`Upload::write`], then [`Upload::finish`] reads the
-    /// answer's head. Only the head is retried on a stale pooled connection,
-    /// never once any of the body was sent.
+    /// `Content-Length` when `length` is known, chunked otherwise over
+    /// HTTP/1.1); the body follows through [`Upload::write`], then
+    /// [`Upload::finish`] reads the answer's head. Only the head is retried
+    /// on a stale pooled connection, never once any of the body was sent.
     pub async fn open_upload(
         &self,
         req: &OriginRequest<'_>,
@@ -365,22 +391,42 @@ impl OriginClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut conn, reused, mut lease) = self.lease(req, &mut skip).await?;
-            match conn.io.write_all(&head).await {
-                Ok(()) => {
-                    return Ok(Upload {
-                        conn,
-                        chunked: framing == RequestBody::Chunked,
-                        lease,
-                    })
+            let (wire, reused, mut lease) = self.lease(req, &mut skip).await?;
+            let failed = match wire {
+                Wire::H1(mut conn) => match conn.io.write_all(&head).await {
+                    Ok(()) => {
+                        return Ok(Upload {
+                            wire: UploadWire::H1 {
+                                conn,
+                                chunked: framing == RequestBody::Chunked,
+                            },
+                            lease,
+                        })
+                    }
+                    Err(e) => WireError::Io(e),
+                },
+                Wire::H2(mut stream) => {
+                    let sent = request_h2(req, framing)
+                        .and_then(|h| stream.write_request_header(h, false).map_err(h2_error));
+                    match sent {
+                        Ok(()) => {
+                            return Ok(Upload {
+                                wire: UploadWire::H2(stream),
+                                lease,
+                            })
+                        }
+                        Err(e) => e,
+                    }
                 }
-                Err(e) if reused && attempts < 3 => {
+            };
+            match failed {
+                WireError::Io(e) if reused && attempts < 3 => {
                     lease.attempt = None;
                     tracing::debug!(origin = %req.origin.name, error = %e, "stale pooled connection, retrying");
                 }
-                Err(e) => {
+                e => {
                     lease.settle(false);
-                    return Err(WireError::Io(e).into_failure(&req.origin.name));
+                    return Err(e.into_failure(&req.origin.name));
                 }
             }
         }
@@ -457,10 +503,8 @@ fn spawn_every<F, Fut>(
 /// not copied.
 async fn read_whole(mut ex: Exchange, max: u64) -> Result<Bytes, FetchFailure> {
     let too_large = || FetchFailure::Error(format!("body over the {max} byte limit"));
-    if let BodyDecoder::Length(len) = ex.body {
-        if len > max {
-            return Err(too_large());
-        }
+    if ex.declared_length().is_some_and(|len| len > max) {
+        return Err(too_large());
     }
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
@@ -499,24 +543,67 @@ fn request_head(req: &OriginRequest<'_>, body: RequestBody) -> Result<Vec<u8>, F
     .map_err(|e| FetchFailure::Error(format!("cannot build the request: {e}")))
 }
 
-/// A pooled connection to `server` when one is idle, else a new one
-/// (bounded by the origin's timeout). The flag says it was pooled.
+/// The connection an exchange runs on.
+enum Wire {
+    /// An HTTP/1.1 connection of its own.
+    H1(Conn),
+    /// A stream on a shared HTTP/2 connection.
+    H2(Box<Http2Session>),
+}
+
+/// A connection to `server`: a stream on one of its HTTP/2 connections
+/// with room, or an idle HTTP/1.1 one, else a new connection (bounded by
+/// the origin's timeout) whose TLS ALPN, or `http2 = "always"`, says which.
+/// The flag says it was kept from before.
 async fn connect(
     origin: &OriginConn,
     server: &Server,
     name: &str,
     connector: &TransportConnector,
-) -> Result<(Conn, bool), FetchFailure> {
-    if let Some(io) = server.take_idle() {
-        return Ok((Conn::new(io), true));
+) -> Result<(Wire, bool), FetchFailure> {
+    let o = origin.servers.origin();
+    let tls = o.tls.is_some();
+    let try_h2 = match o.http2 {
+        Http2::Always => true,
+        Http2::Auto => tls && !server.spoken.h1(),
+        Http2::Never => false,
+    };
+    let h1_ok = o.http2 != Http2::Always;
+    if try_h2 {
+        if let Some(s) = server.h2.stream().await {
+            return Ok((Wire::H2(Box::new(s)), true));
+        }
+    }
+    if h1_ok {
+        if let Some(io) = server.take_idle() {
+            return Ok((Wire::H1(Conn::new(io)), true));
+        }
     }
     let Ok(_connecting) = origin.connecting.acquire().await else {
         return Err(FetchFailure::Unavailable("origin client closed".into()));
     };
-    // One that came back while this waited its turn to connect.
-    if let Some(io) = server.take_idle() {
-        return Ok((Conn::new(io), true));
+    // A server that may speak HTTP/2 gets one new connection at a time,
+    // which the requests waiting here then share; once it is known to pick
+    // HTTP/1.1, they go on at once.
+    let mut _one = None;
+    if try_h2 {
+        let turn = server.h2.connecting.lock().await;
+        if o.http2 == Http2::Always || !server.spoken.h1() {
+            _one = Some(turn);
+            // One that got room while this waited its turn.
+            if let Some(s) = server.h2.stream().await {
+                return Ok((Wire::H2(Box::new(s)), true));
+            }
+        }
     }
+    if h1_ok {
+        if let Some(io) = server.take_idle() {
+            return Ok((Wire::H1(Conn::new(io)), true));
+        }
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        FetchFailure::Unavailable(format!("connecting to `{name}` at {}: {e}", server.addr))
+    };
     // pingora's connector: the connect timeout is the peer's; the socket
     // comes with TCP_NODELAY and no user-space buffers. A TLS handshake
     // that fails (a certificate refused, no client certificate offered) is
@@ -525,10 +612,79 @@ async fn connect(
     // exchange's state larger while it waits for its answer.
     let io = Box::pin(connector.new_stream(&server.peer))
         .await
-        .map_err(|e| {
-            FetchFailure::Unavailable(format!("connecting to `{name}` at {}: {e}", server.addr))
-        })?;
-    Ok((Conn::new(io), false))
+        .map_err(|e| failed(&e))?;
+    let h2 = match io.selected_alpn_proto() {
+        Some(ALPN::H2) => true,
+        _ => o.http2 == Http2::Always && !tls,
+    };
+    if tls && o.http2 == Http2::Auto {
+        server.spoken.learn(h2);
+    }
+    if !h2 && !h1_ok {
+        return Err(failed(
+            &"the origin did not agree to HTTP/2 by ALPN (http2 = \"always\")",
+        ));
+    }
+    if h2 {
+        if !tls {
+            server.spoken.learn(true);
+        }
+        let s = Box::pin(server.h2.add(io, origin.max))
+            .await
+            .map_err(|e| failed(&e))?;
+        return Ok((Wire::H2(Box::new(s)), false));
+    }
+    Ok((Wire::H1(Conn::new(io)), false))
+}
+
+/// The request head of `req` for an HTTP/2 stream: `:authority` from the
+/// origin's url, `:scheme` its scheme, connection-specific fields left out.
+fn request_h2(req: &OriginRequest<'_>, body: RequestBody) -> Result<Box<RequestHeader>, WireError> {
+    let bad = |e: &dyn std::fmt::Display| WireError::Build(e.to_string());
+    let mut head = RequestHeader::build(
+        req.method,
+        req.path_and_query.as_bytes(),
+        Some(req.headers.len() + 1),
+    )
+    .map_err(|e| bad(&e))?;
+    let scheme = if req.origin.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(req.origin.authority.as_str())
+        .path_and_query(req.path_and_query)
+        .build()
+        .map_err(|e| bad(&e))?;
+    head.set_uri(uri);
+    for (name, value) in &req.headers {
+        if h2::allowed(name, value) && name != http::header::CONTENT_LENGTH {
+            head.append_header(name.clone(), value.clone())
+                .map_err(|e| bad(&e))?;
+        }
+    }
+    if let RequestBody::Length(n) = body {
+        head.insert_header(http::header::CONTENT_LENGTH, n.to_string())
+            .map_err(|e| bad(&e))?;
+    }
+    Ok(Box::new(head))
+}
+
+/// An HTTP/2 stream's failure: the connection's or the stream's (`Io`,
+/// like a closed socket), or an answer that breaks the protocol.
+fn h2_error(e: Box<pingora::Error>) -> WireError {
+    use pingora::ErrorType;
+    match e.etype() {
+        ErrorType::InvalidHTTPHeader | ErrorType::H2Error
+            if e.esource() == &pingora::ErrorSource::Upstream =>
+        {
+            WireError::Io(std::io::Error::other(e.to_string()))
+        }
+        ErrorType::InvalidHTTPHeader => WireError::Build(e.to_string()),
+        _ => WireError::Io(std::io::Error::other(e.to_string())),
+    }
 }
 
 /// Why an exchange failed on the wire.
@@ -537,6 +693,8 @@ enum WireError {
     Io(std::io::Error),
     /// The origin broke HTTP.
     Protocol(h1::H1Error),
+    /// The request could not be written as HTTP/2.
+    Build(String),
 }
 
 impl WireError {
@@ -550,6 +708,7 @@ impl WireError {
             WireError::Protocol(e) => {
                 FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
             }
+            WireError::Build(e) => FetchFailure::Error(format!("cannot build the request: {e}")),
         }
     }
 }
@@ -607,9 +766,14 @@ impl Conn {
 
 /// A request to an origin whose body is being streamed.
 pub struct Upload {
-    conn: Conn,
-    chunked: bool,
+    wire: UploadWire,
     lease: Lease,
+}
+
+/// Where an upload's body goes.
+enum UploadWire {
+    H1 { conn: Conn, chunked: bool },
+    H2(Box<Http2Session>),
 }
 
 impl Upload {
@@ -618,38 +782,63 @@ impl Upload {
         if chunk.is_empty() {
             return Ok(());
         }
-        let io = &mut self.conn.io;
-        let sent = async {
-            if self.chunked {
-                io.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                    .await?;
-                io.write_all(chunk).await?;
-                io.write_all(b"\r\n").await
-            } else {
-                io.write_all(chunk).await
+        let broke =
+            |e: &dyn std::fmt::Display| FetchFailure::Unavailable(format!("sending the body: {e}"));
+        match &mut self.wire {
+            UploadWire::H1 { conn, chunked } => {
+                let io = &mut conn.io;
+                let sent = async {
+                    if *chunked {
+                        io.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                            .await?;
+                        io.write_all(chunk).await?;
+                        io.write_all(b"\r\n").await
+                    } else {
+                        io.write_all(chunk).await
+                    }
+                };
+                sent.await.map_err(|e| broke(&e))
             }
-        };
-        sent.await
-            .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))
+            UploadWire::H2(stream) => stream
+                .write_request_body(Bytes::copy_from_slice(chunk), false)
+                .await
+                .map_err(|e| broke(&e)),
+        }
     }
 
     /// Ends the body and reads the answer's head.
     pub async fn finish(mut self) -> Result<Exchange, FetchFailure> {
-        if self.chunked {
-            self.conn
-                .io
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(|e| FetchFailure::Unavailable(format!("sending the body: {e}")))?;
-        }
-        let head = match self.conn.read_head(false).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.lease.settle(false);
-                return Err(e.into_failure("origin"));
+        let broke =
+            |e: &dyn std::fmt::Display| FetchFailure::Unavailable(format!("sending the body: {e}"));
+        let ex = match self.wire {
+            UploadWire::H1 { mut conn, chunked } => {
+                if chunked {
+                    if let Err(e) = conn.io.write_all(b"0\r\n\r\n").await {
+                        self.lease.settle(false);
+                        return Err(broke(&e));
+                    }
+                }
+                match conn.read_head(false).await {
+                    Ok(head) => Exchange::h1(conn, head, self.lease),
+                    Err(e) => {
+                        self.lease.settle(false);
+                        return Err(e.into_failure("origin"));
+                    }
+                }
+            }
+            UploadWire::H2(mut stream) => {
+                let answered = match stream.finish_request_body() {
+                    Ok(()) => stream.read_response_header().await.map_err(h2_error),
+                    Err(e) => Err(h2_error(e)),
+                };
+                if let Err(e) = answered {
+                    self.lease.settle(false);
+                    return Err(e.into_failure("origin"));
+                }
+                Exchange::h2(stream, self.lease)?
             }
         };
-        let mut ex = Exchange::new(self.conn, head, self.lease);
+        let mut ex = ex;
         let healthy = ex.status < 500;
         ex.lease.settle(healthy);
         Ok(ex)
@@ -658,23 +847,63 @@ impl Upload {
 
 /// One exchange with an origin whose head has been read.
 pub struct Exchange {
-    conn: Conn,
+    reader: Reader,
     status: u16,
     headers: http::HeaderMap,
-    body: BodyDecoder,
-    keep_alive: bool,
     lease: Lease,
 }
 
+/// Where an exchange's body comes from.
+enum Reader {
+    H1 {
+        conn: Conn,
+        body: BodyDecoder,
+        keep_alive: bool,
+    },
+    H2(Box<Http2Session>),
+}
+
 impl Exchange {
-    fn new(conn: Conn, head: ResponseHead, lease: Lease) -> Exchange {
+    fn h1(conn: Conn, head: ResponseHead, lease: Lease) -> Exchange {
         Exchange {
-            conn,
             status: head.status,
             headers: head.headers,
-            body: head.body,
-            keep_alive: head.keep_alive,
+            reader: Reader::H1 {
+                conn,
+                body: head.body,
+                keep_alive: head.keep_alive,
+            },
             lease,
+        }
+    }
+
+    /// An HTTP/2 stream whose answer head was read.
+    fn h2(stream: Box<Http2Session>, mut lease: Lease) -> Result<Exchange, FetchFailure> {
+        let Some(head) = stream.response_header() else {
+            lease.settle(false);
+            return Err(FetchFailure::Error(
+                "an HTTP/2 answer without a head".into(),
+            ));
+        };
+        Ok(Exchange {
+            status: head.status.as_u16(),
+            headers: head.headers.clone(),
+            reader: Reader::H2(stream),
+            lease,
+        })
+    }
+
+    /// The body's length, when the answer declared it.
+    fn declared_length(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::H1 {
+                body: BodyDecoder::Length(n),
+                ..
+            } => Some(*n),
+            Reader::H1 { .. } => None,
+            Reader::H2(_) => self
+                .header_str("content-length")
+                .and_then(|v| v.trim().parse().ok()),
         }
     }
 
@@ -705,37 +934,39 @@ impl Exchange {
     /// The next piece of the body, as sent (no content decoding); `None` at
     /// the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchFailure> {
-        loop {
-            let step = self
-                .body
-                .decode(&mut self.conn.buf, self.conn.eof)
-                .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))?;
-            match step {
-                Decoded::Data(b) => return Ok(Some(b)),
-                Decoded::End => return Ok(None),
-                Decoded::NeedMore => self
-                    .conn
-                    .fill()
-                    .await
-                    .map_err(|e| FetchFailure::Error(format!("body broken off: {e}")))?,
-            }
+        let broke =
+            |e: &dyn std::fmt::Display| FetchFailure::Error(format!("body broken off: {e}"));
+        match &mut self.reader {
+            Reader::H1 { conn, body, .. } => loop {
+                let step = body
+                    .decode(&mut conn.buf, conn.eof)
+                    .map_err(|e| broke(&e))?;
+                match step {
+                    Decoded::Data(b) => return Ok(Some(b)),
+                    Decoded::End => return Ok(None),
+                    Decoded::NeedMore => conn.fill().await.map_err(|e| broke(&e))?,
+                }
+            },
+            Reader::H2(stream) => stream.read_response_body().await.map_err(|e| broke(&e)),
         }
     }
 
     /// Gives the connection back to the pool if its answer was read whole,
     /// nothing followed it, and both sides keep it alive; otherwise it is
-    /// closed.
+    /// closed. An HTTP/2 stream ends (reset if its answer was not read
+    /// whole); its connection stays for the next.
     pub fn finish(self) {
-        let Exchange {
+        let Exchange { reader, lease, .. } = self;
+        if let Reader::H1 {
             conn,
             body,
             keep_alive,
-            lease,
-            ..
-        } = self;
-        let whole = matches!(body, BodyDecoder::Done | BodyDecoder::Length(0));
-        if keep_alive && whole && conn.buf.is_empty() && !conn.eof {
-            lease.server.server().put_idle(conn.io);
+        } = reader
+        {
+            let whole = matches!(body, BodyDecoder::Done | BodyDecoder::Length(0));
+            if keep_alive && whole && conn.buf.is_empty() && !conn.eof {
+                lease.server.server().put_idle(conn.io);
+            }
         }
     }
 }

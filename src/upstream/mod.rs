@@ -8,6 +8,7 @@ mod client;
 mod decode;
 mod forward;
 mod h1;
+mod h2;
 mod read;
 mod servers;
 mod stale;

@@ -21,8 +21,9 @@ use pingora_load_balancing::selection::{consistent::KetamaHashing, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::breaker::{Admit, Breaker};
+use super::h2::{H2Conns, Spoken};
 use crate::aggregate::FetchFailure;
-use crate::config::{Balance, Origin};
+use crate::config::{Balance, Http2, Origin};
 
 /// How long an idle pooled connection to a server is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -49,6 +50,10 @@ pub struct Server {
     pub requests: AtomicU64,
     /// Exchanges that timed out, could not connect, broke or answered 5xx.
     pub failures: AtomicU64,
+    /// Its HTTP/2 connections.
+    pub h2: H2Conns,
+    /// What it agreed on by ALPN (`http2 = "auto"`).
+    pub spoken: Spoken,
 }
 
 impl Server {
@@ -62,6 +67,8 @@ impl Server {
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            h2: H2Conns::default(),
+            spoken: Spoken::default(),
         }
     }
 
@@ -82,8 +89,10 @@ impl Server {
         None
     }
 
-    /// Closes the idle connections that expired or that the server closed.
+    /// Closes the idle connections that expired or that the server closed
+    /// (HTTP/2 ones too).
     pub fn sweep(&self) {
+        self.h2.sweep();
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -133,6 +142,11 @@ pub fn origin_peer(addr: SocketAddr, o: &Origin) -> HttpPeer {
     peer.options.connection_timeout = Some(o.timeout);
     peer.options.total_connection_timeout = Some(o.timeout);
     if let Some(tls) = &o.tls {
+        peer.options.alpn = match o.http2 {
+            Http2::Auto => pingora::protocols::ALPN::H2H1,
+            Http2::Always => pingora::protocols::ALPN::H2,
+            Http2::Never => pingora::protocols::ALPN::H1,
+        };
         peer.options.verify_cert = tls.verify;
         peer.options.verify_hostname = tls.verify;
         if !tls.ca.is_empty() {
@@ -485,6 +499,7 @@ impl ServiceDiscovery for Shared {
 fn same_connections(a: &Origin, b: &Origin) -> bool {
     a.host == b.host
         && a.tls == b.tls
+        && a.http2 == b.http2
         && a.timeout == b.timeout
         && a.max_connections == b.max_connections
 }
