@@ -402,6 +402,26 @@ impl Servers {
         affinity: Option<&str>,
         skip: Option<SocketAddr>,
     ) -> Result<(Arc<Server>, Admit), FetchFailure> {
+        // One server (most origins): no selection to make.
+        let backends = self.selector.backends();
+        let set = backends.get_backend();
+        if set.len() == 1 {
+            let chosen = set.first().and_then(|b| {
+                let server = b.ext.get::<Arc<Server>>()?;
+                if !backends.ready(b) || Some(server.addr) == skip {
+                    return None;
+                }
+                let admit = server.breaker.admit();
+                (admit != Admit::No).then(|| (server.clone(), admit))
+            });
+            return match chosen {
+                Some((server, admit)) => {
+                    server.requests.fetch_add(1, Ordering::Relaxed);
+                    Ok((server, admit))
+                }
+                None => Err(FetchFailure::Unavailable(self.why_none(skip))),
+            };
+        }
         let spread;
         let key = match affinity {
             Some(a) => a.as_bytes(),
