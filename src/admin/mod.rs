@@ -289,7 +289,7 @@ fn origin_json(app: &App, o: &Origin, detail: bool) -> Value {
                     "circuit": if s.circuit_open { "open" } else { "closed" },
                     "requests": s.server.requests.load(Relaxed),
                     "failures": s.server.failures.load(Relaxed),
-                    "protocol": s.server.spoken.as_str(),
+                    "protocol": s.protocol,
                     "http2_connections": s.server.h2.count(),
                 })
             })

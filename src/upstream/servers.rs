@@ -308,6 +308,9 @@ pub struct ServerView {
     pub up: bool,
     /// Whether its circuit breaker is open.
     pub circuit_open: bool,
+    /// The protocol spoken to it: `h2`, `http/1.1`, or `unknown` (https
+    /// with `http2 = "auto"` before its first connection).
+    pub protocol: &'static str,
     /// The server itself (counters).
     pub server: Arc<Server>,
 }
@@ -378,10 +381,16 @@ impl Servers {
             .filter_map(|b| {
                 let server = b.ext.get::<Arc<Server>>()?.clone();
                 let circuit_open = server.breaker.is_open();
+                let protocol = match (self.origin.http2, self.origin.tls.is_some()) {
+                    (Http2::Always, _) => "h2",
+                    (Http2::Never, _) | (Http2::Auto, false) => "http/1.1",
+                    (Http2::Auto, true) => server.spoken.as_str(),
+                };
                 Some(ServerView {
                     addr: server.addr,
                     up: backends.ready(b) && !circuit_open,
                     circuit_open,
+                    protocol,
                     server,
                 })
             })
