@@ -278,6 +278,12 @@ async fn h2_origin(goaway_after: Option<usize>) -> (RawServer, Arc<Seen>) {
                 let mut body = req.into_body();
                 let seen = seen.clone();
                 tokio::spawn(async move {
+                    if path == "/stall" {
+                        // Never answers: the stream stays open until reset.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        drop(respond);
+                        return;
+                    }
                     let mut got = Vec::new();
                     while let Some(Ok(chunk)) = body.data().await {
                         let _ = body.flow_control().release_capacity(chunk.len());
@@ -360,4 +366,68 @@ async fn an_http2_connection_going_away_is_not_used_again() {
     }
     // 9 streams, 3 per connection: new connections, and no page broken.
     assert!(seen.connections.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test]
+async fn a_stream_past_its_deadline_is_reset_and_the_connection_kept() {
+    let (server, seen) = h2_origin(None).await;
+    let url = format!("http://127.0.0.1:{}/", server.addr.port());
+    let page = "<fragment origin=\"o\" src=\"/stall\"><i>LATE</i></fragment>\
+                <fragment origin=\"o\" src=\"/quick\"><i>FALLBACK</i></fragment>";
+    let edge = Edge::start(
+        &config(
+            &[("o", url, "http2 = \"always\"\ntimeout = \"300ms\"")],
+            HOME,
+            "",
+        ),
+        &[("page.html", &layout(page))],
+    )
+    .await;
+    for _ in 0..3 {
+        let r = edge.get("/").await;
+        assert!(r.body.contains("<i>LATE</i>"), "{}", r.body);
+        assert!(r.body.contains("<p>path /quick</p>"), "{}", r.body);
+        assert!(r.total < Duration::from_secs(2), "{:?}", r.total);
+    }
+    // The stalled streams were reset; their connection carried the rest.
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_origin_that_answers_http2_with_garbage_fails_its_fragments_not_the_page() {
+    // `always` toward a server that answers the preface with HTTP/1.1 text.
+    let junk = RawServer::start(|mut tcp| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 1024];
+        let _ = tcp.read(&mut buf).await;
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}/", junk.addr.port());
+    let page = "<fragment origin=\"o\" src=\"/f\"><i>FALLBACK</i></fragment><p>REST</p>";
+    let edge = Edge::start(
+        &config(
+            &[("o", url, "http2 = \"always\"\ntimeout = \"2s\"")],
+            HOME,
+            "",
+        ),
+        &[("page.html", &layout(page))],
+    )
+    .await;
+    for _ in 0..2 {
+        let r = edge.get("/").await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body.contains("<i>FALLBACK</i>") && r.body.contains("<p>REST</p>"),
+            "{}",
+            r.body
+        );
+        assert!(!r.body.contains("hello"), "{}", r.body);
+        assert!(r.total < Duration::from_secs(2), "{:?}", r.total);
+    }
+    // Each page made a new connection: a broken one is not kept.
+    assert_eq!(junk.accepted(), 2);
 }
