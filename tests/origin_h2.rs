@@ -6,8 +6,6 @@
 //! a connection going away or broken is never used again.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,27 +16,15 @@ use crate::support::*;
 /// nginx serving `files` over HTTP/2 with TLS (`tls`) and with prior
 /// knowledge over plain http (`plain`), and over HTTP/1.1 with TLS
 /// (`tls_h1`); every request logged as `PROTOCOL CONNECTION URI`.
-struct Nginx {
+struct H2Nginx {
     tls: SocketAddr,
     plain: SocketAddr,
     tls_h1: SocketAddr,
-    child: Child,
-    dir: TempDir,
+    nginx: Nginx,
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Nginx {
-    async fn start(cert: &str, key: &str, files: &[(&str, &str)]) -> Nginx {
-        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed: apt-get install nginx-light (scripts/setup does)");
+impl H2Nginx {
+    async fn start(cert: &str, key: &str, files: &[(&str, &str)]) -> H2Nginx {
         let dir = TempDir::new();
         for (name, body) in files {
             dir.write(&format!("www/{name}"), body);
@@ -47,53 +33,27 @@ impl Nginx {
         let key = dir.write("origin.key", key).display().to_string();
         let root = dir.0.display().to_string();
         let (tls, plain, tls_h1) = (free_port(), free_port(), free_port());
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
-             error_log {root}/error.log warn;\nevents {{ worker_connections 256; }}\n\
-             http {{\n  log_format proto '$server_protocol $connection $request_uri';\n\
-             access_log {root}/access.log proto;\n  client_body_temp_path {root}/body;\n\
-             proxy_temp_path {root}/proxy;\n  fastcgi_temp_path {root}/fastcgi;\n\
-             uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n\
+        let http = format!(
+            "log_format proto '$server_protocol $connection $request_uri';\n\
+             access_log {root}/access.log proto;\n\
              ssl_certificate {cert};\n  ssl_certificate_key {key};\n  default_type text/html;\n\
              server {{ listen 127.0.0.1:{tls} ssl http2; root {root}/www; }}\n\
              server {{ listen 127.0.0.1:{plain} http2; root {root}/www; }}\n\
-             server {{ listen 127.0.0.1:{tls_h1} ssl; root {root}/www; }}\n}}\n"
+             server {{ listen 127.0.0.1:{tls_h1} ssl; root {root}/www; }}"
         );
-        let path = dir.write("nginx.conf", &conf);
-        let mut child = Command::new(bin)
-            .args(["-p", &root, "-c"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
+        let nginx = Nginx::start(dir, &http, &[tls, plain, tls_h1]).await;
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        for _ in 0..300 {
-            let mut up = true;
-            for p in [tls, plain, tls_h1] {
-                up &= tokio::net::TcpStream::connect(addr(p)).await.is_ok();
-            }
-            if up {
-                return Nginx {
-                    tls: addr(tls),
-                    plain: addr(plain),
-                    tls_h1: addr(tls_h1),
-                    child,
-                    dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        H2Nginx {
+            tls: addr(tls),
+            plain: addr(plain),
+            tls_h1: addr(tls_h1),
+            nginx,
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
-        panic!("nginx did not start: {log}");
     }
 
     /// The access log: (protocol, connection number, URI) per request.
     fn log(&self) -> Vec<(String, String, String)> {
-        std::fs::read_to_string(self.dir.0.join("access.log"))
+        std::fs::read_to_string(self.nginx.dir.0.join("access.log"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
@@ -121,14 +81,14 @@ fn many_fragments() -> (String, Vec<(String, String)>) {
     (layout(&page), files)
 }
 
-async fn nginx_with_fragments(ca: &Ca) -> Nginx {
+async fn nginx_with_fragments(ca: &Ca) -> H2Nginx {
     let (cert, key, _) = ca.issue(&["localhost", "127.0.0.1"], false);
     let (_, files) = many_fragments();
     let files: Vec<(&str, &str)> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_str()))
         .collect();
-    Nginx::start(&cert, &key, &files).await
+    H2Nginx::start(&cert, &key, &files).await
 }
 
 async fn edge_to(url: String, lines: &str) -> Edge {
@@ -317,14 +277,28 @@ async fn h2_origin(goaway_after: Option<usize>) -> (RawServer, Arc<Seen>) {
     (server, seen)
 }
 
+/// rain-edge with origin `o` at `server`, over h2c (more origin `lines`),
+/// and a page of `body`.
+async fn h2c_edge(server: &RawServer, lines: &str, body: &str) -> Edge {
+    let url = format!("http://127.0.0.1:{}/", server.addr.port());
+    Edge::start(
+        &config(
+            &[("o", url, &format!("http2 = \"always\"\n{lines}"))],
+            HOME,
+            "admin_listen = \"{admin}\"",
+        ),
+        &[("page.html", &layout(body))],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_form_posts_its_body_over_an_http2_stream() {
     let (server, seen) = h2_origin(None).await;
-    let url = format!("http://127.0.0.1:{}/", server.addr.port());
-    let form = "<fragment origin=\"o\" src=\"/form\"></fragment>";
-    let edge = Edge::start(
-        &config(&[("o", url, "http2 = \"always\"")], HOME, ""),
-        &[("page.html", &layout(form))],
+    let edge = h2c_edge(
+        &server,
+        "",
+        "<fragment origin=\"o\" src=\"/form\"></fragment>",
     )
     .await;
     let page = edge.get("/").await;
@@ -351,13 +325,8 @@ async fn a_form_posts_its_body_over_an_http2_stream() {
 async fn an_http2_connection_going_away_is_not_used_again() {
     // Each connection takes 3 streams, then says GOAWAY and closes.
     let (server, seen) = h2_origin(Some(3)).await;
-    let url = format!("http://127.0.0.1:{}/", server.addr.port());
     let one = "<fragment origin=\"o\" src=\"/one\"><i>FALLBACK</i></fragment>";
-    let edge = Edge::start(
-        &config(&[("o", url, "http2 = \"always\"")], HOME, ""),
-        &[("page.html", &layout(one))],
-    )
-    .await;
+    let edge = h2c_edge(&server, "", one).await;
     for i in 0..9 {
         let r = edge.get("/").await;
         assert!(r.body.contains("<p>path /one</p>"), "page {i}: {}", r.body);
@@ -430,4 +399,31 @@ async fn an_origin_that_answers_http2_with_garbage_fails_its_fragments_not_the_p
     }
     // Each page made a new connection: a broken one is not kept.
     assert_eq!(junk.accepted(), 2);
+}
+
+#[tokio::test]
+async fn health_checks_speak_http2_to_an_origin_that_speaks_nothing_else() {
+    let (server, seen) = h2_origin(None).await;
+    let one = "<fragment origin=\"o\" src=\"/one\"><i>FALLBACK</i></fragment>";
+    let edge = h2c_edge(
+        &server,
+        "health_check = \"/health\"\nhealth_interval = \"100ms\"",
+        one,
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let probes = || {
+        let bodies = seen.bodies.lock().expect("seen");
+        bodies.iter().filter(|(p, _)| p == "/health").count()
+    };
+    while probes() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no health probes over h2c"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = server_view(&edge).await;
+    assert_eq!(server["health"], "up", "{server}");
+    assert!(edge.get("/").await.body.contains("<p>path /one</p>"));
 }

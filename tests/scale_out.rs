@@ -4,8 +4,6 @@
 //! the user's origin sessions survive, and no request fails.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,65 +13,28 @@ use crate::support::*;
 /// nginx in front of `backends`, round robin, on a free loopback port.
 struct Balancer {
     addr: SocketAddr,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _nginx: Nginx,
 }
 
 impl Balancer {
     async fn start(backends: &[SocketAddr]) -> Balancer {
-        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed: apt-get install nginx-light (scripts/setup does)");
-        let dir = TempDir::new();
         let port = free_port();
-        let root = dir.0.display().to_string();
         let servers: String = backends
             .iter()
             .map(|b| format!("    server {b} max_fails=1 fail_timeout=10s;\n"))
             .collect();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
-             error_log {root}/error.log warn;\nevents {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n\
-             fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n\
-             upstream edges {{\n{servers}    keepalive 8;\n  }}\n\
+        let http = format!(
+            "access_log off;\n  upstream edges {{\n{servers}    keepalive 8;\n  }}\n\
              server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://edges;\n\
                    proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
                    proxy_set_header Host $host;\n      proxy_buffering off;\n\
-                   proxy_next_upstream error timeout http_502;\n    }}\n  }}\n}}\n"
+                   proxy_next_upstream error timeout http_502;\n    }}\n  }}"
         );
-        let path = dir.write("nginx.conf", &conf);
-        let mut child = Command::new(bin)
-            .args(["-p", &root, "-c"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Balancer {
-                    addr,
-                    child,
-                    _dir: dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let nginx = Nginx::start(TempDir::new(), &http, &[port]).await;
+        Balancer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _nginx: nginx,
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
-        panic!("nginx did not start: {log}");
     }
 }
 

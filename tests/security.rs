@@ -331,6 +331,28 @@ async fn an_origin_name_is_resolved_again_every_resolve_interval() {
     drop(internal);
 }
 
+/// A configured name that stops resolving keeps its last address: at the
+/// background resolution, and when a reload rebuilds its origin.
+#[tokio::test]
+async fn a_name_that_stops_resolving_keeps_its_last_address_across_a_reload() {
+    let (edge, hosts, _dir, _good, internal) = rebinding_edge("resolve_interval = \"200ms\"").await;
+    std::fs::write(&hosts, "127.0.0.9 elsewhere.test\n").expect("rewrite hosts");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(edge.get("/").await.body.contains("<b>ORIGIN</b>"));
+    // A reload that changes the origin (its timeout) rebuilds it.
+    let text = std::fs::read_to_string(&edge.config).expect("config");
+    let changed = text.replacen("[origins.o]\n", "[origins.o]\ntimeout = \"900ms\"\n", 1);
+    assert_ne!(text, changed);
+    std::fs::write(&edge.config, changed).expect("write config");
+    let reload = post(edge.admin, "/reload", &[], b"").await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    for _ in 0..3 {
+        let r = edge.get("/").await;
+        assert!(r.body.contains("<b>ORIGIN</b>"), "{}", r.body);
+    }
+    assert!(internal.requests().is_empty());
+}
+
 /// The `servers` of origin `o` in the admin API, as text.
 async fn admin_servers(edge: &Edge) -> String {
     let req = "GET /origins/o HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";

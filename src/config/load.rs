@@ -851,10 +851,11 @@ fn parse_server(text: &str, default_port: u16) -> Result<(String, u16), String> 
     if written.contains(['/', '@', '?', '#']) || !url.username().is_empty() {
         return Err(bad());
     }
-    let port = match url.port() {
-        Some(p) => p,
-        // `:80` is dropped by the URL parser as http's default.
-        None if written.ends_with(":80") => 80,
+    // The port as written (the URL parser drops http's default, `:80` or
+    // `:080`, as if none were written).
+    let after_host = written.rsplit_once(']').map_or(written, |(_, rest)| rest);
+    let port = match after_host.rsplit_once(':') {
+        Some((_, p)) => p.parse::<u16>().map_err(|_| bad())?,
         None => default_port,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -1143,6 +1144,43 @@ fn read_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_entries_take_their_written_port_or_the_urls() {
+        assert_eq!(
+            parse_server("10.0.0.7:8443", 80),
+            Ok(("10.0.0.7".into(), 8443))
+        );
+        assert_eq!(
+            parse_server("10.0.0.7:080", 8080),
+            Ok(("10.0.0.7".into(), 80))
+        );
+        assert_eq!(
+            parse_server("10.0.0.7:80", 8080),
+            Ok(("10.0.0.7".into(), 80))
+        );
+        assert_eq!(
+            parse_server("app2.internal", 8443),
+            Ok(("app2.internal".into(), 8443))
+        );
+        assert_eq!(
+            parse_server("[fd00::7]:9000", 80),
+            Ok(("fd00::7".into(), 9000))
+        );
+        assert_eq!(parse_server("[fd00::7]", 81), Ok(("fd00::7".into(), 81)));
+        for bad in [
+            "",
+            "fd00::7",
+            "10.0.0.7:",
+            "10.0.0.7:99999",
+            "a@b:1",
+            "h:1/x",
+            "h:1?q",
+            "http://h/",
+        ] {
+            assert!(parse_server(bad, 80).is_err(), "{bad} accepted");
+        }
+    }
 
     fn tmp_dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(

@@ -118,7 +118,7 @@ impl CssScope {
 }
 
 /// One registered remote application.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Origin {
     /// The key of its `[origins.NAME]` table.
     pub name: String,

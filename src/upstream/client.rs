@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
@@ -51,6 +51,8 @@ struct OriginConn {
     max: usize,
     /// `[fragments] breaker_failures` and `breaker_cooldown`, for each server.
     breaker: (u32, Duration),
+    /// `[server] resolve_interval`, as its resolution task was started.
+    resolve_interval: Duration,
 }
 
 /// Most connections to one origin being made at the same time. A burst of
@@ -158,8 +160,26 @@ impl OriginClient {
     pub fn configure(&self, cfg: &Config) {
         let mut map = HashMap::new();
         let old = self.origins.read().map(|m| m.clone()).unwrap_or_default();
+        let breaker = (
+            cfg.fragments.breaker_failures,
+            cfg.fragments.breaker_cooldown,
+        );
+        let resolve_interval = cfg.server.resolve_interval;
         for (name, o) in &cfg.origins {
             let before = old.get(name);
+            // An origin that did not change keeps everything: its servers'
+            // addresses, health, breakers and connections, and its tasks.
+            if let Some(c) = before.filter(|c| {
+                **c.servers.origin() == **o
+                    && c.breaker == breaker
+                    && c.resolve_interval == resolve_interval
+            }) {
+                // A reload is the operator's way to have names resolved
+                // again now.
+                c.servers.resolve_now();
+                map.insert(name.clone(), c.clone());
+                continue;
+            }
             let same = before.filter(|c| c.max == o.max_connections);
             let conn = Arc::new(OriginConn {
                 servers: Servers::new(o.clone(), before.map(|c| &c.servers)),
@@ -170,12 +190,10 @@ impl OriginClient {
                     .map(|c| c.connecting.clone())
                     .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_CONNECTING))),
                 max: o.max_connections,
-                breaker: (
-                    cfg.fragments.breaker_failures,
-                    cfg.fragments.breaker_cooldown,
-                ),
+                breaker,
+                resolve_interval,
             });
-            self.maintain(&conn, cfg.server.resolve_interval);
+            self.maintain(&conn, resolve_interval);
             map.insert(name.clone(), conn);
         }
         if let Ok(mut m) = self.origins.write() {
@@ -284,12 +302,14 @@ impl OriginClient {
         &self,
         req: &OriginRequest<'_>,
         skip: &mut Option<SocketAddr>,
+        started: Instant,
     ) -> Result<(Wire, bool, Lease), FetchFailure> {
         let name = &req.origin.name;
         let (origin, permit) = self.slot(name).await?;
         loop {
             let (server, admit) = origin.servers.pick(req.affinity, *skip)?;
-            let attempt = Attempt::new(server.clone(), admit, origin.breaker, req.deadline);
+            let attempt =
+                Attempt::new(server.clone(), admit, origin.breaker, started, req.deadline);
             match connect(&origin, &server, name, &self.connector).await {
                 Ok((wire, reused)) => {
                     let lease = Lease {
@@ -328,11 +348,12 @@ impl OriginClient {
         let to_head = req.method == "HEAD";
         let name = &req.origin.name;
         let mut skip = None;
+        let started = Instant::now();
         // A pooled connection may have been closed by the origin meanwhile:
         // a failure on it before any answer is retried on a fresh connection
         // (these requests have no body, and are GET or HEAD).
         for tries in 1.. {
-            let (wire, reused, mut lease) = self.lease(req, &mut skip).await?;
+            let (wire, reused, mut lease) = self.lease(req, &mut skip, started).await?;
             let sent = match wire {
                 Wire::H1(mut conn) => {
                     let sent = match conn.io.write_all(&head).await {
@@ -347,8 +368,8 @@ impl OriginClient {
                 Wire::H2(mut stream) => {
                     let sent = async {
                         let head = request_h2(req, RequestBody::None)?;
-                        stream.write_request_header(head, true).map_err(h2_error)?;
-                        stream.read_response_header().await.map_err(h2_error)
+                        stream.write_request_header(head, true).map_err(h2_sent)?;
+                        stream.read_response_header().await.map_err(h2_read)
                     };
                     match sent.await {
                         Ok(()) => return Exchange::h2(stream, lease),
@@ -363,6 +384,11 @@ impl OriginClient {
                     // Not the server's failure: the attempt counts nothing.
                     lease.attempt = None;
                     tracing::debug!(origin = %name, error = %e, "stale pooled connection, retrying");
+                }
+                (e @ WireError::Build(_), _) => {
+                    // Ours, not the server's.
+                    lease.attempt = None;
+                    return Err(e.into_failure(name));
                 }
                 (e, _) => {
                     lease.settle(false);
@@ -389,9 +415,10 @@ impl OriginClient {
         let head = request_head(req, framing)?;
         let mut skip = None;
         let mut attempts = 0;
+        let started = Instant::now();
         loop {
             attempts += 1;
-            let (wire, reused, mut lease) = self.lease(req, &mut skip).await?;
+            let (wire, reused, mut lease) = self.lease(req, &mut skip, started).await?;
             let failed = match wire {
                 Wire::H1(mut conn) => match conn.io.write_all(&head).await {
                     Ok(()) => {
@@ -407,7 +434,7 @@ impl OriginClient {
                 },
                 Wire::H2(mut stream) => {
                     let sent = request_h2(req, framing)
-                        .and_then(|h| stream.write_request_header(h, false).map_err(h2_error));
+                        .and_then(|h| stream.write_request_header(h, false).map_err(h2_sent));
                     match sent {
                         Ok(()) => {
                             return Ok(Upload {
@@ -579,9 +606,6 @@ async fn connect(
             return Ok((Wire::H1(Conn::new(io)), true));
         }
     }
-    let Ok(_connecting) = origin.connecting.acquire().await else {
-        return Err(FetchFailure::Unavailable("origin client closed".into()));
-    };
     // A server that may speak HTTP/2 gets one new connection at a time,
     // which the requests waiting here then share; once it is known to pick
     // HTTP/1.1, they go on at once.
@@ -596,6 +620,12 @@ async fn connect(
             }
         }
     }
+    // Taken only now: while one server's first HTTP/2 connection is being
+    // made, the others' connects do not wait behind the requests queued
+    // for it.
+    let Ok(_connecting) = origin.connecting.acquire().await else {
+        return Err(FetchFailure::Unavailable("origin client closed".into()));
+    };
     if h1_ok {
         if let Some(io) = server.take_idle() {
             return Ok((Wire::H1(Conn::new(io)), true));
@@ -672,17 +702,21 @@ fn request_h2(req: &OriginRequest<'_>, body: RequestBody) -> Result<Box<RequestH
     Ok(Box::new(head))
 }
 
-/// An HTTP/2 stream's failure: the connection's or the stream's (`Io`,
-/// like a closed socket), or an answer that breaks the protocol.
-fn h2_error(e: Box<pingora::Error>) -> WireError {
-    use pingora::ErrorType;
+/// A failure to send a request on an HTTP/2 stream: a head pingora
+/// refuses is ours (`Build`); anything else is the connection's (`Io`).
+fn h2_sent(e: Box<pingora::Error>) -> WireError {
     match e.etype() {
-        ErrorType::InvalidHTTPHeader | ErrorType::H2Error
-            if e.esource() == &pingora::ErrorSource::Upstream =>
-        {
-            WireError::Io(std::io::Error::other(e.to_string()))
-        }
-        ErrorType::InvalidHTTPHeader => WireError::Build(e.to_string()),
+        pingora::ErrorType::InvalidHTTPHeader => WireError::Build(e.to_string()),
+        _ => WireError::Io(std::io::Error::other(e.to_string())),
+    }
+}
+
+/// A failure while an HTTP/2 answer is read: an answer head that breaks
+/// the rules is the origin's malformed answer; anything else the
+/// connection's or the stream's (`Io`).
+fn h2_read(e: Box<pingora::Error>) -> WireError {
+    match e.etype() {
+        pingora::ErrorType::InvalidHTTPHeader => WireError::Malformed(e.to_string()),
         _ => WireError::Io(std::io::Error::other(e.to_string())),
     }
 }
@@ -695,6 +729,8 @@ enum WireError {
     Protocol(h1::H1Error),
     /// The request could not be written as HTTP/2.
     Build(String),
+    /// The origin's HTTP/2 answer broke the rules.
+    Malformed(String),
 }
 
 impl WireError {
@@ -709,6 +745,9 @@ impl WireError {
                 FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
             }
             WireError::Build(e) => FetchFailure::Error(format!("cannot build the request: {e}")),
+            WireError::Malformed(e) => {
+                FetchFailure::Error(format!("malformed answer from `{origin}`: {e}"))
+            }
         }
     }
 }
@@ -784,7 +823,7 @@ impl Upload {
         }
         let broke =
             |e: &dyn std::fmt::Display| FetchFailure::Unavailable(format!("sending the body: {e}"));
-        match &mut self.wire {
+        let sent = match &mut self.wire {
             UploadWire::H1 { conn, chunked } => {
                 let io = &mut conn.io;
                 let sent = async {
@@ -803,7 +842,12 @@ impl Upload {
                 .write_request_body(Bytes::copy_from_slice(chunk), false)
                 .await
                 .map_err(|e| broke(&e)),
+        };
+        if sent.is_err() {
+            // The server broke off the body: its failure.
+            self.lease.settle(false);
         }
+        sent
     }
 
     /// Ends the body and reads the answer's head.
@@ -828,8 +872,8 @@ impl Upload {
             }
             UploadWire::H2(mut stream) => {
                 let answered = match stream.finish_request_body() {
-                    Ok(()) => stream.read_response_header().await.map_err(h2_error),
-                    Err(e) => Err(h2_error(e)),
+                    Ok(()) => stream.read_response_header().await.map_err(h2_read),
+                    Err(e) => Err(h2_sent(e)),
                 };
                 if let Err(e) = answered {
                     self.lease.settle(false);

@@ -21,6 +21,12 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Streams opened on one connection at most, whatever the origin allows.
 pub const MAX_STREAMS: usize = 128;
 
+/// How often a connection is pinged: one whose peer vanished without a
+/// word (a host lost, a path cut) is closed when a ping goes unanswered for
+/// pingora's 5 s, rather than taking every request to its deadline until
+/// TCP gives up.
+const PING_EVERY: Duration = Duration::from_secs(10);
+
 /// What a server was found to speak over TLS with `http2 = "auto"`.
 #[derive(Default)]
 pub struct Spoken(AtomicU8);
@@ -99,6 +105,7 @@ impl H2Conns {
     pub async fn add(&self, io: Stream, max_streams: usize) -> Result<Http2Session, String> {
         let mut settings = H2HandshakeSettings::new();
         settings.max_streams = max_streams.clamp(1, MAX_STREAMS);
+        settings.ping_interval = Some(PING_EVERY);
         let conn = handshake(io, settings)
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;

@@ -141,12 +141,14 @@ pub fn origin_peer(addr: SocketAddr, o: &Origin) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, o.tls.is_some(), o.host.clone());
     peer.options.connection_timeout = Some(o.timeout);
     peer.options.total_connection_timeout = Some(o.timeout);
+    // Over TLS, what ALPN offers; over http, only `always` (prior
+    // knowledge) matters.
+    peer.options.alpn = match (o.http2, o.tls.is_some()) {
+        (Http2::Auto, true) => pingora::protocols::ALPN::H2H1,
+        (Http2::Always, _) => pingora::protocols::ALPN::H2,
+        _ => pingora::protocols::ALPN::H1,
+    };
     if let Some(tls) = &o.tls {
-        peer.options.alpn = match o.http2 {
-            Http2::Auto => pingora::protocols::ALPN::H2H1,
-            Http2::Always => pingora::protocols::ALPN::H2,
-            Http2::Never => pingora::protocols::ALPN::H1,
-        };
         peer.options.verify_cert = tls.verify;
         peer.options.verify_hostname = tls.verify;
         if !tls.ca.is_empty() {
@@ -209,13 +211,14 @@ impl Names {
         out
     }
 
-    /// Resolves every entry now (blocking: used at load).
+    /// Resolves every entry now (blocking: used at load). An entry that
+    /// does not resolve keeps the address it had before (if any).
     fn resolve_blocking(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut known = lock(&self.known);
         for ((host, port), addr) in known.iter_mut() {
             match (host.as_str(), *port).to_socket_addrs() {
-                Ok(mut found) => match found.next() {
+                Ok(found) => match choose(*addr, found) {
                     Some(a) => *addr = Some(a),
                     None => problems.push(format!("`{host}` resolves to no address")),
                 },
@@ -224,6 +227,23 @@ impl Names {
         }
         problems
     }
+}
+
+/// The address an entry uses among those its name resolved to: the one it
+/// had while it is still among them (resolvers rotate their answers: a
+/// server is not replaced, nor its users moved, for that), else the first.
+fn choose(
+    current: Option<SocketAddr>,
+    found: impl Iterator<Item = SocketAddr>,
+) -> Option<SocketAddr> {
+    let mut first = None;
+    for a in found {
+        if Some(a) == current {
+            return current;
+        }
+        first = first.or(Some(a));
+    }
+    first
 }
 
 #[async_trait]
@@ -235,24 +255,27 @@ impl ServiceDiscovery for Names {
         let entries: Vec<(String, u16)> =
             lock(&self.known).iter().map(|(e, _)| e.clone()).collect();
         for (host, port) in entries {
-            let found = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map(|mut a| a.next());
-            match found {
-                Ok(Some(addr)) => {
+            let found: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await
+            {
+                Ok(a) => a.collect(),
+                Err(_) => Vec::new(),
+            };
+            if !found.is_empty() {
+                {
                     let mut known = lock(&self.known);
                     for (e, a) in known.iter_mut() {
-                        if e.0 == host && e.1 == port {
-                            if *a != Some(addr) {
-                                tracing::info!(origin = %self.origin.name, %host, %addr, "server name resolved to a new address");
-                            }
-                            *a = Some(addr);
+                        if e.0 != host || e.1 != port {
+                            continue;
+                        }
+                        let addr = choose(*a, found.iter().copied());
+                        if addr.is_some() && *a != addr {
+                            tracing::info!(origin = %self.origin.name, %host, addr = ?addr, "server name resolved to a new address");
+                            *a = addr;
                         }
                     }
                 }
-                Ok(None) | Err(_) => {
-                    tracing::warn!(origin = %self.origin.name, %host, "server name did not resolve; its last address is kept");
-                }
+            } else {
+                tracing::warn!(origin = %self.origin.name, %host, "server name did not resolve; its last address is kept");
             }
         }
         Ok((self.backends(), HashMap::new()))
@@ -297,6 +320,9 @@ pub struct Servers {
     unresolved: Vec<String>,
     /// Keys for requests that carry no session.
     spread: AtomicUsize,
+    /// Held while the load balancer's membership is updated: pingora's
+    /// updates of one view must not overlap.
+    updating: tokio::sync::Mutex<()>,
 }
 
 /// How a server looks from the admin API.
@@ -324,9 +350,21 @@ impl Servers {
             .filter(|o| same_connections(&o.origin, &origin))
             .map(|o| lock(&o.names.servers).clone())
             .unwrap_or_default();
+        // What each entry resolved to before: kept if it does not resolve now.
+        let before: Vec<(HostPort, Option<SocketAddr>)> = old
+            .map(|o| lock(&o.names.known).clone())
+            .unwrap_or_default();
+        let known = origin
+            .servers
+            .iter()
+            .map(|e| {
+                let was = before.iter().find(|(b, _)| b == e).and_then(|(_, a)| *a);
+                (e.clone(), was)
+            })
+            .collect();
         let names = Arc::new(Names {
             origin: origin.clone(),
-            known: Mutex::new(origin.servers.iter().map(|e| (e.clone(), None)).collect()),
+            known: Mutex::new(known),
             servers: Mutex::new(carried),
             fresh: std::sync::atomic::AtomicBool::new(true),
         });
@@ -364,6 +402,7 @@ impl Servers {
             selector,
             unresolved,
             spread: AtomicUsize::new(0),
+            updating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -481,6 +520,27 @@ impl Servers {
         "none of the origin's servers is up (health checks or open circuits)".into()
     }
 
+    /// Resolves the configured names again now (blocking, like at load);
+    /// a server whose address changed is replaced, the others keep their
+    /// health, breakers and connections.
+    pub fn resolve_now(&self) {
+        if !self.has_names() {
+            return;
+        }
+        for e in self.names.resolve_blocking() {
+            tracing::warn!(origin = %self.origin.name, error = %e, "server address not resolved; its last address is kept");
+        }
+        // A background resolution under way applies what it finds itself.
+        let Ok(_one) = self.updating.try_lock() else {
+            return;
+        };
+        self.names.fresh.store(true, Ordering::Release);
+        use futures_util::FutureExt;
+        if let Some(Err(e)) = self.selector.update().now_or_never() {
+            tracing::warn!(origin = %self.origin.name, error = %e, "servers not updated");
+        }
+    }
+
     /// Probes every server once (the origin's `health_check`).
     pub async fn check_health(&self) {
         self.selector.backends().run_health_check(true).await;
@@ -489,6 +549,7 @@ impl Servers {
     /// Resolves the configured names again; servers whose address changed
     /// are replaced.
     pub async fn resolve_again(&self) {
+        let _one = self.updating.lock().await;
         if let Err(e) = self.selector.update().await {
             tracing::warn!(origin = %self.origin.name, error = %e, "servers not updated");
         }
@@ -543,6 +604,13 @@ fn health_check(
     let mut check = HttpHealthCheck::new(&origin.authority, origin.tls.is_some());
     let mut peer = origin_peer(SocketAddr::from(([0, 0, 0, 0], 1)), origin);
     peer.options.read_timeout = Some(origin.timeout);
+    // Each probe on a connection of its own (pingora keeps HTTP/2 ones):
+    // a server that stopped accepting connections must fail it. HTTP/2 only
+    // for an origin that speaks nothing else.
+    peer.options.alpn = match origin.http2 {
+        Http2::Always => pingora::protocols::ALPN::H2,
+        _ => pingora::protocols::ALPN::H1,
+    };
     check.peer_template = peer;
     if let Ok(mut req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
         if req.insert_header("Host", &origin.authority).is_ok()
@@ -603,18 +671,20 @@ pub struct Attempt {
 
 impl Attempt {
     /// An exchange admitted by `server`'s breaker (`admit`), which counts as
-    /// a timeout if dropped unfinished after `deadline`.
+    /// a timeout if dropped unfinished `deadline` after `started` (when the
+    /// request began, before it waited for a place or another server).
     pub fn new(
         server: Arc<Server>,
         admit: Admit,
         breaker: (u32, Duration),
+        started: Instant,
         deadline: Duration,
     ) -> Attempt {
         Attempt {
             server,
             admit,
             breaker,
-            started: Instant::now(),
+            started,
             deadline,
             done: false,
         }
@@ -743,6 +813,18 @@ mod tests {
             used.insert(first.addr);
         }
         assert_eq!(used.len(), 3, "60 users all landed on {used:?}");
+    }
+
+    #[test]
+    fn a_rotated_answer_keeps_the_address_in_use() {
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(choose(Some(b), [a, b].into_iter()), Some(b));
+        assert_eq!(choose(Some(b), [b, a].into_iter()), Some(b));
+        assert_eq!(choose(None, [a, b].into_iter()), Some(a));
+        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+        assert_eq!(choose(Some(c), [b, a].into_iter()), Some(b));
+        assert_eq!(choose(Some(c), std::iter::empty()), None);
     }
 
     #[test]

@@ -912,3 +912,58 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// Debian's nginx in the foreground, one worker, its pid file, logs and
+/// temporary folders in `dir`; `http` is the inside of its `http {}` block.
+/// Started when every port in `ports` accepts; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub dir: TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    pub async fn start(dir: TempDir, http: &str, ports: &[u16]) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed: apt-get install nginx-light (scripts/setup does)");
+        let root = dir.0.display().to_string();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
+             error_log {root}/error.log warn;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n\
+             fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n\
+             {http}\n}}\n"
+        );
+        let path = dir.write("nginx.conf", &conf);
+        let mut child = Command::new(bin)
+            .args(["-p", &root, "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        for _ in 0..300 {
+            let mut up = true;
+            for p in ports {
+                up &= TcpStream::connect(("127.0.0.1", *p)).await.is_ok();
+            }
+            if up {
+                return Nginx { child, dir };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
+        panic!("nginx did not start: {log}");
+    }
+}
