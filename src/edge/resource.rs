@@ -196,7 +196,7 @@ pub async fn serve(
         ex.finish();
         return session.finish_body().await.is_ok();
     }
-    relay(session, ex, &origin).await
+    relay(session, ex, &origin, origin.timeout).await
 }
 
 /// The head passed to the browser for an origin's answer: its status, the
@@ -243,16 +243,18 @@ fn answer_head(
     Some(h)
 }
 
-/// Streams the origin's body to the browser, each piece within the origin's
-/// timeout. A body broken off or stalled cuts the answer short (the browser
-/// sees it incomplete); a browser gone drops the origin connection.
-async fn relay(
+/// Streams the origin's body to the browser, each piece written as it
+/// comes and within `idle` of the one before. A body broken off or stalled
+/// cuts the answer short (the browser sees it incomplete); a browser gone
+/// drops the origin connection.
+pub(super) async fn relay(
     session: &mut BrowserConn,
     mut ex: Exchange,
     origin: &crate::config::Origin,
+    idle: std::time::Duration,
 ) -> bool {
     loop {
-        let next = unless_gone(session, tokio::time::timeout(origin.timeout, ex.chunk())).await;
+        let next = unless_gone(session, tokio::time::timeout(idle, ex.chunk())).await;
         let Some(next) = next else {
             return false;
         };

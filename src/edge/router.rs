@@ -1,6 +1,6 @@
 //! The public listeners' [`Handler`]: each request counted and logged, then
-//! sent by its path to a resource (`/_rain/r/`), a form (`/_rain/f/`) or a
-//! page.
+//! sent by its path to a resource (`/_rain/r/`), a form (`/_rain/f/`), a
+//! client-side call (`/_rain/o/`) or a page.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::app::App;
 use super::page::{html_page, render, respond_bytes, respond_simple, PageRequest};
-use super::{form, resource};
+use super::{calls, form, resource};
 use crate::http::{BrowserConn, Handler, HeadLimits, Settings};
 use crate::telemetry::{access_line, Access, InFlight, PageLog, RequestKind, PAGE_LOG};
 
@@ -100,6 +100,10 @@ async fn dispatch(app: &App, session: &mut BrowserConn, client: SocketAddr) -> b
     if let Some(rest) = page.path.strip_prefix("/_rain/f/") {
         let rest = rest.to_string();
         return Box::pin(form::serve(app, session, client, &rest, page)).await;
+    }
+    if let Some(rest) = page.path.strip_prefix("/_rain/o/") {
+        let rest = rest.to_string();
+        return Box::pin(calls::serve(app, session, client, &rest, page)).await;
     }
     if page.path == "/_rain" || page.path.starts_with("/_rain/") {
         return respond_simple(session, 404, "Not Found", "Nothing is served here.").await;

@@ -226,6 +226,12 @@ pub fn resource_url(origin: &str, location: &str) -> String {
     format!("{RAIN_PREFIX}r/{origin}/{location}")
 }
 
+/// The `/_rain/` prefix under which the browser reaches origin `origin`
+/// with its hidden session (`X-Rain-Base`, client-side calls).
+pub fn call_base(origin: &str) -> String {
+    format!("{RAIN_PREFIX}o/{origin}/")
+}
+
 /// Whether a navigation value is acceptable: a location below an origin's
 /// base (no scheme, no host, no climbing above the base). Checked on every
 /// `rain.*` parameter of a page; a bad one is a 400.

@@ -150,6 +150,8 @@ pub enum RequestKind {
     Resource,
     /// A form post through `/_rain/f/`.
     Form,
+    /// A client-side call through `/_rain/o/`.
+    Call,
 }
 
 impl RequestKind {
@@ -159,6 +161,8 @@ impl RequestKind {
             RequestKind::Resource
         } else if path.starts_with("/_rain/f/") {
             RequestKind::Form
+        } else if path.starts_with("/_rain/o/") {
+            RequestKind::Call
         } else {
             RequestKind::Page
         }
@@ -169,6 +173,7 @@ impl RequestKind {
             RequestKind::Page => "page",
             RequestKind::Resource => "resource",
             RequestKind::Form => "form",
+            RequestKind::Call => "call",
         }
     }
 }

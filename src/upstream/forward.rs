@@ -187,6 +187,11 @@ impl BrowserContext {
         if let Ok(v) = HeaderValue::from_str(&req.fragment_id) {
             out.push((HeaderName::from_static("x-rain-fragment-id"), v));
         }
+        // Where the browser reaches this origin with its hidden session
+        // (client-side calls): the same for every user, public or not.
+        if let Ok(v) = HeaderValue::from_str(&crate::rewrite::call_base(&req.origin.name)) {
+            out.push((HeaderName::from_static("x-rain-base"), v));
+        }
         // With a jar, the cookies of a redirect chain are in it already.
         let mut cookies = match jar_cookies {
             Some(j) => j.split("; ").map(str::to_string).collect(),

@@ -1,0 +1,312 @@
+//! `/_rain/o/{origin}/{rest}`: the client-side calls of a fragment's scripts
+//! (`fetch`, XMLHttpRequest, EventSource) to their origin, with the user's
+//! hidden session (docs/configuration.md, client-side calls). Every origin
+//! request carries this prefix as `X-Rain-Base`. Any method: a request body
+//! is read whole first (`max_body`, `body_timeout`), as for forms; the
+//! answer is passed on as it is (no rewriting) and streamed as it comes,
+//! server-sent events included. Its `Set-Cookie`s go into the user's jar, a
+//! `Location` under the origin is mapped under the prefix.
+//!
+//! A state-changing call (not GET, HEAD or OPTIONS) from another site is
+//! refused with 403 before anything is read or sent: the hidden session
+//! must never let another site act for the user.
+
+use http::{HeaderName, HeaderValue, Method};
+use std::net::SocketAddr;
+
+use super::app::App;
+use super::form::{read_whole_body, refuse_body};
+use super::page::{respond_simple, session_or_503, unless_gone, PageRequest};
+use super::resource::relay;
+use crate::http::{BrowserConn, ResponseHead};
+use crate::rewrite::{
+    call_base, classify, foreign_location, resolve_src, stays_on_edge, Target, UrlContext,
+};
+use crate::upstream::{BrowserContext, Exchange, OriginRequest};
+
+/// Browser request fields a call passes on, besides §6's and the origin's
+/// `forward_headers`.
+const ASKED: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "content-type",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "range",
+    "if-range",
+    "last-event-id",
+    "x-requested-with",
+    "wicket-ajax",
+    "wicket-ajax-baseurl",
+    "wicket-focusedelementid",
+];
+
+/// Answer fields never passed to the browser: hop-by-hop ones, and the
+/// origin's cookies (they go into the jar).
+const KEPT_BACK: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "set-cookie",
+    "set-cookie2",
+];
+
+/// Serves one `/_rain/o/` request. Returns whether the connection may be
+/// kept.
+pub async fn serve(
+    app: &App,
+    session: &mut BrowserConn,
+    client: SocketAddr,
+    rest: &str,
+    page: PageRequest,
+) -> bool {
+    let snap = app.snapshot();
+    let cfg = snap.cfg.clone();
+    let PageRequest {
+        method,
+        headers,
+        query,
+        ..
+    } = page;
+    let secure = session.secure();
+    if let Err(why) = same_site(&method, &headers, secure) {
+        tracing::info!(%client, %method, why, "cross-site call refused");
+        session.close_after();
+        respond_simple(
+            session,
+            403,
+            "Forbidden",
+            "Calls that change something are accepted only from this site's own pages.",
+        )
+        .await;
+        return false;
+    }
+    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(origin) = cfg.origins.get(name).cloned() else {
+        return respond_simple(session, 404, "Not Found", "No such origin.").await;
+    };
+    let wanted = match &query {
+        Some(q) => format!("{location}?{q}"),
+        None => location.to_string(),
+    };
+    let url = match resolve_src(&origin.url, &wanted) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(%client, error = %e, "rejected call path");
+            return respond_simple(session, 400, "Bad Request", "This call's path is invalid.")
+                .await;
+        }
+    };
+    // The body whole first: a slow upload holds no origin connection.
+    let has_body = headers.contains_key(http::header::CONTENT_LENGTH)
+        || headers.contains_key(http::header::TRANSFER_ENCODING);
+    let body = if has_body {
+        match read_whole_body(session, cfg.server.max_body, cfg.server.body_timeout).await {
+            Ok(b) => Some(b),
+            Err(refusal) => return refuse_body(session, refusal).await,
+        }
+    } else {
+        None
+    };
+    let user = match session_or_503(app, &cfg, &headers, session, "call").await {
+        Ok(s) => s,
+        Err(keep) => return keep,
+    };
+    let browser = BrowserContext::new(
+        &cfg,
+        &headers,
+        Some(client.ip()),
+        secure,
+        format!("/_rain/o/{rest}"),
+    );
+    let mut out = browser
+        .headers_with_jar(&origin, &url, "call", user.as_deref())
+        .await;
+    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
+    for name in ASKED {
+        for v in headers.get_all(*name) {
+            out.push((HeaderName::from_static(name), v.clone()));
+        }
+    }
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let request = OriginRequest {
+        origin: &origin,
+        method: method.as_str(),
+        path_and_query: &path_and_query,
+        headers: out,
+        max_bytes: cfg.fragments.max_bytes,
+        on_head: None,
+        affinity: user.as_ref().map(|u| u.id.as_str()),
+        deadline: origin.timeout,
+    };
+    // The origin's timeout bounds the wait for the answer's head.
+    let exchange = async {
+        match &body {
+            Some(b) => {
+                let mut upload = app
+                    .client
+                    .open_upload(&request, Some(b.len() as u64))
+                    .await?;
+                upload.write(b).await?;
+                upload.finish().await
+            }
+            None => app.client.open(&request).await,
+        }
+    };
+    let opened = unless_gone(session, tokio::time::timeout(origin.timeout, exchange)).await;
+    let Some(opened) = opened else {
+        return false;
+    };
+    let ex = match opened {
+        Ok(Ok(ex)) => ex,
+        Ok(Err(e)) => {
+            tracing::warn!(origin = %origin.name, error = %e, "call failed");
+            return respond_simple(session, 502, "Bad Gateway", "The call could not be made.")
+                .await;
+        }
+        Err(_) => {
+            return respond_simple(
+                session,
+                504,
+                "Gateway Timeout",
+                "The call was not answered in time.",
+            )
+            .await
+        }
+    };
+    if let Some(s) = &user {
+        if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
+            tracing::warn!(error = %e, "call cookies not saved");
+        }
+    }
+    let Some(mut h) = answer_head(&ex, &origin, &url) else {
+        ex.finish();
+        return respond_simple(
+            session,
+            502,
+            "Bad Gateway",
+            "The answer redirects nowhere this site can send you.",
+        )
+        .await;
+    };
+    let status = ex.status();
+    let bodyless = method == Method::HEAD || status == 204 || status == 304;
+    h.insert("x-request-id", browser.request_id.as_str());
+    session.write_head(h);
+    if bodyless {
+        ex.finish();
+        return session.finish_body().await.is_ok();
+    }
+    // Server-sent events may pause between events: the body may run as long
+    // as something comes within the idle timeout.
+    relay(
+        session,
+        ex,
+        &origin,
+        cfg.server.idle_timeout.max(origin.timeout),
+    )
+    .await
+}
+
+/// Whether a call may act for the user: a safe method always; a
+/// state-changing one unless its `Origin` is another site's (scheme, host
+/// and port other than the edge's own) or its `Sec-Fetch-Site` says it came
+/// from another site. A request with neither header is let through (no
+/// browser leaves both out of a cross-site call).
+fn same_site(method: &Method, headers: &http::HeaderMap, secure: bool) -> Result<(), &'static str> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        if !site.eq_ignore_ascii_case(b"same-origin") && !site.eq_ignore_ascii_case(b"none") {
+            return Err("Sec-Fetch-Site is not same-origin");
+        }
+    }
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let own = own_origin(headers, secure).ok_or("no Host to compare the Origin with")?;
+        let theirs = origin
+            .to_str()
+            .ok()
+            .and_then(|o| url::Url::parse(o).ok())
+            .map(|u| u.origin())
+            .ok_or("the Origin is not a URL (or is null)")?;
+        if theirs != own {
+            return Err("the Origin is another site");
+        }
+    }
+    Ok(())
+}
+
+/// The edge's own origin as the browser sees it: the request's scheme and
+/// its `Host`.
+fn own_origin(headers: &http::HeaderMap, secure: bool) -> Option<url::Origin> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let scheme = if secure { "https" } else { "http" };
+    url::Url::parse(&format!("{scheme}://{host}/"))
+        .ok()
+        .map(|u| u.origin())
+}
+
+/// The head passed to the browser: the origin's status and fields (but
+/// hop-by-hop ones and `Set-Cookie`), a `Location` under the origin mapped
+/// under the call prefix, one elsewhere passed on when it is a valid
+/// absolute URL. `None` when a location leads nowhere valid.
+fn answer_head(
+    ex: &Exchange,
+    origin: &crate::config::Origin,
+    url: &url::Url,
+) -> Option<ResponseHead> {
+    let mut h = ResponseHead::new(ex.status())?;
+    let Some(src) = ex.headers() else {
+        return Some(h);
+    };
+    // Fields the origin's `Connection` names are hop-by-hop too.
+    let named: Vec<String> = src
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in src {
+        let n = name.as_str();
+        if KEPT_BACK.contains(&n) || named.iter().any(|t| t == n) || n == "location" {
+            continue;
+        }
+        let _ = h.append(n, value.clone());
+    }
+    if let Some(loc) = src
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let ctx = UrlContext {
+            origin: &origin.name,
+            base: &origin.url,
+            fragment_url: url,
+            kind: origin.kind,
+        };
+        let mapped = match classify(&ctx, loc) {
+            Target::Origin { location, hash } => {
+                Some(format!("{}{location}{hash}", call_base(&origin.name)))
+                    .filter(|to| stays_on_edge(to))
+            }
+            Target::Foreign => foreign_location(loc),
+        };
+        let Some(v) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) else {
+            tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "call redirect refused");
+            return None;
+        };
+        let _ = h.insert("location", v);
+    }
+    Some(h)
+}
