@@ -156,6 +156,53 @@ async fn tailor_templates_work_unchanged() {
     );
 }
 
+/// Tailor's fragment assets: `Link` stylesheets before the content of the
+/// first fragment naming them, scripts after, each URL once per page;
+/// the origin's go through rain-edge, where the stylesheet is scoped.
+#[tokio::test]
+async fn link_header_assets_are_put_into_the_page_once_each() {
+    let links = "</shop/cart.css>; rel=\"stylesheet\", <cart.js>; rel=\"fragment-script\"";
+    let o = Origin::with_routes(vec![
+        (
+            "/shop/cart",
+            R::html("<p class=\"box\">CART</p>").with_header("link", links),
+        ),
+        (
+            "/shop/mini",
+            R::html("<p>MINI</p>")
+                .with_header("link", links)
+                .with_header("link", "<https://cdn.example/x.css>; rel=stylesheet"),
+        ),
+        ("/shop/cart.css", {
+            let mut r = R::html(".box { color: red }");
+            r.headers.retain(|(n, _)| n != "content-type");
+            r.with_header("content-type", "text/css")
+        }),
+    ])
+    .await;
+    let edge = Edge::start(
+        &config(&[("shop", o.url("/shop/"), "")], HOME, ""),
+        &[(
+            "page.html",
+            &layout(
+                "[<fragment origin=\"shop\" src=\"/cart\"></fragment>][<fragment origin=\"shop\" src=\"/mini\"></fragment>]",
+            ),
+        )],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert!(
+        r.body.contains(
+            "[<link rel=\"stylesheet\" href=\"/_rain/r/shop/cart.css\"><p class=\"shop-box\">CART</p><script src=\"/_rain/r/shop/cart.js\"></script>]\
+             [<link rel=\"stylesheet\" href=\"https://cdn.example/x.css\"><p>MINI</p>]"
+        ),
+        "{}",
+        r.body
+    );
+    let css = edge.get("/_rain/r/shop/cart.css").await;
+    assert!(css.body.contains(".shop-box"), "{}", css.body);
+}
+
 #[tokio::test]
 async fn whole_documents_are_embedded_as_their_body_with_head_stylesheets() {
     let o = Origin::with_routes(vec![(

@@ -185,6 +185,10 @@ async fn primary_fragment_sets_the_page_status() {
             "/500" => R::status(500, "boom"),
             "/slow" => R::html("late").after(ms(1000)),
             "/away" => R::status(302, "").with_header("location", &foreign_url),
+            "/away301" => R::status(301, "").with_header("location", &foreign_url),
+            "/away303" => R::status(303, "").with_header("location", &foreign_url),
+            "/away307" => R::status(307, "").with_header("location", &foreign_url),
+            "/away308" => R::status(308, "").with_header("location", &foreign_url),
             "/hop" => R::status(302, "")
                 .with_header("location", "/ok")
                 .with_header("set-cookie", "hop=1; Path=/"),
@@ -194,13 +198,29 @@ async fn primary_fragment_sets_the_page_status() {
     .await;
     let mut templates = Vec::new();
     let mut routes = String::new();
-    for case in ["ok", "404", "500", "slow", "away", "hop"] {
+    let cases = [
+        "ok", "404", "500", "slow", "away", "hop", "away301", "away303", "away307", "away308",
+    ];
+    for case in cases {
         templates.push((
             format!("{case}.html"),
             layout(&format!(r#"<fragment origin="o" src="/{case}" primary timeout="300ms">FALLBACK</fragment><p>REST</p>"#)),
         ));
         routes.push_str(&format!(
             "[[routes]]\npath = \"/{case}\"\nlayout = \"{case}.html\"\n"
+        ));
+    }
+    // Several primaries: the first in document order sets the status
+    // (Tailor's rule); the others are ordinary fragments. `id=""` is no id.
+    for (name, first, second) in [("two-ok-500", "ok", "500"), ("two-404-ok", "404", "ok")] {
+        templates.push((
+            format!("{name}.html"),
+            layout(&format!(
+                r#"<fragment id="" origin="o" src="/{first}" primary>F1</fragment><fragment id="" origin="o" src="/{second}" primary>F2</fragment>"#
+            )),
+        ));
+        routes.push_str(&format!(
+            "[[routes]]\npath = \"/{name}\"\nlayout = \"{name}.html\"\n"
         ));
     }
     let edge = Edge::start_pages(&config(&[("o", o.url("/"), "")], &routes, ""), &templates).await;
@@ -220,10 +240,25 @@ async fn primary_fragment_sets_the_page_status() {
         r.header("location"),
         Some(foreign.url("/elsewhere").as_str())
     );
+    // The primary's redirect keeps its status.
+    for code in [301, 303, 307, 308] {
+        let r = edge.get(&format!("/away{code}")).await;
+        assert_eq!(r.status, code);
+        assert_eq!(
+            r.header("location"),
+            Some(foreign.url("/elsewhere").as_str())
+        );
+    }
     assert!(
         foreign.requests().is_empty(),
         "rain-edge followed a redirect out of the origin"
     );
+    let r = edge.get("/two-ok-500").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<p>OK</p>F2"), "{}", r.body);
+    let r = edge.get("/two-404-ok").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("F1<p>OK</p>"), "{}", r.body);
     // A redirect inside the origin is followed, with the cookie set on the way.
     let r = edge.get("/hop").await;
     assert_eq!(r.status, 200);

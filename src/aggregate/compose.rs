@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use url::Url;
 
+use super::assets::{fragment_assets, Asset, AssetKind};
 use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
 use super::spec::{resolve_target, FragmentSpec, Target};
 use super::split::{split_fragment, Item, RawFragment};
@@ -115,8 +116,9 @@ pub enum Outcome {
     Ok,
     /// It failed; its fallback is shown.
     Failed(FailureClass),
-    /// Its origin redirected out of the origin (to this absolute URL).
-    Redirect(String),
+    /// Its origin redirected out of the origin: the redirect's status and
+    /// this absolute URL.
+    Redirect(u16, String),
 }
 
 /// A fragment's content (or fallback) and how it ended.
@@ -129,6 +131,8 @@ enum Node {
     Static(Bytes),
     BodyEnd,
     Slot(Slot),
+    /// A fragment asset: written once per page, where it first comes.
+    Asset(Asset),
 }
 
 struct Slot {
@@ -245,10 +249,10 @@ impl Page {
         }
     }
 
-    /// Waits for the layout's `primary` fragments and returns the first
-    /// outcome that is not `Ok` (or `Ok`). Returns at once without primaries.
+    /// Waits for the layout's first `primary` fragment (in document order:
+    /// Tailor's rule; any others are ordinary fragments) and returns its
+    /// outcome. Returns `Ok` at once without one.
     pub async fn primary_outcome(&mut self) -> Outcome {
-        let mut result = Outcome::Ok;
         for node in &mut self.nodes {
             let Node::Slot(slot) = node else { continue };
             if !slot.primary {
@@ -265,12 +269,11 @@ impl Page {
                 SlotState::Ready(r) => r,
                 SlotState::Pending(t) => t.await,
             };
-            if result == Outcome::Ok {
-                result = resolved.outcome.clone();
-            }
+            let outcome = resolved.outcome.clone();
             slot.state = SlotState::Ready(resolved);
+            return outcome;
         }
-        result
+        Outcome::Ok
     }
 
     /// Writes the page in document order, `async` fragments before `</body>`.
@@ -279,6 +282,7 @@ impl Page {
             w,
             buf: BytesMut::with_capacity(16 << 10),
             asyncs: Vec::new(),
+            assets: HashSet::new(),
         };
         out.write_nodes(self.nodes).await?;
         out.drain_asyncs().await?;
@@ -290,6 +294,8 @@ struct Output<'w> {
     w: &'w mut dyn PageWriter,
     buf: BytesMut,
     asyncs: Vec<Slot>,
+    /// The fragment assets written so far (each URL once per page).
+    assets: HashSet<String>,
 }
 
 impl Output<'_> {
@@ -317,6 +323,11 @@ impl Output<'_> {
             for node in nodes {
                 match node {
                     Node::Static(b) => self.push(&b).await?,
+                    Node::Asset(a) => {
+                        if self.assets.insert(a.url) {
+                            self.push(a.html.as_bytes()).await?;
+                        }
+                    }
                     Node::BodyEnd => self.drain_asyncs().await?,
                     Node::Slot(slot) if slot.is_async => {
                         let ph =
@@ -641,6 +652,7 @@ async fn run_fragment(
             url: final_url,
             body,
             storable,
+            links,
             ..
         } => {
             // A public fragment's good answer is kept for stale_if_error
@@ -648,7 +660,11 @@ async fn run_fragment(
             if spec.public && storable && !ctx.cfg.fragments.stale_if_error.is_zero() {
                 ctx.source.keep_good(url.as_str(), &final_url, &body).await;
             }
-            ok_or_failed(ctx, spec, body, level, &origin, &url, &final_url, id).await
+            let mut r = ok_or_failed(ctx, spec, body, level, &origin, &url, &final_url, id).await;
+            if r.outcome == Outcome::Ok && !links.is_empty() {
+                with_assets(&mut r.nodes, &links, &origin, &final_url);
+            }
+            r
         }
         Fetched::ClientError { status, .. } => {
             tracing::warn!(fragment = %id, origin = %origin.name, status, "fragment answered a client error");
@@ -661,7 +677,7 @@ async fn run_fragment(
             )
             .await
         }
-        Fetched::Redirect(location) => {
+        Fetched::Redirect(status, location) => {
             tracing::warn!(fragment = %id, %location, "fragment redirected out of its origin");
             let mut r = failed(
                 ctx,
@@ -671,7 +687,7 @@ async fn run_fragment(
                 Some(level),
             )
             .await;
-            r.outcome = Outcome::Redirect(location);
+            r.outcome = Outcome::Redirect(status, location);
             r
         }
         Fetched::Failed(class, reason) => {
@@ -691,6 +707,28 @@ async fn run_fragment(
             failed(ctx, spec, Some(&origin.name), class, Some(level)).await
         }
     }
+}
+
+/// Puts the fragment's `Link` assets around its content: stylesheets
+/// before, scripts after.
+fn with_assets(nodes: &mut Vec<Node>, links: &[String], origin: &Origin, url: &Url) {
+    let ctx = crate::rewrite::UrlContext {
+        origin: &origin.name,
+        base: &origin.url,
+        fragment_url: url,
+        kind: origin.kind,
+    };
+    let assets = fragment_assets(links, &ctx);
+    if assets.is_empty() {
+        return;
+    }
+    let (before, after): (Vec<Asset>, Vec<Asset>) = assets
+        .into_iter()
+        .partition(|a| a.kind == AssetKind::Stylesheet);
+    let content = std::mem::take(nodes);
+    nodes.extend(before.into_iter().map(Node::Asset));
+    nodes.extend(content);
+    nodes.extend(after.into_iter().map(Node::Asset));
 }
 
 /// A fragment's body as its content, or its fallback when the body is

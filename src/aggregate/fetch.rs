@@ -50,6 +50,8 @@ pub struct FetchResponse {
     /// Whether the origin lets the answer be kept (no `no-store` or
     /// `private` in its `Cache-Control`).
     pub storable: bool,
+    /// Every `Link` value, as sent (fragment assets).
+    pub links: Vec<String>,
 }
 
 /// Why an exchange with an origin failed before a usable answer.
@@ -119,6 +121,8 @@ pub enum Fetched {
         body: Bytes,
         /// Whether the origin lets it be kept (for `stale_if_error`).
         storable: bool,
+        /// Its `Link` values (fragment assets).
+        links: Vec<String>,
     },
     /// A 4xx answer, with its body (a layout's own 404 page, a form's
     /// validation error). Fragments fail with [`class_of_status`].
@@ -128,8 +132,9 @@ pub enum Fetched {
         /// UTF-8 body.
         body: Bytes,
     },
-    /// A redirect out of the origin, to this absolute URL.
-    Redirect(String),
+    /// A redirect out of the origin: its status (301, 302, 303, 307 or
+    /// 308) and this absolute URL.
+    Redirect(u16, String),
     /// A failure of this class.
     Failed(FailureClass, String),
 }
@@ -158,6 +163,7 @@ pub async fn fetch_following(source: &dyn FragmentSource, mut req: FetchRequest)
                     status: resp.status,
                     body: resp.body,
                     storable: resp.storable,
+                    links: resp.links,
                 }
             }
             301 | 302 | 303 | 307 | 308 => {
@@ -186,7 +192,7 @@ pub async fn fetch_following(source: &dyn FragmentSource, mut req: FetchRequest)
                             .join(loc)
                             .map(String::from)
                             .unwrap_or_else(|_| loc.to_string());
-                        return Fetched::Redirect(abs);
+                        return Fetched::Redirect(resp.status, abs);
                     }
                 }
             }

@@ -3,6 +3,7 @@
 //! [`FragmentSource`]; the page is written in document order with fallbacks
 //! for every failure. Knows nothing of HTTP, sockets or sessions.
 
+mod assets;
 mod compose;
 mod fetch;
 mod spec;

@@ -53,7 +53,11 @@ impl FragmentSpec {
             Some(s) if !s.is_empty() => s.to_string(),
             _ => return Err("a <fragment> needs a `src`".into()),
         };
-        let id = raw.attr("id").map(|s| s.trim().to_string());
+        // `id=""` is no id (Tailor's templates write it).
+        let id = raw
+            .attr("id")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
         if let Some(id) = &id {
             if !valid_id(id) {
                 return Err(format!(

@@ -363,9 +363,9 @@ pub async fn render(
             None => return false,
             Some(found) => match found {
                 Ok(found) => found,
-                Err(Early::Redirect(location)) => {
+                Err(Early::Redirect(status, location)) => {
                     extra.push(("location", location));
-                    return respond_bytes(session, 302, Bytes::new(), &extra).await;
+                    return respond_bytes(session, status, Bytes::new(), &extra).await;
                 }
                 Err(Early::Page(status, title, message)) => {
                     let body = Bytes::from(html_page(title, message));
@@ -405,7 +405,7 @@ pub async fn render(
 }
 
 /// Streams a started page: its status is `status` unless a `primary`
-/// fragment failed (404, 504, 502) or redirected (302); the head goes out
+/// fragment failed (404, 504, 502) or redirected (its own status); the head goes out
 /// with `fields`, then the page in document order.
 async fn stream_page(
     session: &mut BrowserConn,
@@ -423,9 +423,10 @@ async fn stream_page(
         Outcome::Failed(FailureClass::NotFound) => 404,
         Outcome::Failed(FailureClass::Timeout) => 504,
         Outcome::Failed(_) => 502,
-        Outcome::Redirect(location) => {
+        Outcome::Redirect(redirect, location) => {
+            // The origin's own status (301, 302, 303, 307, 308).
             fields.push(("location", location));
-            return respond_bytes(session, 302, Bytes::new(), &fields).await;
+            return respond_bytes(session, redirect, Bytes::new(), &fields).await;
         }
     };
     let Some(mut h) = ResponseHead::new(status) else {
@@ -453,7 +454,7 @@ async fn stream_page(
 /// An answer given before any fragment is fetched.
 enum Early {
     /// A redirect out of the layout's origin.
-    Redirect(String),
+    Redirect(u16, String),
     /// A small error page: status, title, message.
     Page(u16, &'static str, &'static str),
 }
@@ -511,7 +512,7 @@ async fn origin_layout(
         Fetched::Content { body, status, .. } | Fetched::ClientError { body, status } => {
             (body, status)
         }
-        Fetched::Redirect(location) => return Err(Early::Redirect(location)),
+        Fetched::Redirect(status, location) => return Err(Early::Redirect(status, location)),
         Fetched::Failed(class, reason) => {
             tracing::warn!(origin = %origin.name, class = class.key(), %reason, "layout failed");
             return Err(match class {

@@ -133,7 +133,7 @@ impl OriginStats {
                     self.failures[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Outcome::Redirect(_) => {
+            Outcome::Redirect(..) => {
                 let i = FailureClass::ALL.len() - 1;
                 self.failures[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -380,7 +380,7 @@ impl PageLog {
         let key = match outcome {
             Outcome::Ok => "ok",
             Outcome::Failed(class) => class.key(),
-            Outcome::Redirect(_) => "redirect",
+            Outcome::Redirect(..) => "redirect",
         };
         let mut v = match self.ended.lock() {
             Ok(v) => v,

@@ -471,6 +471,15 @@ impl OriginClient {
         let content_type = ex.header_str("content-type");
         let content_encoding = ex.header_str("content-encoding");
         let set_cookies = ex.set_cookies();
+        let links: Vec<String> = ex
+            .headers()
+            .map(|h| {
+                h.get_all(http::header::LINK)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         let storable = !ex.header_str("cache-control").is_some_and(|cc| {
             cc.split(',').any(|d| {
                 let d = d.trim().split('=').next().unwrap_or("").trim();
@@ -496,6 +505,7 @@ impl OriginClient {
             set_cookies,
             body,
             storable,
+            links,
         })
     }
 }
