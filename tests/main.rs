@@ -34,3 +34,4 @@ mod sessions;
 mod soak;
 mod split_golden;
 mod tls;
+mod websockets;

@@ -75,7 +75,8 @@ pub async fn serve(
         ..
     } = page;
     let secure = session.secure();
-    if let Err(why) = same_site(&method, &headers, secure) {
+    let websocket = session.is_websocket_upgrade();
+    if let Err(why) = same_site(&method, &headers, secure, websocket) {
         tracing::info!(%client, %method, why, "cross-site call refused");
         session.close_after();
         respond_simple(
@@ -103,6 +104,12 @@ pub async fn serve(
                 .await;
         }
     };
+    if websocket {
+        return Box::pin(relay_websocket(
+            app, session, client, rest, &origin, &url, &headers,
+        ))
+        .await;
+    }
     // The body whole first: a slow upload holds no origin connection.
     let has_body = headers.contains_key(http::header::CONTENT_LENGTH)
         || headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -218,12 +225,17 @@ pub async fn serve(
 }
 
 /// Whether a call may act for the user: a safe method always; a
-/// state-changing one unless its `Origin` is another site's (scheme, host
+/// state-changing one or a WebSocket upgrade unless its `Origin` is another site's (scheme, host
 /// and port other than the edge's own) or its `Sec-Fetch-Site` says it came
 /// from another site. A request with neither header is let through (no
 /// browser leaves both out of a cross-site call).
-fn same_site(method: &Method, headers: &http::HeaderMap, secure: bool) -> Result<(), &'static str> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+fn same_site(
+    method: &Method,
+    headers: &http::HeaderMap,
+    secure: bool,
+    websocket: bool,
+) -> Result<(), &'static str> {
+    if !websocket && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     if let Some(site) = headers.get("sec-fetch-site") {
@@ -309,4 +321,146 @@ fn answer_head(
         let _ = h.insert("location", v);
     }
     Some(h)
+}
+
+/// The fields of a WebSocket handshake passed to the origin.
+const WEBSOCKET: &[&str] = &[
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
+/// A WebSocket through rain-edge: the handshake goes to the origin with the
+/// user's jar (over HTTP/1.1, on a connection of its own that holds a place
+/// among the origin's `max_connections` while it lasts); when the origin
+/// switches protocols, the browser gets its `101` and the frames are relayed
+/// both ways as they come until either side closes or nothing passes for
+/// `idle_timeout`. Any other answer is passed on as a call's.
+async fn relay_websocket(
+    app: &App,
+    session: &mut BrowserConn,
+    client: SocketAddr,
+    rest: &str,
+    origin: &std::sync::Arc<crate::config::Origin>,
+    url: &url::Url,
+    headers: &http::HeaderMap,
+) -> bool {
+    let snap = app.snapshot();
+    let cfg = &snap.cfg;
+    let user = match session_or_503(app, cfg, headers, session, "WebSocket").await {
+        Ok(s) => s,
+        Err(keep) => return keep,
+    };
+    let browser = BrowserContext::new(
+        cfg,
+        headers,
+        Some(client.ip()),
+        session.secure(),
+        format!("/_rain/o/{rest}"),
+    );
+    let mut out = browser
+        .headers_with_jar(origin, url, "call", user.as_deref())
+        .await;
+    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
+    for name in WEBSOCKET {
+        for v in headers.get_all(*name) {
+            out.push((HeaderName::from_static(name), v.clone()));
+        }
+    }
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let request = OriginRequest {
+        origin,
+        method: "GET",
+        path_and_query: &path_and_query,
+        headers: out,
+        max_bytes: cfg.fragments.max_bytes,
+        on_head: None,
+        affinity: user.as_ref().map(|u| u.id.as_str()),
+        deadline: origin.timeout,
+    };
+    let opened = unless_gone(
+        session,
+        tokio::time::timeout(origin.timeout, app.client.open_upgrade(&request)),
+    )
+    .await;
+    let Some(opened) = opened else {
+        return false;
+    };
+    let upgraded = match opened {
+        Ok(Ok(Ok(up))) => up,
+        Ok(Ok(Err(ex))) => {
+            // The origin did not switch: its answer, as a call's.
+            if let Some(s) = &user {
+                if let Err(e) = s.record(&origin.name, url, &ex.set_cookies()).await {
+                    tracing::warn!(error = %e, "call cookies not saved");
+                }
+            }
+            let Some(mut h) = answer_head(&ex, origin, url) else {
+                ex.finish();
+                return respond_simple(session, 502, "Bad Gateway", "The WebSocket was refused.")
+                    .await;
+            };
+            h.insert("x-request-id", browser.request_id.as_str());
+            session.write_head(h);
+            return relay(session, ex, origin, origin.timeout).await;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(origin = %origin.name, error = %e, "WebSocket failed");
+            return respond_simple(
+                session,
+                502,
+                "Bad Gateway",
+                "The WebSocket could not be opened.",
+            )
+            .await;
+        }
+        Err(_) => {
+            return respond_simple(
+                session,
+                504,
+                "Gateway Timeout",
+                "The WebSocket was not answered in time.",
+            )
+            .await
+        }
+    };
+    if let Some(s) = &user {
+        let set: Vec<String> = upgraded
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        if let Err(e) = s.record(&origin.name, url, &set).await {
+            tracing::warn!(error = %e, "WebSocket cookies not saved");
+        }
+    }
+    let metrics = &app.metrics;
+    metrics
+        .websockets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = crate::telemetry::InFlight::enter(&metrics.websockets_open);
+    // `upgraded` holds the origin connection's place until the end.
+    let mut upgraded = upgraded;
+    let leftover = std::mem::take(&mut upgraded.leftover);
+    match session
+        .relay_upgraded(
+            &upgraded.headers,
+            &mut upgraded.io,
+            leftover,
+            cfg.server.idle_timeout,
+        )
+        .await
+    {
+        Ok((up, down)) => {
+            tracing::debug!(origin = %origin.name, up, down, "WebSocket closed");
+        }
+        Err(e) => tracing::debug!(origin = %origin.name, error = %e, "WebSocket broken off"),
+    }
+    false
 }

@@ -382,6 +382,101 @@ impl BrowserConn {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
+    /// Whether the request asks to switch to WebSocket (an HTTP/1.1
+    /// `Upgrade: websocket` handshake).
+    pub fn is_websocket_upgrade(&self) -> bool {
+        let req = self.request();
+        req.version == Version::HTTP_11
+            && req.method == Method::GET
+            && req
+                .headers
+                .get_all(http::header::UPGRADE)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            && req
+                .headers
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    }
+
+    /// Answers an upgrade request with `101 Switching Protocols` and the
+    /// origin's `fields` (framing and hop-by-hop ones left out, `Connection:
+    /// upgrade` added), then relays bytes both ways between the browser and
+    /// `peer` (`leftover` first, to the browser) until either side closes,
+    /// nothing passes for `idle`, or the browser does not read for
+    /// `send_timeout`. The connection is not reused. Returns the bytes sent
+    /// to the origin and to the browser.
+    pub async fn relay_upgraded<S>(
+        &mut self,
+        fields: &HeaderMap,
+        peer: S,
+        leftover: Bytes,
+        idle: Duration,
+    ) -> std::io::Result<(u64, u64)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e: Box<pingora::Error>| std::io::Error::other(e.to_string());
+        self.close_after();
+        self.status = 101;
+        self.phase = Phase::Broken;
+        let mut resp = ResponseHeader::build(101, Some(fields.len() + 1)).map_err(io)?;
+        for (name, value) in fields {
+            if matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "set-cookie"
+            ) {
+                continue;
+            }
+            resp.append_header(name.clone(), value.clone())
+                .map_err(io)?;
+        }
+        resp.insert_header(http::header::CONNECTION, "upgrade")
+            .map_err(io)?;
+        timed(
+            self.send_timeout,
+            self.session.write_response_header(Box::new(resp)),
+        )
+        .await?;
+        let (mut up, mut down) = (0u64, 0u64);
+        if !leftover.is_empty() {
+            down += leftover.len() as u64;
+            timed(
+                self.send_timeout,
+                self.session.write_response_body(leftover, false),
+            )
+            .await?;
+        }
+        let (mut from_peer, mut to_peer) = tokio::io::split(peer);
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            tokio::select! {
+                read = self.session.read_request_body() => match read {
+                    Ok(Some(bytes)) => {
+                        up += bytes.len() as u64;
+                        to_peer.write_all(&bytes).await?;
+                    }
+                    // The browser closed, or broke off.
+                    Ok(None) | Err(_) => break,
+                },
+                read = from_peer.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        down += n as u64;
+                        let bytes = Bytes::copy_from_slice(&buf[..n]);
+                        timed(self.send_timeout, self.session.write_response_body(bytes, false)).await?;
+                    }
+                },
+                () = tokio::time::sleep(idle) => break,
+            }
+        }
+        let _ = to_peer.shutdown().await;
+        Ok((up, down))
+    }
+
     /// Ends the response body (and sends a head still held).
     pub async fn finish_body(&mut self) -> std::io::Result<()> {
         match self.phase {

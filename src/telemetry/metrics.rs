@@ -198,6 +198,10 @@ pub struct Metrics {
     pub reloads_rejected: AtomicU64,
     /// Public fragments served from their last good copy.
     pub stale_served: AtomicU64,
+    /// WebSockets relayed right now.
+    pub websockets_open: AtomicI64,
+    /// WebSockets opened through `/_rain/o/`.
+    pub websockets: AtomicU64,
 }
 
 impl Metrics {
@@ -265,6 +269,11 @@ impl Metrics {
                 "Fragment fetches waiting on an origin.",
                 self.fetches_in_flight.load(Ordering::Relaxed),
             ),
+            (
+                "rain_websockets_open",
+                "WebSockets relayed between browsers and origins right now.",
+                self.websockets_open.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -279,6 +288,11 @@ impl Metrics {
                 "rain_session_store_errors_total",
                 "Session store calls that failed.",
                 &self.store_errors,
+            ),
+            (
+                "rain_websockets_total",
+                "WebSockets opened through /_rain/o/.",
+                &self.websockets,
             ),
             (
                 "rain_stale_served_total",

@@ -303,6 +303,7 @@ impl OriginClient {
         req: &OriginRequest<'_>,
         skip: &mut Option<SocketAddr>,
         started: Instant,
+        h1_only: bool,
     ) -> Result<(Wire, bool, Lease), FetchFailure> {
         let name = &req.origin.name;
         let (origin, permit) = self.slot(name).await?;
@@ -310,7 +311,7 @@ impl OriginClient {
             let (server, admit) = origin.servers.pick(req.affinity, *skip)?;
             let attempt =
                 Attempt::new(server.clone(), admit, origin.breaker, started, req.deadline);
-            match connect(&origin, &server, name, &self.connector).await {
+            match connect(&origin, &server, name, &self.connector, h1_only).await {
                 Ok((wire, reused)) => {
                     let lease = Lease {
                         server: InUse::new(server),
@@ -353,7 +354,7 @@ impl OriginClient {
         // a failure on it before any answer is retried on a fresh connection
         // (these requests have no body, and are GET or HEAD).
         for tries in 1.. {
-            let (wire, reused, mut lease) = self.lease(req, &mut skip, started).await?;
+            let (wire, reused, mut lease) = self.lease(req, &mut skip, started, false).await?;
             let sent = match wire {
                 Wire::H1(mut conn) => {
                     let sent = match conn.io.write_all(&head).await {
@@ -418,7 +419,7 @@ impl OriginClient {
         let started = Instant::now();
         loop {
             attempts += 1;
-            let (wire, reused, mut lease) = self.lease(req, &mut skip, started).await?;
+            let (wire, reused, mut lease) = self.lease(req, &mut skip, started, false).await?;
             let failed = match wire {
                 Wire::H1(mut conn) => match conn.io.write_all(&head).await {
                     Ok(()) => {
@@ -454,6 +455,59 @@ impl OriginClient {
                 e => {
                     lease.settle(false);
                     return Err(e.into_failure(&req.origin.name));
+                }
+            }
+        }
+    }
+
+    /// Sends an upgrade request (a WebSocket handshake: the caller's fields
+    /// carry `Upgrade` and the `Sec-WebSocket-*` ones) over HTTP/1.1 on a
+    /// connection of its own, and reads the answer: `Ok(Upgraded)` when the
+    /// origin switched protocols (the connection is then the caller's, and
+    /// keeps its place among the origin's `max_connections` until dropped),
+    /// `Err(Exchange)` with any other answer.
+    pub async fn open_upgrade(
+        &self,
+        req: &OriginRequest<'_>,
+    ) -> Result<Result<Upgraded, Exchange>, FetchFailure> {
+        let head = request_head(req, RequestBody::Upgrade)?;
+        let name = &req.origin.name;
+        let mut skip = None;
+        let started = Instant::now();
+        loop {
+            let (wire, reused, mut lease) = self.lease(req, &mut skip, started, true).await?;
+            let Wire::H1(mut conn) = wire else {
+                lease.attempt = None;
+                return Err(FetchFailure::Error("an upgrade needs HTTP/1.1".into()));
+            };
+            let answered = match conn.io.write_all(&head).await {
+                Ok(()) => conn.read_switch().await,
+                Err(e) => Err(WireError::Io(e)),
+            };
+            match answered {
+                Ok(Ok(fields)) => {
+                    lease.settle(true);
+                    let leftover = std::mem::take(&mut conn.buf).freeze();
+                    return Ok(Ok(Upgraded {
+                        headers: fields,
+                        io: conn.io,
+                        leftover,
+                        _lease: lease,
+                    }));
+                }
+                Ok(Err(answer)) => {
+                    let mut ex = Exchange::h1(conn, answer, lease);
+                    let healthy = ex.status < 500;
+                    ex.lease.settle(healthy);
+                    return Ok(Err(ex));
+                }
+                Err(WireError::Io(e)) if reused && conn.nothing_read => {
+                    lease.attempt = None;
+                    tracing::debug!(origin = %name, error = %e, "stale pooled connection, retrying");
+                }
+                Err(e) => {
+                    lease.settle(false);
+                    return Err(e.into_failure(name));
                 }
             }
         }
@@ -597,14 +651,21 @@ async fn connect(
     server: &Server,
     name: &str,
     connector: &TransportConnector,
+    h1_only: bool,
 ) -> Result<(Wire, bool), FetchFailure> {
     let o = origin.servers.origin();
     let tls = o.tls.is_some();
-    let try_h2 = match o.http2 {
-        Http2::Always => true,
-        Http2::Auto => tls && !server.spoken.h1(),
-        Http2::Never => false,
-    };
+    if h1_only && o.http2 == Http2::Always {
+        return Err(FetchFailure::Unavailable(format!(
+            "`{name}` speaks only HTTP/2 (http2 = \"always\"): no HTTP/1.1 upgrade"
+        )));
+    }
+    let try_h2 = !h1_only
+        && match o.http2 {
+            Http2::Always => true,
+            Http2::Auto => tls && !server.spoken.h1(),
+            Http2::Never => false,
+        };
     let h1_ok = o.http2 != Http2::Always;
     if try_h2 {
         if let Some(s) = server.h2.stream().await {
@@ -650,14 +711,19 @@ async fn connect(
     // the fragment's `unavailable`, with pingora's reason. Boxed: a new
     // connection is the rare case, and its future inline would make every
     // exchange's state larger while it waits for its answer.
-    let io = Box::pin(connector.new_stream(&server.peer))
+    let peer = if h1_only {
+        &server.peer_h1
+    } else {
+        &server.peer
+    };
+    let io = Box::pin(connector.new_stream(peer))
         .await
         .map_err(|e| failed(&e))?;
     let h2 = match io.selected_alpn_proto() {
         Some(ALPN::H2) => true,
         _ => o.http2 == Http2::Always && !tls,
     };
-    if tls && o.http2 == Http2::Auto {
+    if tls && o.http2 == Http2::Auto && !h1_only {
         server.spoken.learn(h2);
     }
     if !h2 && !h1_ok {
@@ -791,6 +857,30 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads the answer to an upgrade request: its `101` fields, or its
+    /// final head (other interim answers are skipped).
+    async fn read_switch(&mut self) -> Result<Result<http::HeaderMap, ResponseHead>, WireError> {
+        loop {
+            if let Some(n) = h1::head_len(&self.buf).map_err(WireError::Protocol)? {
+                let head = self.buf.split_to(n).freeze();
+                if let Some(fields) = h1::parse_switch(&head).map_err(WireError::Protocol)? {
+                    return Ok(Ok(fields));
+                }
+                match h1::parse_response_head(&head, false).map_err(WireError::Protocol)? {
+                    Head::Final(head) => return Ok(Err(head)),
+                    Head::Interim => continue,
+                }
+            }
+            if self.eof {
+                return Err(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a complete answer head",
+                )));
+            }
+            self.fill().await.map_err(WireError::Io)?;
+        }
+    }
+
     /// Reads up to and including the final response head (interim 1xx
     /// answers are skipped).
     async fn read_head(&mut self, to_head: bool) -> Result<ResponseHead, WireError> {
@@ -811,6 +901,19 @@ impl Conn {
             self.fill().await.map_err(WireError::Io)?;
         }
     }
+}
+
+/// An origin connection that switched protocols (`101`): its answer's
+/// fields, the connection, and what was read past the head.
+pub struct Upgraded {
+    /// The `101` answer's fields (`Upgrade`, `Sec-WebSocket-Accept`...).
+    pub headers: http::HeaderMap,
+    /// The connection, now the new protocol's.
+    pub io: Stream,
+    /// Bytes the origin sent right after its head.
+    pub leftover: Bytes,
+    /// Its place among the origin's `max_connections`.
+    _lease: Lease,
 }
 
 /// A request to an origin whose body is being streamed.

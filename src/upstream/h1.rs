@@ -76,6 +76,9 @@ pub enum RequestBody {
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// No body, and `Connection: upgrade`: the caller's `Upgrade` field
+    /// names the protocol (a WebSocket handshake).
+    Upgrade,
 }
 
 /// Writes a request head. The caller's fields that frame the message
@@ -123,6 +126,7 @@ pub fn request_head(
             out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
         }
         RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        RequestBody::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
     }
     out.extend_from_slice(b"\r\n");
     Ok(out)
@@ -248,6 +252,31 @@ pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, H1Error>
         body,
         keep_alive,
     }))
+}
+
+/// The fields of a `101 Switching Protocols` head, or `None` when `head`
+/// (whole, as found by [`head_len`]) has another status.
+pub fn parse_switch(head: &Bytes) -> Result<Option<HeaderMap>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    match res.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(H1Error::MalformedHead(None)),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::TooManyFields),
+        Err(e) => return Err(H1Error::MalformedHead(Some(e))),
+    }
+    if res.code != Some(101) {
+        return Ok(None);
+    }
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::FieldName(h.name.to_string()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| H1Error::FieldValue(h.name.to_string()))?;
+        headers.append(name, value);
+    }
+    Ok(Some(headers))
 }
 
 /// The comma-separated tokens of a header value, trimmed, empty ones skipped.

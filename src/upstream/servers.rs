@@ -40,6 +40,8 @@ pub struct Server {
     /// What pingora's connector connects to (TLS name and options are the
     /// origin's).
     pub peer: HttpPeer,
+    /// The same, offering only HTTP/1.1 by ALPN (protocol upgrades).
+    pub peer_h1: HttpPeer,
     idle: Mutex<VecDeque<(Stream, Instant)>>,
     max_idle: usize,
     /// Its circuit breaker (`breaker_failures`, `breaker_cooldown`).
@@ -58,9 +60,13 @@ pub struct Server {
 
 impl Server {
     fn new(addr: SocketAddr, origin: &Origin) -> Server {
+        let peer = origin_peer(addr, origin);
+        let mut peer_h1 = peer.clone();
+        peer_h1.options.alpn = pingora::protocols::ALPN::H1;
         Server {
             addr,
-            peer: origin_peer(addr, origin),
+            peer,
+            peer_h1,
             idle: Mutex::default(),
             max_idle: origin.max_connections,
             breaker: Breaker::default(),
