@@ -1,8 +1,10 @@
 //! A real browser: Debian's Chromium, driven by playwright-core
 //! (tests/browser/check.mjs), against rain-edge composing a page from two
 //! in-process origins that both style `.box` and the real PHP app. It clicks a
-//! link inside a fragment, goes back, submits a form and checks computed
-//! styles; the screenshot goes to target/browser-check.png.
+//! link inside a fragment, goes back, submits a form, checks computed
+//! styles, clicks a button whose `fetch` keeps a count in its origin's
+//! session (through `X-Rain-Base`), and sees a WebSocket tick and echo;
+//! the screenshot goes to target/browser-check.png.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,8 +57,13 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
 <section><fragment id="a" origin="a" src="/frag"></fragment></section>
 <section><fragment id="b" origin="b" src="/frag"></fragment></section>
 <section><fragment id="basket" origin="php" src="/form.php"></fragment></section>
-<div id="async-slot"><fragment origin="a" src="/late" async></fragment></div>"#;
+<div id="async-slot"><fragment origin="a" src="/late" async></fragment></div>
+<section><fragment id="live" origin="live" src="/widget"></fragment></section>"#;
     let php_url = format!("http://127.0.0.1:{}/", php.port);
+    // The demo's live origin: a fetch that counts in its own session, and a
+    // WebSocket that ticks and echoes.
+    let live =
+        Origin::with_handler(rain_edge::demo::app("live").expect("the live demo origin")).await;
     let edge = Edge::start(
         &config(
             &[
@@ -64,6 +71,7 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
                 ("b", b.url("/b/"), ""),
                 ("c", c.url("/c/"), "css_scope = \"wrap\""),
                 ("php", php_url, "kind = \"php\"\ntimeout = \"3s\""),
+                ("live", live.url("/live/"), ""),
             ],
             HOME,
             "",

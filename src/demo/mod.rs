@@ -1,5 +1,6 @@
 //! The bundled demo: a few small origins (a shop, a news desk, a profile
-//! service and a deliberately slow one) served in-process next to rain-edge,
+//! service, a live one with a button and a WebSocket, and a deliberately
+//! slow one) served in-process next to rain-edge,
 //! so that `rain-edge demo` shows composition, parallel fetches, async
 //! fragments and fallbacks with one command. [`origin`] is also the test
 //! origin server.
@@ -63,6 +64,84 @@ fn profile(req: OriginRequest) -> Reply {
     }
 }
 
+/// Clicks per `live_sid` session of the live origin.
+fn clicks() -> &'static std::sync::Mutex<std::collections::HashMap<String, u32>> {
+    static CLICKS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
+        std::sync::OnceLock::new();
+    CLICKS.get_or_init(Default::default)
+}
+
+/// A live fragment: a button whose `fetch` to the origin (through the
+/// `X-Rain-Base` rain-edge sent) counts clicks in the origin's own session,
+/// and a WebSocket that ticks every second and echoes what it is sent.
+fn live(req: OriginRequest) -> Reply {
+    match req.path.as_str() {
+        "/live/widget" => {
+            // Only what rain-edge sends as its own prefix is written into the
+            // page (a path under /_rain/o/).
+            let base = req
+                .header("x-rain-base")
+                .filter(|b| {
+                    b.starts_with("/_rain/o/")
+                        && b.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"/_-.".contains(&c))
+                })
+                .unwrap_or("/live/")
+                .to_string();
+            Reply::html(format!(
+                "<div class=\"live\" data-base=\"{base}\">\
+                 <p>Clicks, counted in the live origin's own session: <b id=\"live-clicks\">0</b> \
+                 <button id=\"live-click\" type=\"button\">Click</button></p>\
+                 <p>Over a WebSocket: <b id=\"live-ticks\">connecting</b> \
+                 <span id=\"live-echo\"></span></p>\
+                 <script>(function () {{\
+                 var root = document.currentScript.parentElement, base = root.dataset.base;\
+                 var show = function (j) {{ document.getElementById('live-clicks').textContent = j.clicks; }};\
+                 fetch(base + 'clicks').then(function (r) {{ return r.json(); }}).then(show);\
+                 document.getElementById('live-click').addEventListener('click', function () {{\
+                 fetch(base + 'clicks', {{ method: 'POST' }}).then(function (r) {{ return r.json(); }}).then(show); }});\
+                 var ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + base + 'ws');\
+                 ws.onopen = function () {{ ws.send('hello from the page'); }};\
+                 ws.onmessage = function (e) {{ var d = String(e.data);\
+                 if (d.indexOf('tick ') === 0) {{ document.getElementById('live-ticks').textContent = d; }}\
+                 else {{ document.getElementById('live-echo').textContent = 'echo: ' + d; }} }};\
+                 }})();</script></div>"
+            ))
+        }
+        "/live/clicks" => {
+            let sent = req.header("cookie").and_then(|c| {
+                c.split(';')
+                    .filter_map(|p| p.trim().split_once('='))
+                    .find(|(n, _)| *n == "live_sid")
+                    .map(|(_, v)| v.to_string())
+            });
+            let mut all = match clicks().lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let (sid, fresh) = match sent.filter(|s| all.contains_key(s)) {
+                Some(s) => (s, false),
+                None => (format!("{:016x}", rand::random::<u64>()), true),
+            };
+            let n = all.entry(sid.clone()).or_insert(0);
+            if req.method == "POST" {
+                *n += 1;
+            }
+            let mut reply = Reply::status(200, format!("{{\"clicks\":{n}}}"));
+            reply.headers = vec![("content-type".into(), "application/json".into())];
+            if fresh {
+                reply = reply.with_header(
+                    "set-cookie",
+                    &format!("live_sid={sid}; Path=/live/; HttpOnly"),
+                );
+            }
+            reply
+        }
+        "/live/ws" => Reply::websocket(Duration::from_secs(1)),
+        _ => Reply::status(404, "<p>not found</p>"),
+    }
+}
+
 fn slow(_req: OriginRequest) -> Reply {
     Reply::html("<p>This took far too long.</p>").after(Duration::from_secs(5))
 }
@@ -74,6 +153,7 @@ pub fn app(name: &str) -> Option<Handler> {
         "news" => handler(news),
         "profile" => handler(profile),
         "slow" => handler(slow),
+        "live" => handler(live),
         _ => return None,
     })
 }

@@ -65,6 +65,9 @@ pub struct Reply {
     pub raw: Option<Bytes>,
     /// Close the connection without answering.
     pub drop: bool,
+    /// Switch a WebSocket handshake to WebSocket: echo each text message
+    /// and send `tick N` every this long.
+    pub websocket: Option<Duration>,
 }
 
 impl Reply {
@@ -90,6 +93,16 @@ impl Reply {
     pub fn after(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
+    }
+
+    /// A WebSocket (for a handshake request): echoes text messages and
+    /// sends `tick N` every `every`.
+    pub fn websocket(every: Duration) -> Reply {
+        Reply {
+            status: 101,
+            websocket: Some(every),
+            ..Reply::default()
+        }
     }
 
     /// This reply with one more header.
@@ -207,6 +220,13 @@ async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
         let mut req = req;
         req.conn = conn;
         req.body = body;
+        let ws_key = req
+            .header("sec-websocket-key")
+            .filter(|_| {
+                req.header("upgrade")
+                    .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+            })
+            .map(str::to_string);
         let reply = handler(req).await;
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
@@ -216,6 +236,10 @@ async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
         }
         if let Some(raw) = reply.raw {
             let _ = tcp.write_all(&raw).await;
+            return;
+        }
+        if let (Some(every), Some(key)) = (reply.websocket, &ws_key) {
+            websocket(tcp, key, &reply.headers, every).await;
             return;
         }
         let status = if reply.status == 0 { 200 } else { reply.status };
@@ -236,6 +260,49 @@ async fn connection(mut tcp: TcpStream, handler: Handler, conn: u64) {
         }
         if tcp.write_all(&reply.body).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Answers a WebSocket handshake (`101`, the key's accept value and
+/// `fields`), then echoes text messages and sends `tick N` every `every`
+/// until the peer closes.
+async fn websocket(mut tcp: TcpStream, key: &str, fields: &[(String, String)], every: Duration) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    for (k, v) in fields {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if tcp.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Server, None).await;
+    let mut tick = tokio::time::interval(every);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if ws.send(Message::Text(t)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            _ = tick.tick() => {
+                n += 1;
+                if ws.send(Message::Text(format!("tick {n}"))).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

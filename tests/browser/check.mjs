@@ -1,7 +1,7 @@
 // Drives Debian's Chromium against a running rain-edge (started by
 // tests/browser.rs): computed styles of scoped classes, a link clicked inside
 // a fragment and the back button, a form submitted, an async fragment moved
-// into place. Prints what it saw; exits 1 on any failure.
+// into place, a fetch that keeps its origin session, a WebSocket echo. Prints what it saw; exits 1 on any failure.
 // Usage: node check.mjs BASE_URL SCREENSHOT_PATH
 import { chromium } from 'playwright-core';
 
@@ -36,6 +36,20 @@ try {
   check("wrap origin c's rules stay inside its fragment", only !== 'rgb(1, 2, 3)', only);
   const cClass = await page.$eval('#c-box', (el) => el.className);
   check('wrap leaves class names as they are', cClass === 'box', cClass);
+
+  // The live fragment: a WebSocket through rain-edge ticks and echoes, and
+  // a button's fetch counts in the origin's own (hidden) session.
+  await page.waitForFunction(() => (document.getElementById('live-ticks') || {}).textContent?.startsWith('tick'), null, { timeout: 10000 });
+  const echo = await page.textContent('#live-echo');
+  check('WebSocket echo through rain-edge', echo === 'echo: hello from the page', echo);
+  await page.click('#live-click');
+  await page.waitForFunction(() => document.getElementById('live-clicks').textContent === '1', null, { timeout: 5000 });
+  await page.click('#live-click');
+  await page.waitForFunction(() => document.getElementById('live-clicks').textContent === '2', null, { timeout: 5000 }).catch(() => {});
+  const clicks = await page.textContent('#live-clicks');
+  check('fetch keeps its origin session across two clicks', clicks === '2', clicks);
+  const cookies = (await page.context().cookies()).map((c) => c.name);
+  check("the origin's session cookie stays hidden", !cookies.includes('live_sid') && cookies.includes('rain_sid'), cookies);
 
   const asyncParent = await page.$eval('#async-item', (el) => el.parentElement && el.parentElement.id);
   check('async fragment moved into its place', asyncParent === 'async-slot', asyncParent);

@@ -57,6 +57,19 @@ impl Origin {
         Origin { addr, log, task }
     }
 
+    /// Starts an origin served by `handler` (a demo origin's, say); its
+    /// requests are not logged.
+    pub async fn with_handler(handler: Handler) -> Origin {
+        let (addr, task) = origin::spawn("127.0.0.1:0".parse().expect("addr"), handler)
+            .await
+            .expect("bind origin");
+        Origin {
+            addr,
+            log: Arc::default(),
+            task,
+        }
+    }
+
     /// Starts an origin serving a fixed map of path -> reply (404 otherwise).
     pub async fn with_routes(routes: Vec<(&str, Reply)>) -> Origin {
         let map: HashMap<String, Reply> = routes
