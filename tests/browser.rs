@@ -3,7 +3,8 @@
 //! in-process origins that both style `.box` and the real PHP app. It clicks a
 //! link inside a fragment, goes back, submits a form, checks computed
 //! styles, clicks a button whose `fetch` keeps a count in its origin's
-//! session (through `X-Rain-Base`), and sees a WebSocket tick and echo;
+//! session (through `X-Rain-Base`), sees a WebSocket tick and echo, and
+//! uses the Wicket-like app's Ajax link and Ajax form (on a real Tomcat);
 //! the screenshot goes to target/browser-check.png.
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
         "node is missing: install Node.js 18 or later"
     );
 
-    let (php, _work) = apps::php().await;
+    let ((php, _work), (tomcat, _tomcat_work)) = tokio::join!(apps::php(), apps::tomcat());
     let a = Origin::with_routes(vec![
         ("/a/frag", R::html("<style>.box { color: rgb(255, 0, 0) }</style><div class=\"box\" id=\"a-box\">A</div>")),
         ("/a/late", R::html("<span id=\"async-item\">late</span>").after(ms(200))),
@@ -58,7 +59,8 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
 <section><fragment id="b" origin="b" src="/frag"></fragment></section>
 <section><fragment id="basket" origin="php" src="/form.php"></fragment></section>
 <div id="async-slot"><fragment origin="a" src="/late" async></fragment></div>
-<section><fragment id="live" origin="live" src="/widget"></fragment></section>"#;
+<section><fragment id="live" origin="live" src="/widget"></fragment></section>
+<section><fragment id="wicket" origin="wicket" src="/counter"></fragment></section>"#;
     let php_url = format!("http://127.0.0.1:{}/", php.port);
     // The demo's live origin: a fetch that counts in its own session, and a
     // WebSocket that ticks and echoes.
@@ -72,6 +74,11 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
                 ("c", c.url("/c/"), "css_scope = \"wrap\""),
                 ("php", php_url, "kind = \"php\"\ntimeout = \"3s\""),
                 ("live", live.url("/live/"), ""),
+                (
+                    "wicket",
+                    format!("http://127.0.0.1:{}/wicket/", tomcat.port),
+                    "kind = \"wicket\"\ntimeout = \"8s\"",
+                ),
             ],
             HOME,
             "",

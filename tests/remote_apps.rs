@@ -226,3 +226,126 @@ async fn jsp_wicket_and_spring_sessions_logins_and_users() {
         );
     }
 }
+
+/// The value of the `"u"` key after `marker` in a page (a Wicket Ajax
+/// call's URL, as rewritten).
+fn ajax_url(body: &str, marker: &str) -> String {
+    let at = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {body}"));
+    let rest = &body[..at];
+    let start = rest
+        .rfind("\"u\":\"")
+        .unwrap_or_else(|| panic!("no \"u\" before {marker}"))
+        + 5;
+    let end = body[start..].find('"').expect("end of u") + start;
+    body[start..end].to_string()
+}
+
+/// Wicket's Ajax through rain-edge, against the Wicket-like app on a real
+/// Tomcat: the inline calls' URLs go through `/_rain/o/`, the
+/// `<ajax-response>` components come back rewritten like the fragment
+/// (classes renamed, links into the page), an Ajax form posts within the
+/// user's hidden session, and a stale call's `Ajax-Location` leads to the
+/// page.
+#[tokio::test]
+async fn wicket_ajax_calls_go_through_rain_edge_and_their_answers_are_rewritten() {
+    let (tc, _work) = apps::tomcat().await;
+    let base = format!("http://127.0.0.1:{}", tc.port);
+    let (routes, templates) = pages(&[("", frag("wicket", "/counter", ""))]);
+    let edge = Edge::start_pages(
+        &config(
+            &[(
+                "wicket",
+                format!("{base}/wicket/"),
+                "kind = \"wicket\"\ntimeout = \"8s\"",
+            )],
+            &routes,
+            "",
+        ),
+        &templates,
+    )
+    .await;
+    let mut ann = Browser::new(&edge);
+    let page = ann.get("/").await;
+    assert!(page.body.contains("wicket session="), "{}", page.body);
+    // The inline calls now name rain-edge, with the fragment and the page.
+    let link = ajax_url(&page.body, "\"c\":\"ajax-link\"");
+    assert!(
+        link.starts_with("/_rain/o/wicket/counter?")
+            && link.contains("-ajaxlink&rain.f=wicket&rain.page=/"),
+        "{link}"
+    );
+    let form = ajax_url(&page.body, "\"c\":\"ajax-form\"");
+    assert!(
+        page.body
+            .contains("<script src=\"/_rain/r/wicket/wicket-ajax.js\">"),
+        "{}",
+        page.body
+    );
+    let js = ann.get("/_rain/r/wicket/wicket-ajax.js").await;
+    assert!(js.body.contains("Wicket-Ajax-BaseURL"), "{}", js.body);
+
+    let sid = ann.sid.clone().expect("rain_sid");
+    let cookie = format!("rain_sid={sid}");
+    let own = format!("http://{}", edge.addr);
+    let wicket_headers = [
+        ("Cookie", cookie.as_str()),
+        ("Wicket-Ajax", "true"),
+        ("Wicket-Ajax-BaseURL", "counter?0"),
+        ("Origin", own.as_str()),
+    ];
+    for n in 1..=2 {
+        let r = get(edge.addr, &link, &wicket_headers).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.header("content-type").is_some_and(|t| t.contains("xml")));
+        assert!(
+            r.body.contains(&format!("<component id=\"ajaxcount\"><![CDATA[<span id=\"ajaxcount\" class=\"wicket-ajaxcount\">ajax={n} ")),
+            "{}",
+            r.body
+        );
+        // A link in the component moves the fragment within the page.
+        assert!(
+            r.body
+                .contains("class=\"wicket-reload\" href=\"/?rain.wicket=counter%3F0\""),
+            "{}",
+            r.body
+        );
+    }
+    let r = post(
+        edge.addr,
+        &form,
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Wicket-Ajax", "true"),
+            ("Wicket-Ajax-BaseURL", "counter?0"),
+            ("Origin", own.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"item=pear",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<li>pear</li>"), "{}", r.body);
+    // The page shown again at the fragment's version renders it anew: the
+    // old call is stale, and its Ajax-Location leads back to the page.
+    let again = ann.get("/?rain.wicket=counter%3F0").await;
+    assert!(again.body.contains("ajax=2"), "{}", again.body);
+    assert!(again.body.contains("<li>pear</li>"), "{}", again.body);
+    let r = get(edge.addr, &link, &wicket_headers).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to = r.header("ajax-location").unwrap_or_default().to_string();
+    assert!(to.starts_with("/?rain.wicket=counter%3F"), "{to}");
+    // Another site cannot post to it.
+    let evil = post(
+        edge.addr,
+        &form,
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Origin", "http://evil.example"),
+        ],
+        b"item=evil",
+    )
+    .await;
+    assert_eq!(evil.status, 403);
+}

@@ -18,9 +18,11 @@ use super::app::App;
 use super::form::{read_whole_body, refuse_body};
 use super::page::{respond_simple, session_or_503, unless_gone, PageRequest};
 use super::resource::relay;
+use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
-    call_base, classify, foreign_location, resolve_src, stays_on_edge, Target, UrlContext,
+    call_base, classify, foreign_location, is_rain_param, map_components, resolve_src,
+    stays_on_edge, FragmentRewrite, PageUrl, Target, UrlContext,
 };
 use crate::upstream::{BrowserContext, Exchange, OriginRequest};
 
@@ -92,7 +94,10 @@ pub async fn serve(
     let Some(origin) = cfg.origins.get(name).cloned() else {
         return respond_simple(session, 404, "Not Found", "No such origin.").await;
     };
-    let wanted = match &query {
+    // `rain.f` and `rain.page` (Wicket's Ajax calls) are ours; the rest of
+    // the query is the origin's.
+    let (own, ajax) = split_query(query.as_deref());
+    let wanted = match &own {
         Some(q) => format!("{location}?{q}"),
         None => location.to_string(),
     };
@@ -194,6 +199,33 @@ pub async fn serve(
         if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
             tracing::warn!(error = %e, "call cookies not saved");
         }
+    }
+    // Wicket's Ajax answers: their components' markup rewritten like the
+    // fragment's, `Ajax-Location` into the page.
+    let rewrite = ajax
+        .filter(|_| origin.kind == OriginKind::Wicket)
+        .map(|(id, page)| {
+            std::sync::Arc::new(FragmentRewrite {
+                id,
+                origin: origin.name.clone(),
+                base: origin.url.clone(),
+                fragment_url: url.clone(),
+                kind: origin.kind,
+                page: std::sync::Arc::new(page),
+                css_scope: origin.css_scope,
+                class_prefix: origin.class_prefix.clone(),
+            })
+        });
+    if let Some(rw) = rewrite.filter(|_| is_ajax_response(&ex)) {
+        return Box::pin(ajax_answer(
+            session,
+            ex,
+            &origin,
+            rw,
+            &cfg,
+            &browser.request_id,
+        ))
+        .await;
     }
     let Some(mut h) = answer_head(&ex, &origin, &url) else {
         ex.finish();
@@ -463,4 +495,151 @@ async fn relay_websocket(
         Err(e) => tracing::debug!(origin = %origin.name, error = %e, "WebSocket broken off"),
     }
     false
+}
+
+/// A call's query without rain-edge's parameters, and the fragment and
+/// page a Wicket Ajax call belongs to (`rain.f`, `rain.page`), when it
+/// names them validly.
+fn split_query(query: Option<&str>) -> (Option<String>, Option<(String, PageUrl)>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (mut id, mut page) = (None, None);
+    let mut own = Vec::new();
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match decode(k).as_str() {
+            "rain.f" => id = Some(decode(v)),
+            "rain.page" => page = Some(decode(v)),
+            _ if is_rain_param(k) => {}
+            _ => own.push(kv),
+        }
+    }
+    let context = match (id, page) {
+        (Some(id), Some(page)) if crate::aggregate::valid_id(&id) && stays_on_edge(&page) => {
+            let (path, q) = match page.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (page, None),
+            };
+            Some((id, PageUrl::new(&path, q.as_deref())))
+        }
+        _ => None,
+    };
+    ((!own.is_empty()).then(|| own.join("&")), context)
+}
+
+/// Whether an answer is Wicket's Ajax answer: `<ajax-response>` as XML, or
+/// an `Ajax-Location` (the page is stale).
+fn is_ajax_response(ex: &Exchange) -> bool {
+    ex.status() == 200
+        && (ex.header_str("ajax-location").is_some()
+            || ex
+                .header_str("content-type")
+                .is_some_and(|t| t.to_ascii_lowercase().contains("xml")))
+}
+
+/// Sends Wicket's Ajax answer with each component's markup rewritten like
+/// its fragment's (classes, links, resources, forms), read whole first
+/// (bounded by `max_bytes`, within the origin's timeout), and its
+/// `Ajax-Location` (a stale page) mapped to the page with the fragment
+/// there.
+async fn ajax_answer(
+    session: &mut BrowserConn,
+    mut ex: Exchange,
+    origin: &crate::config::Origin,
+    rw: std::sync::Arc<FragmentRewrite>,
+    cfg: &crate::config::Config,
+    request_id: &str,
+) -> bool {
+    let max = cfg.fragments.max_bytes;
+    let encoding = ex.header_str("content-encoding");
+    let content_type = ex.header_str("content-type");
+    let ajax_location = ex.header_str("ajax-location");
+    let mut raw = bytes::BytesMut::new();
+    let read = async {
+        while let Some(c) = ex.chunk().await? {
+            if (raw.len() + c.len()) as u64 > max {
+                return Err(crate::aggregate::FetchFailure::Error(
+                    "answer too large".into(),
+                ));
+            }
+            raw.extend_from_slice(&c);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(origin.timeout, read).await {
+        Ok(Ok(())) => ex.finish(),
+        _ => {
+            tracing::warn!(origin = %origin.name, "Ajax answer broken off, too large or late");
+            return respond_simple(
+                session,
+                502,
+                "Bad Gateway",
+                "The Ajax answer could not be read.",
+            )
+            .await;
+        }
+    }
+    let xml = match crate::upstream::decode_content(raw.freeze(), encoding.as_deref(), max) {
+        Ok(d) => crate::upstream::to_utf8(d, content_type.as_deref()),
+        Err(e) => {
+            tracing::warn!(origin = %origin.name, error = %e, "Ajax answer could not be decoded");
+            return respond_simple(
+                session,
+                502,
+                "Bad Gateway",
+                "The Ajax answer could not be read.",
+            )
+            .await;
+        }
+    };
+    let xml = String::from_utf8_lossy(&xml);
+    let memory = cfg.fragments.max_rewrite_memory;
+    let markup = |html: &str| -> String {
+        match crate::aggregate::split_fragment(html.as_bytes(), rw.clone(), memory) {
+            Ok(items) => items
+                .into_iter()
+                .filter_map(|i| match i {
+                    crate::aggregate::Item::Static(b) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    // No fragments inside an Ajax answer.
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "Ajax component dropped");
+                String::new()
+            }
+        }
+    };
+    let body = map_components(&xml, markup).unwrap_or_else(|| xml.into_owned());
+    let Some(mut h) = ResponseHead::new(200) else {
+        return false;
+    };
+    h.insert("content-type", "text/xml; charset=utf-8");
+    h.insert("cache-control", "no-cache, no-store");
+    h.insert("x-request-id", request_id);
+    if let Some(loc) = ajax_location {
+        match rw.link(&loc) {
+            Some(page) if stays_on_edge(&page) => {
+                h.insert("ajax-location", page);
+            }
+            _ => {
+                tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "Ajax-Location refused")
+            }
+        }
+    }
+    h.insert("content-length", body.len().to_string());
+    session.write_head(h);
+    if session
+        .write_body(bytes::Bytes::from(body), true)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    true
 }

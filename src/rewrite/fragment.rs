@@ -19,7 +19,9 @@ use url::Url;
 
 use super::css::{rewrite_css, scope_class_attr, wrap_css};
 use super::entities::decode_attr;
-use super::links::{classify, encode_component, resource_url, PageUrl, Target, UrlContext};
+use super::links::{
+    call_base, classify, encode_component, resource_url, PageUrl, Target, UrlContext,
+};
 use super::selectors::{on_element, on_text};
 use crate::config::{CssScope, OriginKind};
 
@@ -72,6 +74,57 @@ impl FragmentRewrite {
                 Some(format!("{}{hash}", resource_url(&self.origin, &location)))
             }
         }
+    }
+
+    /// The URL of one of Wicket's Ajax calls (`"u"` in an inline
+    /// `Wicket.Ajax.ajax({...})`): under the call prefix, with the fragment
+    /// (`rain.f`) and the page (`rain.page`) its answer's markup belongs to.
+    /// `None` to leave it (not the origin's).
+    pub fn ajax_url(&self, raw: &str) -> Option<String> {
+        let Target::Origin { location, .. } = classify(&self.ctx(), raw) else {
+            return None;
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        Some(format!(
+            "{}{location}{sep}rain.f={}&rain.page={}",
+            call_base(&self.origin),
+            encode_component(&self.id),
+            encode_component(&self.page.current())
+        ))
+    }
+
+    /// An inline script of a Wicket page: the `"u"` URL of each
+    /// `Wicket.Ajax.ajax({...})` call goes through rain-edge
+    /// ([`FragmentRewrite::ajax_url`]); the rest is left as it is.
+    pub fn wicket_script(&self, js: &str) -> Option<String> {
+        if !js.contains("Wicket.Ajax") {
+            return None;
+        }
+        let mut out = String::with_capacity(js.len() + 64);
+        let mut rest = js;
+        let mut changed = false;
+        while let Some(at) = find_u_key(rest) {
+            let (head, tail) = rest.split_at(at.value_start);
+            out.push_str(head);
+            // The JSON string's end: the next quote not escaped.
+            let bytes = tail.as_bytes();
+            let mut end = 0;
+            while end < bytes.len() && bytes[end] != at.quote {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            let end = end.min(tail.len());
+            let raw = tail[..end].replace("\\/", "/");
+            match self.ajax_url(&raw) {
+                Some(url) => {
+                    changed = true;
+                    out.push_str(&url.replace('"', "%22").replace('\'', "%27"));
+                }
+                None => out.push_str(&tail[..end]),
+            }
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        changed.then_some(out)
     }
 
     /// The class prefix, when classes are renamed.
@@ -226,6 +279,41 @@ fn srcset_candidates(raw: &str) -> Vec<(&str, &str)> {
     }
 }
 
+/// Where a `"u"` key's string value starts in a script, and its quote.
+struct UKey {
+    value_start: usize,
+    quote: u8,
+}
+
+/// The next `"u":"` (or `'u':'`, spaces allowed around the colon).
+fn find_u_key(js: &str) -> Option<UKey> {
+    let b = js.as_bytes();
+    let mut i = 0;
+    while i + 3 < b.len() {
+        let q = b[i];
+        if (q == b'"' || q == b'\'') && b[i + 1] == b'u' && b[i + 2] == q {
+            let mut j = i + 3;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b':' {
+                j += 1;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if j < b.len() && (b[j] == b'"' || b[j] == b'\'') {
+                    return Some(UKey {
+                        value_start: j + 1,
+                        quote: b[j],
+                    });
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The `/_rain/f/` URL a form of `origin` posts to.
 pub fn form_url(origin: &str, location: &str) -> String {
     format!("/_rain/f/{origin}/{location}")
@@ -273,18 +361,37 @@ pub fn fragment_handlers(
     // An inline stylesheet arrives in chunks: gather it, then write it once,
     // rewritten, in place of its last chunk.
     let sheet = Rc::new(RefCell::new(String::new()));
+    let styles = rw.clone();
     handlers.push(on_text("style", move |t: &mut TextChunk| {
         let mut buf = sheet.borrow_mut();
         buf.push_str(t.as_str());
         if t.last_in_text_node() {
             let css = std::mem::take(&mut *buf);
-            let out = rw.stylesheet(&css).unwrap_or_default();
+            let out = styles.stylesheet(&css).unwrap_or_default();
             t.replace(&out, ContentType::Html);
         } else {
             t.remove();
         }
         Ok(())
     }));
+    // Wicket's inline Ajax calls: their URLs go through rain-edge.
+    if rw.kind == crate::config::OriginKind::Wicket {
+        let script = Rc::new(RefCell::new(String::new()));
+        let wicket = rw.clone();
+        handlers.push(on_text("script", move |t: &mut TextChunk| {
+            let mut buf = script.borrow_mut();
+            buf.push_str(t.as_str());
+            if t.last_in_text_node() {
+                let js = std::mem::take(&mut *buf);
+                let out = wicket.wicket_script(&js).unwrap_or(js);
+                // Raw text: the script as it was, but for the URLs.
+                t.replace(&out, ContentType::Html);
+            } else {
+                t.remove();
+            }
+            Ok(())
+        }));
+    }
     handlers.into_iter().flatten().collect()
 }
 

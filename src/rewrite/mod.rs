@@ -3,6 +3,7 @@
 //! embeds an origin's page as a fragment. No tokio, no sockets, no session.
 //! (Class scoping and link, resource and form rewriting build on this module.)
 
+mod ajax;
 mod css;
 mod document;
 mod entities;
@@ -11,6 +12,7 @@ mod links;
 mod selectors;
 mod url;
 
+pub use self::ajax::map_components;
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class, wrap_css, wrap_open, WRAP_CLOSE};
 pub use self::document::{body_shape, strip_document, BodyShape};
 pub use self::entities::decode_attr;

@@ -1,7 +1,8 @@
 // Drives Debian's Chromium against a running rain-edge (started by
 // tests/browser.rs): computed styles of scoped classes, a link clicked inside
 // a fragment and the back button, a form submitted, an async fragment moved
-// into place, a fetch that keeps its origin session, a WebSocket echo. Prints what it saw; exits 1 on any failure.
+// into place, a fetch that keeps its origin session, a WebSocket echo,
+// Wicket Ajax (a link and a form) inside the page. Prints what it saw; exits 1 on any failure.
 // Usage: node check.mjs BASE_URL SCREENSHOT_PATH
 import { chromium } from 'playwright-core';
 
@@ -50,6 +51,20 @@ try {
   check('fetch keeps its origin session across two clicks', clicks === '2', clicks);
   const cookies = (await page.context().cookies()).map((c) => c.name);
   check("the origin's session cookie stays hidden", !cookies.includes('live_sid') && cookies.includes('rain_sid'), cookies);
+
+  // Wicket's Ajax inside the page: the calls go through rain-edge, the
+  // answer's component comes back rewritten (classes renamed) and is put in
+  // place without a reload.
+  const before = page.url();
+  await page.click('#ajax-link');
+  await page.waitForFunction(() => (document.getElementById('ajaxcount') || {}).textContent?.includes('ajax=1'), null, { timeout: 5000 }).catch(() => {});
+  const ajax = await page.$eval('#ajaxcount', (el) => ({ text: el.textContent, cls: el.className }));
+  check('Wicket Ajax link updates its component in place', ajax.text.includes('ajax=1') && ajax.cls === 'wicket-ajaxcount' && page.url() === before, ajax);
+  await page.fill('#ajax-form input[name=item]', 'pear');
+  await page.click('#ajax-form button');
+  await page.waitForFunction(() => [...document.querySelectorAll('#items li')].some((li) => li.textContent === 'pear'), null, { timeout: 5000 }).catch(() => {});
+  const ajaxItems = await page.$$eval('#items li', (lis) => lis.map((li) => li.textContent));
+  check('Wicket Ajax form posts inside the page', ajaxItems.includes('pear') && page.url() === before, { ajaxItems, url: page.url() });
 
   const asyncParent = await page.$eval('#async-item', (el) => el.parentElement && el.parentElement.id);
   check('async fragment moved into its place', asyncParent === 'async-slot', asyncParent);
