@@ -11,20 +11,20 @@
 //! refused with 403 before anything is read or sent: the hidden session
 //! must never let another site act for the user.
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use std::net::SocketAddr;
 
 use super::app::App;
 use super::form::{read_whole_body, refuse_body};
-use super::page::{respond_simple, session_or_503, unless_gone, PageRequest};
-use super::resource::relay;
+use super::page::{respond_simple, unless_gone, PageRequest};
+use super::resource::{pass, relay, Passed};
 use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
     call_base, classify, foreign_location, is_rain_param, map_components, resolve_src,
     stays_on_edge, FragmentRewrite, PageUrl, Target, UrlContext,
 };
-use crate::upstream::{BrowserContext, Exchange, OriginRequest};
+use crate::upstream::{Exchange, OriginRequest};
 
 /// Browser request fields a call passes on, besides §6's and the origin's
 /// `forward_headers`.
@@ -126,29 +126,26 @@ pub async fn serve(
     } else {
         None
     };
-    let user = match session_or_503(app, &cfg, &headers, session, "call").await {
-        Ok(s) => s,
-        Err(keep) => return keep,
-    };
-    let browser = BrowserContext::new(
-        &cfg,
+    let passed = pass(
+        app,
+        session,
+        client,
         &headers,
-        Some(client.ip()),
-        secure,
+        &origin,
+        &url,
         format!("/_rain/o/{rest}"),
-    );
-    let mut out = browser
-        .headers_with_jar(&origin, &url, "call", user.as_deref())
-        .await;
-    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
-    for name in ASKED {
-        for v in headers.get_all(*name) {
-            out.push((HeaderName::from_static(name), v.clone()));
-        }
-    }
-    let path_and_query = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
+        ASKED,
+        "call",
+    )
+    .await;
+    let Passed {
+        user,
+        browser,
+        headers: out,
+        path_and_query,
+    } = match passed {
+        Ok(p) => p,
+        Err(keep) => return keep,
     };
     let request = OriginRequest {
         origin: &origin,
@@ -381,29 +378,26 @@ async fn relay_websocket(
 ) -> bool {
     let snap = app.snapshot();
     let cfg = &snap.cfg;
-    let user = match session_or_503(app, cfg, headers, session, "WebSocket").await {
-        Ok(s) => s,
-        Err(keep) => return keep,
-    };
-    let browser = BrowserContext::new(
-        cfg,
+    let passed = pass(
+        app,
+        session,
+        client,
         headers,
-        Some(client.ip()),
-        session.secure(),
+        origin,
+        url,
         format!("/_rain/o/{rest}"),
-    );
-    let mut out = browser
-        .headers_with_jar(origin, url, "call", user.as_deref())
-        .await;
-    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
-    for name in WEBSOCKET {
-        for v in headers.get_all(*name) {
-            out.push((HeaderName::from_static(name), v.clone()));
-        }
-    }
-    let path_and_query = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
+        WEBSOCKET,
+        "websocket",
+    )
+    .await;
+    let Passed {
+        user,
+        browser,
+        headers: out,
+        path_and_query,
+    } = match passed {
+        Ok(p) => p,
+        Err(keep) => return keep,
     };
     let request = OriginRequest {
         origin,

@@ -43,6 +43,58 @@ const ASKED: &[&str] = &[
     "if-range",
 ];
 
+/// What a request through rain-edge to an origin takes from the browser's:
+/// the user's session (existing only), the context of §6, the fields for
+/// the origin (the user's jar for it, and the browser's fields of `asked`),
+/// and the target's path and query.
+pub(super) struct Passed {
+    pub user: Option<std::sync::Arc<crate::session::PageSession>>,
+    pub browser: BrowserContext,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub path_and_query: String,
+}
+
+/// Prepares a request of the browser's to `url` of `origin` (a resource,
+/// a client-side call, a WebSocket: `what`, also its `X-Rain-Fragment-Id`):
+/// `Err` holds whether the connection may
+/// be kept when the session store could not be reached (503 written).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn pass(
+    app: &App,
+    session: &mut BrowserConn,
+    client: SocketAddr,
+    headers: &http::HeaderMap,
+    origin: &std::sync::Arc<crate::config::Origin>,
+    url: &url::Url,
+    page_url: String,
+    asked: &[&'static str],
+    what: &'static str,
+) -> Result<Passed, bool> {
+    let snap = app.snapshot();
+    let cfg = &snap.cfg;
+    let user = session_or_503(app, cfg, headers, session, what).await?;
+    let browser = BrowserContext::new(cfg, headers, Some(client.ip()), session.secure(), page_url);
+    let mut out = browser
+        .headers_with_jar(origin, url, what, user.as_deref())
+        .await;
+    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
+    for name in asked {
+        for v in headers.get_all(*name) {
+            out.push((HeaderName::from_static(name), v.clone()));
+        }
+    }
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    Ok(Passed {
+        user,
+        browser,
+        headers: out,
+        path_and_query,
+    })
+}
+
 /// Serves one `/_rain/r/` request. Returns whether the connection may be kept.
 pub async fn serve(
     app: &App,
@@ -60,7 +112,6 @@ pub async fn serve(
         query,
         ..
     } = page;
-    let secure = session.secure();
     if method != http::Method::GET && method != http::Method::HEAD {
         respond_simple(
             session,
@@ -92,29 +143,26 @@ pub async fn serve(
             .await;
         }
     };
-    let user = match session_or_503(app, &cfg, &headers, session, "resource").await {
-        Ok(s) => s,
-        Err(keep) => return keep,
-    };
-    let browser = BrowserContext::new(
-        &cfg,
+    let passed = pass(
+        app,
+        session,
+        client,
         &headers,
-        Some(client.ip()),
-        secure,
+        &origin,
+        &url,
         format!("/_rain/r/{rest}"),
-    );
-    let mut out = browser
-        .headers_with_jar(&origin, &url, "resource", user.as_deref())
-        .await;
-    out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
-    for name in ASKED {
-        for v in headers.get_all(*name) {
-            out.push((HeaderName::from_static(name), v.clone()));
-        }
-    }
-    let path_and_query = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
+        ASKED,
+        "resource",
+    )
+    .await;
+    let Passed {
+        user,
+        browser,
+        headers: out,
+        path_and_query,
+    } = match passed {
+        Ok(p) => p,
+        Err(keep) => return keep,
     };
     let origin_req = OriginRequest {
         origin: &origin,

@@ -481,7 +481,7 @@ impl OriginClient {
                 return Err(FetchFailure::Error("an upgrade needs HTTP/1.1".into()));
             };
             let answered = match conn.io.write_all(&head).await {
-                Ok(()) => conn.read_switch().await,
+                Ok(()) => conn.read_answer(false, true).await,
                 Err(e) => Err(WireError::Io(e)),
             };
             match answered {
@@ -857,16 +857,23 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads the answer to an upgrade request: its `101` fields, or its
-    /// final head (other interim answers are skipped).
-    async fn read_switch(&mut self) -> Result<Result<http::HeaderMap, ResponseHead>, WireError> {
+    /// Reads an answer head: with `switch` (an upgrade request), a `101`'s
+    /// fields as `Ok(Ok(..))`; otherwise, and for any other status, the
+    /// final head as `Ok(Err(..))` (other interim answers are skipped).
+    async fn read_answer(
+        &mut self,
+        to_head: bool,
+        switch: bool,
+    ) -> Result<Result<http::HeaderMap, ResponseHead>, WireError> {
         loop {
             if let Some(n) = h1::head_len(&self.buf).map_err(WireError::Protocol)? {
                 let head = self.buf.split_to(n).freeze();
-                if let Some(fields) = h1::parse_switch(&head).map_err(WireError::Protocol)? {
-                    return Ok(Ok(fields));
+                if switch {
+                    if let Some(fields) = h1::parse_switch(&head).map_err(WireError::Protocol)? {
+                        return Ok(Ok(fields));
+                    }
                 }
-                match h1::parse_response_head(&head, false).map_err(WireError::Protocol)? {
+                match h1::parse_response_head(&head, to_head).map_err(WireError::Protocol)? {
                     Head::Final(head) => return Ok(Err(head)),
                     Head::Interim => continue,
                 }
@@ -884,21 +891,9 @@ impl Conn {
     /// Reads up to and including the final response head (interim 1xx
     /// answers are skipped).
     async fn read_head(&mut self, to_head: bool) -> Result<ResponseHead, WireError> {
-        loop {
-            if let Some(n) = h1::head_len(&self.buf).map_err(WireError::Protocol)? {
-                let head = self.buf.split_to(n).freeze();
-                match h1::parse_response_head(&head, to_head).map_err(WireError::Protocol)? {
-                    Head::Final(head) => return Ok(head),
-                    Head::Interim => continue,
-                }
-            }
-            if self.eof {
-                return Err(WireError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before a complete answer head",
-                )));
-            }
-            self.fill().await.map_err(WireError::Io)?;
+        match self.read_answer(to_head, false).await? {
+            Err(head) => Ok(head),
+            Ok(_) => Err(WireError::Protocol(h1::H1Error::ProtocolSwitch)),
         }
     }
 }
