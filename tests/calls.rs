@@ -61,6 +61,12 @@ async fn api_origin() -> Origin {
         )
         .with_header("x-thing", "kept"),
         "/app/api/moved" => R::status(302, "").with_header("location", "/app/api/echo?from=moved"),
+        "/app/api/bold" => R::html("<script>steal()</script>")
+            .with_header("clear-site-data", "\"cookies\"")
+            .with_header("strict-transport-security", "max-age=99999999")
+            .with_header("access-control-allow-origin", "https://sibling.example")
+            .with_header("access-control-allow-credentials", "true")
+            .with_header("x-kept", "yes"),
         "/app/f" => R::html("<p>fragment</p>"),
         _ => R::status(404, "no"),
     })
@@ -214,6 +220,72 @@ async fn state_changing_calls_from_another_site_reach_nobody() {
 }
 
 #[tokio::test]
+async fn answers_cannot_act_on_the_whole_site_and_trace_is_not_passed() {
+    let origin = api_origin().await;
+    let edge = edge_for(&origin, "<fragment origin=\"app\" src=\"/f\"></fragment>").await;
+    let sid = sid_of(&edge.get("/").await).expect("rain_sid");
+    let r = call(&edge, "GET", "/_rain/o/app/api/bold", &sid, &[], "").await;
+    assert_eq!(r.status, 200);
+    for gone in [
+        "clear-site-data",
+        "strict-transport-security",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+    ] {
+        assert!(r.header(gone).is_none(), "{gone} reached the browser");
+    }
+    assert_eq!(r.header("x-kept"), Some("yes"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("content-security-policy"), Some("sandbox"));
+    let before = origin.requests().len();
+    for method in ["TRACE", "TRACK", "CONNECT"] {
+        let r = call(&edge, method, "/_rain/o/app/api/echo", &sid, &[], "").await;
+        assert!(r.status == 405 || r.status == 400, "{method}: {}", r.status);
+    }
+    assert_eq!(origin.requests().len(), before);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_site_is_the_edges_own() {
+    let origin = api_origin().await;
+    let edge = Edge::start(
+        &config(
+            &[("app", origin.url("/app/"), "")],
+            HOME,
+            "trusted_proxies = [\"127.0.0.1\"]",
+        ),
+        &[(
+            "page.html",
+            &layout("<fragment origin=\"app\" src=\"/f\"></fragment>"),
+        )],
+    )
+    .await;
+    let sid = sid_of(&edge.get("/").await).expect("rain_sid");
+    let proxied = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "shop.example"),
+        ("Origin", "https://shop.example"),
+    ];
+    let r = call(
+        &edge,
+        "POST",
+        "/_rain/o/app/api/echo",
+        &sid,
+        &proxied,
+        "x=1",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let other = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "shop.example"),
+        ("Origin", "https://evil.example"),
+    ];
+    let r = call(&edge, "POST", "/_rain/o/app/api/echo", &sid, &other, "x=1").await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
 async fn a_call_body_over_max_body_is_refused_unsent() {
     let origin = api_origin().await;
     let edge = Edge::start(
@@ -248,6 +320,8 @@ async fn server_sent_events_arrive_as_they_are_sent() {
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
         let event = |s: &str| format!("{:x}\r\n{s}\r\n", s.len());
         let _ = tcp.write_all(head.as_bytes()).await;
+        // Silent for a while before the first event.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let _ = tcp.write_all(event("data: one\n\n").as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         let _ = tcp.write_all(event("data: two\n\n").as_bytes()).await;

@@ -103,9 +103,13 @@ fn text_frame(text: &str) -> Vec<u8> {
 }
 
 async fn edge_for(server: &RawServer, extra: &str) -> Edge {
+    edge_with(server, extra, "").await
+}
+
+async fn edge_with(server: &RawServer, extra: &str, origin_lines: &str) -> Edge {
     Edge::start(
         &config(
-            &[("app", format!("http://{}/", server.addr), "")],
+            &[("app", format!("http://{}/", server.addr), origin_lines)],
             HOME,
             &format!("admin_listen = \"{{admin}}\"\n{extra}"),
         ),
@@ -225,4 +229,28 @@ async fn a_silent_websocket_is_closed_at_idle_timeout() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn websockets_past_max_websockets_are_refused_and_fragments_still_load() {
+    let (origin, seen) = ws_origin().await;
+    let edge = edge_with(&origin, "", "max_websockets = 1\nmax_connections = 1").await;
+    let mut first = TcpStream::connect(edge.addr).await.expect("connect");
+    first
+        .write_all(handshake(&edge, "/_rain/o/app/ws", &[]).as_bytes())
+        .await
+        .expect("send");
+    assert!(read_head(&mut first).await.starts_with("HTTP/1.1 101"));
+    // A second one while the first is open: refused at once.
+    let r = raw_request(
+        edge.addr,
+        handshake(&edge, "/_rain/o/app/ws", &[]).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(seen.lock().expect("seen").len(), 1);
+    // The open WebSocket takes no place of the fragments' (max_connections = 1).
+    let page = edge.get("/").await;
+    assert!(page.body.contains("<p>fragment</p>"), "{}", page.body);
+    drop(first);
 }

@@ -770,6 +770,7 @@ fn read_origin(
             Http2::Auto
         }
     };
+    let max_websockets = t.uint(errs, "max_websockets", 256, 100_000) as usize;
     let health_written = t.string(errs, "health_check");
     let health_interval = t.duration(errs, "health_interval", Duration::from_secs(5));
     if health_interval.is_zero() {
@@ -834,6 +835,7 @@ fn read_origin(
         health_check,
         health_interval,
         http2,
+        max_websockets,
     })
 }
 

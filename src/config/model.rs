@@ -165,6 +165,8 @@ pub struct Origin {
     pub health_interval: Duration,
     /// When HTTP/2 is spoken to this origin (`http2`).
     pub http2: Http2,
+    /// WebSockets open to this origin at most (`max_websockets`).
+    pub max_websockets: usize,
 }
 
 /// When HTTP/2 is spoken to an origin (`http2`).

@@ -22,7 +22,7 @@ use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
     call_base, classify, foreign_location, is_rain_param, map_components, resolve_src,
-    stays_on_edge, FragmentRewrite, PageUrl, Target, UrlContext,
+    stays_on_edge, AjaxPart, FragmentRewrite, PageUrl, Target, UrlContext,
 };
 use crate::upstream::{Exchange, OriginRequest};
 
@@ -45,8 +45,10 @@ const ASKED: &[&str] = &[
     "wicket-focusedelementid",
 ];
 
-/// Answer fields never passed to the browser: hop-by-hop ones, and the
-/// origin's cookies (they go into the jar).
+/// Answer fields never passed to the browser: hop-by-hop ones, the
+/// origin's cookies (they go into the jar), and those that would act on the
+/// whole site the edge serves, not on this answer (wiping its cookies,
+/// pinning its transport, opening it to other sites' scripts).
 const KEPT_BACK: &[&str] = &[
     "connection",
     "keep-alive",
@@ -57,6 +59,11 @@ const KEPT_BACK: &[&str] = &[
     "upgrade",
     "set-cookie",
     "set-cookie2",
+    "clear-site-data",
+    "strict-transport-security",
+    "alt-svc",
+    "public-key-pins",
+    "content-security-policy-report-only",
 ];
 
 /// Serves one `/_rain/o/` request. Returns whether the connection may be
@@ -76,9 +83,25 @@ pub async fn serve(
         query,
         ..
     } = page;
+    if matches!(method.as_str(), "TRACE" | "TRACK" | "CONNECT") {
+        // TRACE would echo the jar's cookies back to the caller.
+        session.close_after();
+        respond_simple(
+            session,
+            405,
+            "Method Not Allowed",
+            "This method is not passed to origins.",
+        )
+        .await;
+        return false;
+    }
     let secure = session.secure();
     let websocket = session.is_websocket_upgrade();
-    if let Err(why) = same_site(&method, &headers, secure, websocket) {
+    // Behind a trusted proxy (TLS ended there), the site the browser sees
+    // is the one the proxy says.
+    let from_proxy = crate::upstream::trusted(&cfg, client.ip());
+    let own = own_origin(&headers, secure, from_proxy);
+    if let Err(why) = same_site(&method, &headers, own.as_ref(), websocket) {
         tracing::info!(%client, %method, why, "cross-site call refused");
         session.close_after();
         respond_simple(
@@ -116,9 +139,10 @@ pub async fn serve(
         .await;
     }
     // The body whole first: a slow upload holds no origin connection.
-    let has_body = headers.contains_key(http::header::CONTENT_LENGTH)
-        || headers.contains_key(http::header::TRANSFER_ENCODING);
-    let body = if has_body {
+    // A state-changing call goes as an upload even when empty: an upload is
+    // never sent twice.
+    let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let body = if session.has_body() || !safe {
         match read_whole_body(session, cfg.server.max_body, cfg.server.body_timeout).await {
             Ok(b) => Some(b),
             Err(refusal) => return refuse_body(session, refusal).await,
@@ -141,12 +165,21 @@ pub async fn serve(
     let Passed {
         user,
         browser,
-        headers: out,
+        headers: mut out,
         path_and_query,
     } = match passed {
         Ok(p) => p,
         Err(keep) => return keep,
     };
+    if ajax.is_some() && origin.kind == OriginKind::Wicket {
+        // An Ajax answer is read and rewritten here: in a coding rain-edge
+        // decodes, whatever the browser accepts.
+        out.retain(|(n, _)| n != http::header::ACCEPT_ENCODING);
+        out.push((
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, br"),
+        ));
+    }
     let request = OriginRequest {
         origin: &origin,
         method: method.as_str(),
@@ -242,6 +275,11 @@ pub async fn serve(
         ex.finish();
         return session.finish_body().await.is_ok();
     }
+    // The head goes at once: a stream (server-sent events) is open for the
+    // browser before its first event.
+    if session.send_head().await.is_err() {
+        return false;
+    }
     // Server-sent events may pause between events: the body may run as long
     // as something comes within the idle timeout.
     relay(
@@ -261,7 +299,7 @@ pub async fn serve(
 fn same_site(
     method: &Method,
     headers: &http::HeaderMap,
-    secure: bool,
+    own: Option<&url::Origin>,
     websocket: bool,
 ) -> Result<(), &'static str> {
     if !websocket && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -274,14 +312,14 @@ fn same_site(
         }
     }
     if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let own = own_origin(headers, secure).ok_or("no Host to compare the Origin with")?;
+        let own = own.ok_or("no Host to compare the Origin with")?;
         let theirs = origin
             .to_str()
             .ok()
             .and_then(|o| url::Url::parse(o).ok())
             .map(|u| u.origin())
             .ok_or("the Origin is not a URL (or is null)")?;
-        if theirs != own {
+        if &theirs != own {
             return Err("the Origin is another site");
         }
     }
@@ -290,9 +328,24 @@ fn same_site(
 
 /// The edge's own origin as the browser sees it: the request's scheme and
 /// its `Host`.
-fn own_origin(headers: &http::HeaderMap, secure: bool) -> Option<url::Origin> {
-    let host = headers.get(http::header::HOST)?.to_str().ok()?;
-    let scheme = if secure { "https" } else { "http" };
+fn own_origin(headers: &http::HeaderMap, secure: bool, from_proxy: bool) -> Option<url::Origin> {
+    let forwarded = |name: &str| {
+        from_proxy
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let host = match forwarded("x-forwarded-host") {
+        Some(h) => h,
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ if secure => "https",
+        _ => "http",
+    };
     url::Url::parse(&format!("{scheme}://{host}/"))
         .ok()
         .map(|u| u.origin())
@@ -321,15 +374,20 @@ fn answer_head(
         .collect();
     for (name, value) in src {
         let n = name.as_str();
-        if KEPT_BACK.contains(&n) || named.iter().any(|t| t == n) || n == "location" {
+        if KEPT_BACK.contains(&n)
+            || n.starts_with("access-control-")
+            || named.iter().any(|t| t == n)
+            || n == "location"
+            || n == "ajax-location"
+        {
             continue;
         }
         let _ = h.append(n, value.clone());
     }
-    if let Some(loc) = src
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    for field in ["location", "ajax-location"] {
+        let Some(loc) = src.get(field).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
         let ctx = UrlContext {
             origin: &origin.name,
             base: &origin.url,
@@ -347,7 +405,18 @@ fn answer_head(
             tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "call redirect refused");
             return None;
         };
-        let _ = h.insert("location", v);
+        let _ = h.insert(field, v);
+    }
+    // The origin's answers are served from the edge's own site, where every
+    // origin's hidden session is at hand: never sniffed into HTML, and an
+    // HTML answer opened as a page runs sandboxed (no scripts, no cookies).
+    let _ = h.insert("x-content-type-options", "nosniff");
+    let html = src
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/html"));
+    if html {
+        let _ = h.insert("content-security-policy", "sandbox");
     }
     Some(h)
 }
@@ -591,7 +660,10 @@ async fn ajax_answer(
     };
     let xml = String::from_utf8_lossy(&xml);
     let memory = cfg.fragments.max_rewrite_memory;
-    let markup = |html: &str| -> String {
+    let markup = |part: AjaxPart, html: &str| -> String {
+        if part == AjaxPart::Script {
+            return rw.wicket_script(html).unwrap_or_else(|| html.to_string());
+        }
         match crate::aggregate::split_fragment(html.as_bytes(), rw.clone(), memory) {
             Ok(items) => items
                 .into_iter()

@@ -293,6 +293,12 @@ impl BrowserConn {
     /// coding, the origin did not encode it already, and it is not tiny:
     /// `Content-Length` goes (the encoded length is not known in advance).
     fn maybe_compress(&mut self, head: &mut ResponseHead) {
+        // A part of a body (206) is sent as the origin cut it.
+        if head.status == StatusCode::PARTIAL_CONTENT
+            || head.headers.contains_key(http::header::CONTENT_RANGE)
+        {
+            return;
+        }
         let text = head
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -382,6 +388,25 @@ impl BrowserConn {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
+    /// Whether the request has a body to read (over HTTP/2, one without a
+    /// declared length too).
+    pub fn has_body(&mut self) -> bool {
+        !self.session.is_body_empty()
+    }
+
+    /// Sends the held response head now (a stream that may be silent for a
+    /// while, server-sent events: the browser learns at once that it is
+    /// open).
+    pub async fn send_head(&mut self) -> std::io::Result<()> {
+        if let Some(head) = self.head.take() {
+            self.phase = Phase::Body;
+            // pingora writes the head straight to the socket (the
+            // listeners have no write buffer).
+            timed(self.send_timeout, self.session.write_response_header(head)).await?;
+        }
+        Ok(())
+    }
+
     /// Whether the request asks to switch to WebSocket (an HTTP/1.1
     /// `Upgrade: websocket` handshake).
     pub fn is_websocket_upgrade(&self) -> bool {
@@ -457,7 +482,12 @@ impl BrowserConn {
                 read = self.session.read_request_body() => match read {
                     Ok(Some(bytes)) => {
                         up += bytes.len() as u64;
-                        to_peer.write_all(&bytes).await?;
+                        // An origin that does not read is given up on like a
+                        // browser that does not.
+                        match tokio::time::timeout(self.send_timeout, to_peer.write_all(&bytes)).await {
+                            Ok(written) => written?,
+                            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                        }
                     }
                     // The browser closed, or broke off.
                     Ok(None) | Err(_) => break,

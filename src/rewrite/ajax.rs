@@ -1,38 +1,106 @@
 //! Wicket's Ajax answers (`<ajax-response>`): each `<component>`'s markup
-//! (a CDATA section) goes through a rewriter like a fragment's; everything
-//! else (`<evaluate>`, `<header-contribution>`...) is left as it is.
+//! goes through a rewriter like a fragment's, and each `<evaluate>` and
+//! `<priority-evaluate>` script through the script rewriter (Wicket binds
+//! the Ajax behaviours of re-rendered components there). Everything else
+//! (`<header-contribution>`...) is left as it is.
 
-/// `xml` with the markup of every `<component ...><![CDATA[...]]></component>`
-/// replaced by `f(markup)`. `None` when it is not an `<ajax-response>`.
-pub fn map_components(xml: &str, f: impl Fn(&str) -> String) -> Option<String> {
+/// What a section of an Ajax answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AjaxPart {
+    /// A component's markup (`<component>`).
+    Markup,
+    /// A script (`<evaluate>`, `<priority-evaluate>`).
+    Script,
+}
+
+const SECTIONS: [(&str, AjaxPart); 3] = [
+    ("component", AjaxPart::Markup),
+    ("priority-evaluate", AjaxPart::Script),
+    ("evaluate", AjaxPart::Script),
+];
+
+/// `xml` with the content of every `<component>`, `<evaluate>` and
+/// `<priority-evaluate>` replaced by `f(part, content)`. The content is the
+/// text of its CDATA sections joined (Wicket splits one at each `]]>` of
+/// the markup); the result is written back as CDATA, split the same way.
+/// `None` when it is not an `<ajax-response>`.
+pub fn map_components(xml: &str, f: impl Fn(AjaxPart, &str) -> String) -> Option<String> {
     if !xml.contains("<ajax-response") {
         return None;
     }
     let mut out = String::with_capacity(xml.len() + 256);
     let mut rest = xml;
-    while let Some(open) = rest.find("<component") {
-        // The component's start tag.
+    loop {
+        // The next section, of any of the kinds.
+        let next = SECTIONS
+            .iter()
+            .filter_map(|(tag, part)| find_open(rest, tag).map(|at| (at, *tag, *part)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((open, tag, part)) = next else {
+            break;
+        };
         let Some(tag_end) = rest[open..].find('>').map(|i| open + i + 1) else {
             break;
         };
         out.push_str(&rest[..tag_end]);
         rest = &rest[tag_end..];
-        let Some(body) = rest.strip_prefix("<![CDATA[") else {
+        if out.ends_with("/>") {
+            // An empty element: nothing inside.
             continue;
-        };
-        let Some(close) = body.find("]]></component>") else {
+        }
+        let close_tag = format!("</{tag}>");
+        let Some(close) = rest.find(&close_tag) else {
             out.push_str(rest);
             return Some(out);
         };
-        let markup = &body[..close];
+        let inner = &rest[..close];
+        let content = cdata_text(inner);
         out.push_str("<![CDATA[");
-        // A `]]>` inside the rewritten markup would end the section.
-        out.push_str(&f(markup).replace("]]>", "]]]]><![CDATA[>"));
-        out.push_str("]]></component>");
-        rest = &body[close + "]]></component>".len()..];
+        out.push_str(&f(part, &content).replace("]]>", "]]]]><![CDATA[>"));
+        out.push_str("]]>");
+        out.push_str(&close_tag);
+        rest = &rest[close + close_tag.len()..];
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// Where `<{tag}` starts as an element name (followed by a space, `>` or
+/// `/`), if it does.
+fn find_open(s: &str, tag: &str) -> Option<usize> {
+    let needle = format!("<{tag}");
+    let mut from = 0;
+    while let Some(i) = s[from..].find(&needle) {
+        let at = from + i;
+        match s.as_bytes().get(at + needle.len()) {
+            Some(b' ' | b'>' | b'/' | b'\t' | b'\r' | b'\n') => return Some(at),
+            _ => from = at + needle.len(),
+        }
+    }
+    None
+}
+
+/// The text of the CDATA sections in `inner`, joined; text outside them
+/// is taken as it is (entities are not decoded: Wicket writes CDATA).
+fn cdata_text(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(start) = rest.find("<![CDATA[") {
+        out.push_str(rest[..start].trim());
+        let body = &rest[start + "<![CDATA[".len()..];
+        match body.find("]]>") {
+            Some(end) => {
+                out.push_str(&body[..end]);
+                rest = &body[end + "]]>".len()..];
+            }
+            None => {
+                out.push_str(body);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest.trim());
+    out
 }
 
 #[cfg(test)]
@@ -40,27 +108,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_components_markup_is_mapped_and_the_rest_kept() {
+    fn sections_are_mapped_by_kind_and_the_rest_kept() {
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ajax-response>\
                    <component id=\"a1\"><![CDATA[<a href=\"x\">x</a>]]></component>\
-                   <evaluate><![CDATA[alert(1)]]></evaluate>\
-                   <component id=\"b2\" encoding=\"\"><![CDATA[<b>]]></component></ajax-response>";
-        let got = map_components(xml, |m| format!("[{m}]]>")).unwrap();
+                   <header-contribution><![CDATA[<head></head>]]></header-contribution>\
+                   <evaluate><![CDATA[go(\"u\")]]></evaluate>\
+                   <priority-evaluate><![CDATA[first()]]></priority-evaluate>\
+                   <component id=\"b2\" encoding=\"\"><![CDATA[a]]]]><![CDATA[>b]]></component></ajax-response>";
+        let got = map_components(xml, |part, m| match part {
+            AjaxPart::Markup => format!("[{m}]"),
+            AjaxPart::Script => format!("S({m})"),
+        })
+        .unwrap();
         assert_eq!(
             got,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ajax-response>\
-             <component id=\"a1\"><![CDATA[[<a href=\"x\">x</a>]]]]><![CDATA[>]]></component>\
-             <evaluate><![CDATA[alert(1)]]></evaluate>\
-             <component id=\"b2\" encoding=\"\"><![CDATA[[<b>]]]]><![CDATA[>]]></component></ajax-response>"
+             <component id=\"a1\"><![CDATA[[<a href=\"x\">x</a>]]]></component>\
+             <header-contribution><![CDATA[<head></head>]]></header-contribution>\
+             <evaluate><![CDATA[S(go(\"u\"))]]></evaluate>\
+             <priority-evaluate><![CDATA[S(first())]]></priority-evaluate>\
+             <component id=\"b2\" encoding=\"\"><![CDATA[[a]]]]><![CDATA[>b]]]></component></ajax-response>"
         );
-        assert!(map_components("<html></html>", |m| m.to_string()).is_none());
-        // Broken input never panics.
+        assert!(map_components("<html></html>", |_, m| m.to_string()).is_none());
+        // Broken input never panics, and ends.
         for bad in [
             "<ajax-response><component",
             "<ajax-response><component id=a><![CDATA[x",
             "<ajax-response><component>",
+            "<ajax-response><components><evaluate/>",
+            "<ajax-response><evaluate><![CDATA[",
         ] {
-            let _ = map_components(bad, |m| m.to_string());
+            let _ = map_components(bad, |_, m| m.to_string());
         }
     }
 }

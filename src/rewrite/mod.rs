@@ -12,7 +12,7 @@ mod links;
 mod selectors;
 mod url;
 
-pub use self::ajax::map_components;
+pub use self::ajax::{map_components, AjaxPart};
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class, wrap_css, wrap_open, WRAP_CLOSE};
 pub use self::document::{body_shape, strip_document, BodyShape};
 pub use self::entities::decode_attr;

@@ -53,6 +53,8 @@ struct OriginConn {
     breaker: (u32, Duration),
     /// `[server] resolve_interval`, as its resolution task was started.
     resolve_interval: Duration,
+    /// WebSockets open to it (`max_websockets`).
+    websockets: Arc<Semaphore>,
 }
 
 /// Most connections to one origin being made at the same time. A burst of
@@ -192,6 +194,10 @@ impl OriginClient {
                 max: o.max_connections,
                 breaker,
                 resolve_interval,
+                websockets: before
+                    .filter(|c| c.servers.origin().max_websockets == o.max_websockets)
+                    .map(|c| c.websockets.clone())
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(o.max_websockets))),
             });
             self.maintain(&conn, resolve_interval);
             map.insert(name.clone(), conn);
@@ -276,6 +282,7 @@ impl OriginClient {
     async fn slot(
         &self,
         origin: &str,
+        upgrade: bool,
     ) -> Result<(Arc<OriginConn>, OwnedSemaphorePermit), FetchFailure> {
         let conn = self
             .origins
@@ -285,6 +292,17 @@ impl OriginClient {
             .ok_or_else(|| {
                 FetchFailure::Unavailable(format!("origin `{origin}` is not configured"))
             })?;
+        // A WebSocket lasts: it takes a place of its own kind
+        // (`max_websockets`), at once or not at all, never one the
+        // origin's fragments wait for.
+        if upgrade {
+            let permit = conn.websockets.clone().try_acquire_owned().map_err(|_| {
+                FetchFailure::Unavailable(format!(
+                    "origin `{origin}` has max_websockets open already"
+                ))
+            })?;
+            return Ok((conn, permit));
+        }
         let permit = conn
             .limit
             .clone()
@@ -306,7 +324,7 @@ impl OriginClient {
         h1_only: bool,
     ) -> Result<(Wire, bool, Lease), FetchFailure> {
         let name = &req.origin.name;
-        let (origin, permit) = self.slot(name).await?;
+        let (origin, permit) = self.slot(name, h1_only).await?;
         loop {
             let (server, admit) = origin.servers.pick(req.affinity, *skip)?;
             let attempt =

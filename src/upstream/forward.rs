@@ -61,7 +61,9 @@ pub struct BrowserContext {
     private: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn trusted(cfg: &Config, ip: IpAddr) -> bool {
+/// Whether `ip` is one of `trusted_proxies` (its `X-Forwarded-*` fields are
+/// believed).
+pub fn trusted(cfg: &Config, ip: IpAddr) -> bool {
     cfg.server
         .trusted_proxies
         .iter()

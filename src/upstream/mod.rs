@@ -16,6 +16,8 @@ mod stale;
 pub use breaker::{Admit, Breaker};
 pub use client::{Exchange, OriginClient, OriginRequest, Upgraded, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
-pub use forward::{new_request_id, BrowserContext, Coalescer, RequestSource, SessionState};
+pub use forward::{
+    new_request_id, trusted, BrowserContext, Coalescer, RequestSource, SessionState,
+};
 pub use servers::{Server, ServerView};
 pub use stale::StaleCache;
