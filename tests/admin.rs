@@ -413,3 +413,95 @@ async fn origin_names_from_html_do_not_grow_the_metrics() {
         m.body
     );
 }
+
+/// `/pages` keeps the last pages with each fragment's timings;
+/// `/pages/{request_id}` answers JSON, or a waterfall for people, whose
+/// token is taken once from the query and then kept in a cookie.
+#[tokio::test]
+async fn pages_are_kept_with_their_fragments_and_drawn_as_waterfalls() {
+    let o = Origin::with_routes(vec![
+        ("/fast", R::html("<p>fast</p>")),
+        ("/slow", R::html("<p>slow</p>").after(ms(150))),
+    ])
+    .await;
+    let edge = Edge::start(
+        &admin_config(&[("o", o.url("/"), "timeout = \"2s\"")], ""),
+        &[(
+            "page.html",
+            &layout("<fragment id=\"a\" origin=\"o\" src=\"/fast\"></fragment><fragment id=\"b\" origin=\"o\" src=\"/slow\"></fragment><fragment id=\"c\" origin=\"o\" src=\"/missing\">x</fragment>"),
+        )],
+    )
+    .await;
+    let page = edge.get("/").await;
+    let id = page.header("x-request-id").expect("request id").to_string();
+    let list = json(&call(edge.admin, "GET", "/pages", None).await);
+    let first = &list["pages"][0];
+    assert_eq!(first["request_id"], id.as_str(), "{list}");
+    assert_eq!(first["path"], "/");
+    assert_eq!(first["status"], 200);
+    let frags = first["fragments"].as_array().expect("fragments");
+    assert_eq!(frags.len(), 3, "{first}");
+    let by_id = |name: &str| {
+        frags
+            .iter()
+            .find(|f| f["id"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {first}"))
+            .clone()
+    };
+    let (a, b, c) = (by_id("a"), by_id("b"), by_id("c"));
+    assert_eq!(a["outcome"], "ok");
+    assert_eq!(a["status"], 200);
+    assert_eq!(a["bytes"], 11);
+    assert_eq!(a["origin"], "o");
+    assert_eq!(a["server"], o.addr.to_string().as_str());
+    assert_eq!(a["cache"], "none");
+    assert_eq!(c["outcome"], "not_found");
+    assert_eq!(c["status"], 404);
+    // The slow one took its 150 ms; both started together.
+    let dur = |f: &serde_json::Value| {
+        f["end_ms"].as_f64().unwrap_or(0.0) - f["start_ms"].as_f64().unwrap_or(0.0)
+    };
+    assert!(dur(&b) >= 140.0, "{b}");
+    assert!(b["start_ms"].as_f64().unwrap_or(99.0) < 50.0, "{b}");
+    assert!(first["total_ms"].as_f64().unwrap_or(0.0) >= dur(&b));
+
+    let one = json(&call(edge.admin, "GET", &format!("/pages/{id}"), None).await);
+    assert_eq!(one["request_id"], id.as_str());
+    assert_eq!(
+        call(edge.admin, "GET", "/pages/nope", None).await.status,
+        404
+    );
+
+    // People: no token, a login form; the token once in the query, then the cookie.
+    let html = |extra: &str| {
+        format!("GET /pages/{id}{extra} HTTP/1.1\r\nHost: admin\r\nAccept: text/html\r\nConnection: close\r\n")
+    };
+    let r = raw_request(edge.admin, format!("{}\r\n", html("")).as_bytes()).await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("<form"), "{}", r.body);
+    let r = raw_request(
+        edge.admin,
+        format!("{}\r\n", html(&format!("?token={TOKEN}"))).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = r.header("set-cookie").expect("cookie").to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let value = cookie.split(';').next().unwrap_or_default().to_string();
+    let r = raw_request(
+        edge.admin,
+        format!("{}Cookie: {value}\r\n\r\n", html("")).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/html")));
+    assert_eq!(
+        r.body.matches("<g class=\"bar\" data-outcome=").count(),
+        3,
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("data-outcome=\"not_found\""));
+}

@@ -16,6 +16,11 @@ use crate::edge::App;
 use crate::http::{BrowserConn, Handler, HeadLimits, ResponseHead, Settings};
 use crate::telemetry::OriginStats;
 
+mod waterfall;
+
+/// The admin cookie that carries the token for the HTML pages.
+const COOKIE: &str = "rain_admin";
+
 /// Largest request body the admin API reads (a `PUT /origins` table).
 const MAX_BODY: usize = 64 << 10;
 /// How long a request body may take to arrive.
@@ -58,7 +63,20 @@ impl Handler for Admin {
 
 /// Answers one admin request. Returns whether the connection may be kept.
 async fn serve(app: &App, conn: &mut BrowserConn) -> bool {
-    let (status, content_type, body) = answer(app, conn).await;
+    let token = app.snapshot().cfg.server.admin_token.clone();
+    // A token given once in the query (a person's first visit) is kept in
+    // an HttpOnly cookie of the admin listener.
+    let from_query = token
+        .as_deref()
+        .filter(|t| query_token(conn.request().uri.query()).is_some_and(|q| same(&q, t)))
+        .map(str::to_string);
+    let wants_html = wants_html(&conn.request().headers);
+    let (mut status, mut content_type, mut body) = answer(app, conn).await;
+    if status == 401 && wants_html {
+        content_type = "text/html; charset=utf-8";
+        body = Bytes::from(LOGIN);
+        status = 401;
+    }
     let Some(mut head) = ResponseHead::new(status) else {
         return false;
     };
@@ -67,6 +85,12 @@ async fn serve(app: &App, conn: &mut BrowserConn) -> bool {
     head.insert("cache-control", "no-store");
     if status == 401 {
         head.insert("www-authenticate", "Bearer");
+    }
+    if let Some(t) = from_query {
+        head.insert(
+            "set-cookie",
+            format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict"),
+        );
     }
     conn.write_head(head);
     conn.write_body(body, true).await.is_ok()
@@ -89,21 +113,61 @@ fn config_errors(status: u16, errors: &ConfigErrors) -> (u16, &'static str, Byte
     json_answer(status, json!({ "errors": list }))
 }
 
-/// Whether the request carries the configured bearer token (compared in
-/// constant time).
-fn authorized(token: Option<&str>, headers: &http::HeaderMap) -> bool {
+/// The login form of the HTML pages: the token goes in the query once,
+/// then lives in the admin cookie.
+const LOGIN: &str =
+    "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>rain-edge admin</title></head>\
+<body style=\"font-family:sans-serif;margin:24px\"><h1>rain-edge admin</h1>\
+<form method=\"get\"><label>Admin token <input type=\"password\" name=\"token\" autofocus></label> \
+<button>Open</button></form></body></html>";
+
+/// Whether `a` and `b` are equal, compared in constant time.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim().as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The `token` parameter of a query, decoded.
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "token").then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Whether a person's browser asks (HTML before JSON).
+fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Whether the request carries the configured token: as a bearer token,
+/// in the admin cookie, or in the query (the HTML pages' first visit).
+fn authorized(token: Option<&str>, headers: &http::HeaderMap, query: Option<&str>) -> bool {
     let Some(token) = token else {
         return true;
     };
-    let Some(given) = headers
+    let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|b| same(b, token)) {
+        return true;
+    }
+    let cookie = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(n, v)| n == COOKIE && same(v, token));
+    cookie || query_token(query).is_some_and(|q| same(&q, token))
 }
 
 async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes) {
@@ -111,11 +175,33 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
     let method = req.method.clone();
     let path = req.uri.path().to_string();
     let snap = app.snapshot();
-    if !authorized(snap.cfg.server.admin_token.as_deref(), &req.headers) {
+    if !authorized(
+        snap.cfg.server.admin_token.as_deref(),
+        &req.headers,
+        req.uri.query(),
+    ) {
         return error(401, "a bearer token is needed (admin_token)");
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
+        (&Method::GET, ["pages"]) => {
+            let pages: Vec<Value> = app
+                .pages
+                .newest_first()
+                .iter()
+                .map(|p| serde_json::to_value(&**p).unwrap_or(Value::Null))
+                .collect();
+            json_answer(200, json!({ "pages": pages }))
+        }
+        (&Method::GET, ["pages", id]) => match app.pages.get(id) {
+            None => error(404, "no such page is kept here"),
+            Some(record) if wants_html(&req.headers) => (
+                200,
+                "text/html; charset=utf-8",
+                Bytes::from(waterfall::page(&record)),
+            ),
+            Some(record) => json_answer(200, serde_json::to_value(&*record).unwrap_or(Value::Null)),
+        },
         (&Method::GET, ["health"]) => json_answer(
             200,
             json!({ "status": "ok", "node_id": snap.cfg.server.node_id }),

@@ -52,6 +52,8 @@ pub struct FetchResponse {
     pub storable: bool,
     /// Every `Link` value, as sent (fragment assets).
     pub links: Vec<String>,
+    /// The server that answered (several servers per origin).
+    pub server: Option<std::net::SocketAddr>,
 }
 
 /// Why an exchange with an origin failed before a usable answer.

@@ -40,6 +40,8 @@ pub struct App {
     pub stale: Arc<StaleCache>,
     /// Identical public fragment fetches in flight, shared.
     pub coalescer: Arc<Coalescer>,
+    /// The last pages served, with their fragments' timings (`/pages`).
+    pub pages: crate::telemetry::PageRecords,
     /// Origins registered through the admin API since the last reload.
     api_origins: Mutex<BTreeSet<String>>,
 }
@@ -60,6 +62,7 @@ impl App {
             store,
             metrics: Arc::new(Metrics::default()),
             coalescer: Arc::default(),
+            pages: Default::default(),
             api_origins: Mutex::new(BTreeSet::new()),
         }
     }

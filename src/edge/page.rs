@@ -312,6 +312,9 @@ pub async fn render(
         page_url,
     ));
     let request_id = browser.request_id.clone();
+    if let Some(log) = PageLog::current() {
+        log.set_request_id(&request_id);
+    }
 
     // The session is looked up (or made) only when a fragment needs the user.
     let local_items = match &route.target {

@@ -67,6 +67,12 @@ impl Handler for Router {
             app.metrics.response(kind, status, elapsed);
         }
         let req = conn.request();
+        // Every page answered is kept for its waterfall (`/pages`).
+        if kind == RequestKind::Page && status != 0 {
+            if let Some(record) = log.record(req.uri.path(), status, elapsed) {
+                app.pages.push(record);
+            }
+        }
         let access = Access {
             client,
             method: req.method.as_str(),

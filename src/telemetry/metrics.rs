@@ -358,26 +358,85 @@ impl Metrics {
     }
 }
 
-/// The fragments of one page as they end, for its access log line.
-#[derive(Default)]
+/// One fragment of a page as it ended: for the access log line and the
+/// page's waterfall (`/pages`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FragmentTiming {
+    /// The fragment's id.
+    pub id: String,
+    /// Its origin, when it names a configured one.
+    pub origin: Option<String>,
+    /// The server that answered it, when one did.
+    pub server: Option<String>,
+    /// `ok`, or the failure class (`redirect` for a redirect out of its origin).
+    pub outcome: &'static str,
+    /// The origin's last status (0 without an answer).
+    pub status: u16,
+    /// The answer's body bytes (decoded).
+    pub bytes: u64,
+    /// When its fetch started, in ms from the page's start.
+    pub start_ms: f64,
+    /// When it ended, in ms from the page's start.
+    pub end_ms: f64,
+    /// `hit`, `miss`, `stale` or `none`.
+    pub cache: &'static str,
+}
+
+/// What a fetch learned before its fragment ended: its server, status and
+/// size.
+#[derive(Default, Clone)]
+struct Fetched {
+    server: Option<String>,
+    status: u16,
+    bytes: u64,
+}
+
+/// The fragments of one page as they end, for its access log line and its
+/// waterfall.
 pub struct PageLog {
-    /// Whether the access log is on (else nothing is kept).
+    /// Whether the access log is on.
     on: bool,
-    ended: Mutex<Vec<(String, &'static str)>>,
+    started: std::time::Instant,
+    state: Mutex<LogState>,
+}
+
+#[derive(Default)]
+struct LogState {
+    ended: Vec<FragmentTiming>,
+    fetched: HashMap<String, Fetched>,
+    request_id: Option<String>,
+}
+
+impl Default for PageLog {
+    fn default() -> PageLog {
+        PageLog::new()
+    }
 }
 
 tokio::task_local! {
-    /// The access log of the request being served on this connection task.
+    /// The log of the request being served on this connection task.
     pub static PAGE_LOG: Arc<PageLog>;
 }
 
+/// Milliseconds, to a tenth.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
 impl PageLog {
-    /// A log for one request; it keeps nothing unless the access log
-    /// (`rain_edge::access` at `info`) is on.
+    /// A log for one request, starting now.
     pub fn new() -> PageLog {
         PageLog {
             on: tracing::enabled!(target: "rain_edge::access", tracing::Level::INFO),
-            ended: Mutex::default(),
+            started: std::time::Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
@@ -386,39 +445,135 @@ impl PageLog {
         PAGE_LOG.try_with(Arc::clone).ok()
     }
 
-    /// Notes that fragment `id` ended with `outcome`.
-    pub fn push(&self, id: &str, outcome: &Outcome) {
-        if !self.on {
-            return;
-        }
+    /// Notes the page's `X-Request-Id`.
+    pub fn set_request_id(&self, id: &str) {
+        self.state().request_id = Some(id.to_string());
+    }
+
+    /// Notes what fragment `id`'s latest exchange got (a redirect chain
+    /// notes each; the last counts).
+    pub fn fetched(&self, id: &str, server: Option<std::net::SocketAddr>, status: u16, bytes: u64) {
+        let mut st = self.state();
+        let f = st.fetched.entry(id.to_string()).or_default();
+        f.server = server.map(|s| s.to_string());
+        f.status = status;
+        f.bytes = bytes;
+    }
+
+    /// Notes that fragment `id` of `origin` ended with `outcome` after
+    /// `elapsed`.
+    pub fn push(&self, id: &str, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {
         let key = match outcome {
             Outcome::Ok => "ok",
             Outcome::Failed(class) => class.key(),
             Outcome::Redirect(..) => "redirect",
         };
-        let mut v = match self.ended.lock() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        v.push((id.to_string(), key));
+        let end = self.started.elapsed();
+        let start = end.saturating_sub(elapsed);
+        let mut st = self.state();
+        let f = st.fetched.remove(id).unwrap_or_default();
+        st.ended.push(FragmentTiming {
+            id: id.to_string(),
+            origin: origin.map(str::to_string),
+            server: f.server,
+            outcome: key,
+            status: f.status,
+            bytes: f.bytes,
+            start_ms: ms(start),
+            end_ms: ms(end),
+            // No fragment cache yet: every fetch goes to its origin.
+            cache: "none",
+        });
     }
 
-    /// `id=outcome` pairs, space-separated, in the order they ended.
+    /// The page's record, once it is answered; `None` for an answer that
+    /// composed nothing (no request id: a 404 of no route, a refusal).
+    pub fn record(&self, path: &str, status: u16, total: Duration) -> Option<PageRecord> {
+        let st = self.state();
+        let request_id = st.request_id.clone()?;
+        let mut fragments = st.ended.clone();
+        fragments.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        Some(PageRecord {
+            request_id,
+            path: path.to_string(),
+            status,
+            total_ms: ms(total),
+            fragments,
+        })
+    }
+
+    /// `id=outcome` pairs, space-separated, in the order they ended (empty
+    /// while the access log is off).
     pub fn summary(&self) -> String {
-        let v = match self.ended.lock() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        if !self.on {
+            return String::new();
+        }
+        let st = self.state();
         let mut out = String::new();
-        for (id, key) in v.iter() {
+        for f in st.ended.iter() {
             if !out.is_empty() {
                 out.push(' ');
             }
-            out.push_str(id);
+            out.push_str(&f.id);
             out.push('=');
-            out.push_str(key);
+            out.push_str(f.outcome);
         }
         out
+    }
+}
+
+/// One page as its waterfall shows it (`/pages`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PageRecord {
+    /// The page answer's `X-Request-Id`.
+    pub request_id: String,
+    /// The page's path.
+    pub path: String,
+    /// Its status.
+    pub status: u16,
+    /// How long it took whole, in ms.
+    pub total_ms: f64,
+    /// Its fragments, by start.
+    pub fragments: Vec<FragmentTiming>,
+}
+
+/// The last pages served (`/pages`), newest last, at most
+/// [`PageRecords::KEPT`].
+#[derive(Default)]
+pub struct PageRecords(Mutex<std::collections::VecDeque<Arc<PageRecord>>>);
+
+impl PageRecords {
+    /// How many pages are kept (older ones are dropped).
+    pub const KEPT: usize = 1024;
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arc<PageRecord>>> {
+        match self.0.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Keeps a page's record.
+    pub fn push(&self, record: PageRecord) {
+        let mut q = self.queue();
+        if q.len() >= Self::KEPT {
+            q.pop_front();
+        }
+        q.push_back(Arc::new(record));
+    }
+
+    /// The records kept, newest first.
+    pub fn newest_first(&self) -> Vec<Arc<PageRecord>> {
+        self.queue().iter().rev().cloned().collect()
+    }
+
+    /// The record of page `request_id`, if it is still kept.
+    pub fn get(&self, request_id: &str) -> Option<Arc<PageRecord>> {
+        self.queue()
+            .iter()
+            .rev()
+            .find(|r| r.request_id == request_id)
+            .cloned()
     }
 }
 

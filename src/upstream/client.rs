@@ -562,6 +562,7 @@ impl OriginClient {
             let _ = tx.send(set_cookies.clone());
         }
         let attempt = ex.lease.attempt.take();
+        let server = Some(ex.lease.server.server().addr);
         // Boxed: the body is read once the answer has come, and its state
         // inline would size every request's future while it waits.
         let raw = Box::pin(read_whole(ex, req.max_bytes)).await;
@@ -578,6 +579,7 @@ impl OriginClient {
             body,
             storable,
             links,
+            server,
         })
     }
 }

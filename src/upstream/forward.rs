@@ -388,7 +388,16 @@ impl RequestSource {
             }
             .boxed()
         });
-        shared.await
+        let result = shared.await;
+        self.note(req, &result);
+        result
+    }
+
+    /// Notes an exchange's server, status and size in the page's log.
+    fn note(&self, req: &FetchRequest, result: &Result<FetchResponse, FetchFailure>) {
+        if let (Some(log), Ok(r)) = (&self.log, result) {
+            log.fetched(&req.fragment_id, r.server, r.status, r.body.len() as u64);
+        }
     }
 }
 
@@ -467,6 +476,7 @@ impl FragmentSource for RequestSource {
             drop(gate);
         };
         let (result, ()) = tokio::join!(send, record);
+        self.note(req, &result);
         result
     }
 
@@ -485,7 +495,7 @@ impl FragmentSource for RequestSource {
     fn fragment_done(&self, id: &str, origin: Option<&str>, outcome: &Outcome, elapsed: Duration) {
         self.metrics.fragment(origin, outcome, elapsed);
         if let Some(log) = &self.log {
-            log.push(id, outcome);
+            log.push(id, origin, outcome, elapsed);
         }
     }
 }
