@@ -74,10 +74,7 @@ pub fn page(record: &PageRecord) -> String {
             f.bytes,
             f.start_ms,
             f.end_ms,
-            f.server
-                .as_deref()
-                .map(|s| format!(" · {s}"))
-                .unwrap_or_default()
+            f.server.map(|s| format!(" · {s}")).unwrap_or_default()
         );
         let _ = write!(
             svg,
@@ -117,7 +114,7 @@ pub fn page(record: &PageRecord) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
             escape(&f.id),
             escape(f.origin.as_deref().unwrap_or("-")),
-            escape(f.server.as_deref().unwrap_or("-")),
+            f.server.map_or_else(|| "-".to_string(), |s| s.to_string()),
             escape(f.outcome),
             f.status,
             f.bytes,
@@ -158,7 +155,7 @@ mod tests {
                 FragmentTiming {
                     id: "cart".into(),
                     origin: Some("shop".into()),
-                    server: Some("127.0.0.1:1".into()),
+                    server: "127.0.0.1:1".parse().ok(),
                     outcome: "ok",
                     status: 200,
                     bytes: 10,

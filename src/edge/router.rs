@@ -67,12 +67,6 @@ impl Handler for Router {
             app.metrics.response(kind, status, elapsed);
         }
         let req = conn.request();
-        // Every page answered is kept for its waterfall (`/pages`).
-        if kind == RequestKind::Page && status != 0 {
-            if let Some(record) = log.record(req.uri.path(), status, elapsed) {
-                app.pages.push(record);
-            }
-        }
         let access = Access {
             client,
             method: req.method.as_str(),
@@ -82,6 +76,13 @@ impl Handler for Router {
             elapsed,
         };
         access_line(&span, &access, &log);
+        // Every page answered is kept for its waterfall (`/pages`); the log
+        // gives its fragments up to it (after the access line).
+        if kind == RequestKind::Page && status != 0 {
+            if let Some(record) = log.record(req.uri.path(), status, elapsed) {
+                app.pages.push(record);
+            }
+        }
         kept
     }
 }

@@ -367,7 +367,7 @@ pub struct FragmentTiming {
     /// Its origin, when it names a configured one.
     pub origin: Option<String>,
     /// The server that answered it, when one did.
-    pub server: Option<String>,
+    pub server: Option<std::net::SocketAddr>,
     /// `ok`, or the failure class (`redirect` for a redirect out of its origin).
     pub outcome: &'static str,
     /// The origin's last status (0 without an answer).
@@ -386,7 +386,7 @@ pub struct FragmentTiming {
 /// size.
 #[derive(Default, Clone)]
 struct Fetched {
-    server: Option<String>,
+    server: Option<std::net::SocketAddr>,
     status: u16,
     bytes: u64,
 }
@@ -455,7 +455,7 @@ impl PageLog {
     pub fn fetched(&self, id: &str, server: Option<std::net::SocketAddr>, status: u16, bytes: u64) {
         let mut st = self.state();
         let f = st.fetched.entry(id.to_string()).or_default();
-        f.server = server.map(|s| s.to_string());
+        f.server = server;
         f.status = status;
         f.bytes = bytes;
     }
@@ -489,9 +489,9 @@ impl PageLog {
     /// The page's record, once it is answered; `None` for an answer that
     /// composed nothing (no request id: a 404 of no route, a refusal).
     pub fn record(&self, path: &str, status: u16, total: Duration) -> Option<PageRecord> {
-        let st = self.state();
-        let request_id = st.request_id.clone()?;
-        let mut fragments = st.ended.clone();
+        let mut st = self.state();
+        let request_id = st.request_id.take()?;
+        let mut fragments = std::mem::take(&mut st.ended);
         fragments.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
         Some(PageRecord {
             request_id,
