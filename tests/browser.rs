@@ -109,3 +109,80 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
     // The form went to PHP exactly once.
     let _ = &php;
 }
+
+/// The admin map in Chromium: an origin turns `down` without a reload when
+/// its server dies (health checks), and the slowest page's waterfall opens;
+/// the screenshots go to target/map.png and target/waterfall.png.
+#[tokio::test]
+async fn chromium_sees_the_map_turn_an_origin_down_and_opens_a_waterfall() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    require(&chromium, "apt-get install chromium");
+    require(
+        &dir.join("node_modules/playwright-core"),
+        "cd tests/browser && npm ci",
+    );
+    let a = Origin::with_routes(vec![
+        ("/a/frag", R::html("<p>A</p>").after(ms(60))),
+        ("/a/health", R::html("ok")),
+    ])
+    .await;
+    let b = Origin::with_routes(vec![("/b/frag", R::html("<p>B</p>").after(ms(20)))]).await;
+    let token = "map-token";
+    let edge = Edge::start(
+        &config(
+            &[
+                (
+                    "a",
+                    a.url("/a/"),
+                    "health_check = \"/health\"\nhealth_interval = \"200ms\"",
+                ),
+                ("b", b.url("/b/"), ""),
+            ],
+            HOME,
+            &format!("admin_listen = \"{{admin}}\"\nadmin_token = \"{token}\""),
+        ),
+        &[(
+            "page.html",
+            &layout("<fragment id=\"a\" origin=\"a\" src=\"/frag\"></fragment><fragment id=\"b\" origin=\"b\" src=\"/frag\"></fragment>"),
+        )],
+    )
+    .await;
+    for _ in 0..5 {
+        assert!(edge.get("/").await.body.contains("<p>A</p>"));
+    }
+    let work = TempDir::new();
+    let ready = work.0.join("ready");
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let admin = format!("http://{}", edge.admin);
+    let args: Vec<String> = vec![
+        admin,
+        token.into(),
+        ready.display().to_string(),
+        target.join("map.png").display().to_string(),
+        target.join("waterfall.png").display().to_string(),
+    ];
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["90", "node", "map.mjs"])
+            .args(&args)
+            .current_dir(&dir)
+            .env("CHROMIUM", &chromium)
+            .output()
+    });
+    // When the map shows `a` up, its server dies.
+    let start = std::time::Instant::now();
+    while !ready.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+        tokio::time::sleep(ms(50)).await;
+    }
+    drop(a);
+    let out = run.await.expect("join").expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "map checks failed:\n{text}");
+    assert!(text.contains("map checks passed"), "{text}");
+}

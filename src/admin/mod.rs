@@ -18,6 +18,84 @@ use crate::telemetry::OriginStats;
 
 mod waterfall;
 
+/// The map (`GET /`): hand-written HTML, SVG and JavaScript, served from the
+/// binary; it polls `map.json`.
+const MAP: &str = include_str!("map.html");
+
+/// Per-second rates between two looks at a counter (the map's polls).
+fn rate(key: &str, count: u64) -> f64 {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static SEEN: OnceLock<Mutex<HashMap<String, (Instant, u64, f64)>>> = OnceLock::new();
+    let mut seen = match SEEN.get_or_init(Default::default).lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let now = Instant::now();
+    let entry = seen.entry(key.to_string()).or_insert((now, count, 0.0));
+    let dt = now.duration_since(entry.0).as_secs_f64();
+    if dt >= 0.5 {
+        entry.2 = count.saturating_sub(entry.1) as f64 / dt;
+        entry.0 = now;
+        entry.1 = count;
+    }
+    (entry.2 * 10.0).round() / 10.0
+}
+
+/// What the map draws: this instance, every origin with its servers,
+/// rates, errors and latency, and the slowest recent pages.
+fn map_json(app: &App) -> Value {
+    let snap = app.snapshot();
+    let cfg = &snap.cfg;
+    let pages = app.pages.1.load(std::sync::atomic::Ordering::Relaxed);
+    let origins: Vec<Value> = cfg
+        .origins
+        .values()
+        .map(|o| {
+            let v = origin_json(app, o, true);
+            let stats = &v["stats"];
+            json!({
+                "name": o.name,
+                "kind": o.kind.as_str(),
+                "health": v["health"],
+                "rate": rate(&format!("origin:{}", o.name), stats["requests"].as_u64().unwrap_or(0)),
+                "p50": stats["latency_ms"]["p50"],
+                "p99": stats["latency_ms"]["p99"],
+                "errors": stats["errors"],
+                "servers": v["servers"],
+            })
+        })
+        .collect();
+    let mut recent = app.pages.newest_first();
+    recent.truncate(200);
+    recent.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    let slowest: Vec<Value> = recent
+        .iter()
+        .take(10)
+        .map(|p| {
+            json!({
+                "request_id": p.request_id,
+                "path": p.path,
+                "status": p.status,
+                "total_ms": p.total_ms,
+                "fragments": p.fragments.len(),
+            })
+        })
+        .collect();
+    json!({
+        "node_id": cfg.server.node_id,
+        "nodes": [{
+            "node_id": cfg.server.node_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pages_per_s": rate("pages", pages),
+            "stale": false,
+        }],
+        "origins": origins,
+        "slowest": slowest,
+    })
+}
+
 /// The admin cookie that carries the token for the HTML pages.
 const COOKIE: &str = "rain_admin";
 
@@ -184,6 +262,12 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => (
+            200,
+            "text/html; charset=utf-8",
+            Bytes::from_static(MAP.as_bytes()),
+        ),
+        (&Method::GET, ["map.json"]) => json_answer(200, map_json(app)),
         (&Method::GET, ["pages"]) => {
             let pages: Vec<Value> = app
                 .pages

@@ -540,7 +540,11 @@ pub struct PageRecord {
 /// The last pages served (`/pages`), newest last, at most
 /// [`PageRecords::KEPT`].
 #[derive(Default)]
-pub struct PageRecords(Mutex<std::collections::VecDeque<Arc<PageRecord>>>);
+pub struct PageRecords(
+    Mutex<std::collections::VecDeque<Arc<PageRecord>>>,
+    /// Pages recorded since the start.
+    pub AtomicU64,
+);
 
 impl PageRecords {
     /// How many pages are kept (older ones are dropped).
@@ -555,6 +559,7 @@ impl PageRecords {
 
     /// Keeps a page's record.
     pub fn push(&self, record: PageRecord) {
+        self.1.fetch_add(1, Ordering::Relaxed);
         let mut q = self.queue();
         if q.len() >= Self::KEPT {
             q.pop_front();
