@@ -27,7 +27,9 @@ fn rate(key: &str, count: u64) -> f64 {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     use std::time::Instant;
-    static SEEN: OnceLock<Mutex<HashMap<String, (Instant, u64, f64)>>> = OnceLock::new();
+    /// The last look at each counter: when, its value, the rate then.
+    type Looks = Mutex<HashMap<String, (Instant, u64, f64)>>;
+    static SEEN: OnceLock<Looks> = OnceLock::new();
     let mut seen = match SEEN.get_or_init(Default::default).lock() {
         Ok(s) => s,
         Err(poisoned) => poisoned.into_inner(),
