@@ -1,5 +1,6 @@
 //! The admin API (README.md, admin API): only on `admin_listen`, bearer-token
-//! protected, origins registered and removed at run time, reloads that keep
+//! protected, origins registered and removed at run time (kept across
+//! reloads until deleted), reloads that keep
 //! the old config on errors (under load), and metrics that move as pages are
 //! served.
 
@@ -272,10 +273,21 @@ async fn origins_registered_at_run_time_serve_the_next_page() {
         404
     );
 
-    // A reload drops what the API registered and restores the file's origins.
+    // A reload restores the file's origin `o` (deleted through the API) and
+    // keeps what the API registered until it is deleted.
     let r = call(edge.admin, "POST", "/reload", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(edge.get("/").await.body.contains("FIRST"));
+    let extra = json(&call(edge.admin, "GET", "/origins/extra", None).await);
+    assert_eq!(extra["source"], "api", "{extra}");
+    assert_eq!(
+        call(edge.admin, "DELETE", "/origins/extra", None)
+            .await
+            .status,
+        200
+    );
+    let r = call(edge.admin, "POST", "/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         call(edge.admin, "GET", "/origins/extra", None).await.status,
         404

@@ -2,7 +2,7 @@
 //! templates ([`Snapshot`], swapped whole on reload), the origin client,
 //! the session store, the counters and the caches.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,7 +43,7 @@ pub struct App {
     /// The last pages served, with their fragments' timings (`/pages`).
     pub pages: crate::telemetry::PageRecords,
     /// Origins registered through the admin API since the last reload.
-    api_origins: Mutex<BTreeSet<String>>,
+    api_origins: Mutex<BTreeMap<String, Arc<Origin>>>,
 }
 
 impl App {
@@ -63,7 +63,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             coalescer: Arc::default(),
             pages: Default::default(),
-            api_origins: Mutex::new(BTreeSet::new()),
+            api_origins: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -76,7 +76,8 @@ impl App {
     }
 
     /// Re-reads the config file; on any error the old one stays in force.
-    /// Origins registered through the admin API are dropped.
+    /// Origins registered through the admin API are kept (over the file's
+    /// of the same name) until they are deleted.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         let snap = match load_snapshot(&self.config_path) {
             Ok(s) => s,
@@ -101,8 +102,15 @@ impl App {
                 "server.listen, tls_listen or admin_listen changed: listeners change at the next restart"
             );
         }
-        let mut api = lock(&self.api_origins);
-        api.clear();
+        let api = lock(&self.api_origins);
+        let mut snap = snap;
+        if !api.is_empty() {
+            let mut cfg = (*snap.cfg).clone();
+            for (name, o) in api.iter() {
+                cfg.origins.insert(name.clone(), o.clone());
+            }
+            snap.cfg = Arc::new(cfg);
+        }
         self.swap(snap);
         self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -110,7 +118,7 @@ impl App {
 
     /// Whether origin `name` was registered through the admin API.
     pub fn origin_from_api(&self, name: &str) -> bool {
-        lock(&self.api_origins).contains(name)
+        lock(&self.api_origins).contains_key(name)
     }
 
     /// Registers or replaces an origin until the next reload; pages that
@@ -119,8 +127,9 @@ impl App {
         let mut api = lock(&self.api_origins);
         let old = self.snapshot();
         let mut cfg = (*old.cfg).clone();
-        api.insert(origin.name.clone());
-        cfg.origins.insert(origin.name.clone(), Arc::new(origin));
+        let origin = Arc::new(origin);
+        api.insert(origin.name.clone(), origin.clone());
+        cfg.origins.insert(origin.name.clone(), origin);
         self.swap(Snapshot {
             cfg: Arc::new(cfg),
             templates: old.templates.clone(),
@@ -128,7 +137,8 @@ impl App {
         });
     }
 
-    /// Unregisters an origin until the next reload; false if there was none.
+    /// Unregisters an origin (one of the config file comes back at the
+    /// next reload); false if there was none.
     pub fn delete_origin(&self, name: &str) -> bool {
         let mut api = lock(&self.api_origins);
         let old = self.snapshot();
