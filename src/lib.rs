@@ -13,6 +13,8 @@
 //! - `telemetry`: metrics and the access log.
 //! - `aggregate`: layouts into pages of parallel fragments.
 //! - `session`: the user's hidden sessions and cookie jars.
+//! - `cluster`: the instances sharing a store, and their shared registry of
+//!   origins.
 //! - `rewrite`: the URL, HTML and CSS rules.
 //! - `config`: the TOML file, validated (a leaf).
 //!
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod aggregate;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -96,7 +96,9 @@ pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
         client.spawn_sweeper(Duration::from_secs(10));
         let store = open_store(&cfg.session)?;
         tracing::info!(store = %cfg.session.store, "session store ready");
-        Ok::<_, RunError>(Arc::new(App::new(path, snap, client, store)))
+        let app = Arc::new(App::new(path, snap, client, store));
+        app.spawn_cluster();
+        Ok::<_, RunError>(app)
     })?;
     let tracker = Arc::new(Tracker::default());
     let threads = std::thread::available_parallelism()

@@ -8,6 +8,7 @@ use std::path::Path;
 /// Each top-level module and the modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
+    ("cluster", &[]),
     ("rewrite", &["config"]),
     ("session", &["config"]),
     ("aggregate", &["config", "rewrite"]),
@@ -27,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "edge",
         &[
+            "cluster",
             "config",
             "rewrite",
             "session",
@@ -38,7 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "admin",
-        &["config", "telemetry", "upstream", "http", "edge"],
+        &["cluster", "config", "telemetry", "upstream", "http", "edge"],
     ),
     (
         "server",

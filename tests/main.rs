@@ -7,6 +7,7 @@ mod admin;
 mod architecture;
 mod browser;
 mod calls;
+mod cluster;
 mod compose;
 mod compression;
 mod config_check;

@@ -269,7 +269,17 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
             "text/html; charset=utf-8",
             Bytes::from_static(MAP.as_bytes()),
         ),
-        (&Method::GET, ["map.json"]) => json_answer(200, map_json(app)),
+        (&Method::GET, ["map.json"]) => {
+            let mut v = map_json(app);
+            let rate = v["nodes"][0]["pages_per_s"].as_f64().unwrap_or(0.0);
+            v["nodes"] = json!(app.cluster.nodes(rate).await);
+            json_answer(200, v)
+        }
+        (&Method::GET, ["cluster"]) => {
+            let pages = app.pages.1.load(std::sync::atomic::Ordering::Relaxed);
+            let nodes = app.cluster.nodes(rate("pages", pages)).await;
+            json_answer(200, json!({ "nodes": nodes }))
+        }
         (&Method::GET, ["pages"]) => {
             let pages: Vec<Value> = app
                 .pages
@@ -333,6 +343,12 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
                 Ok(origin) => {
                     let replaced = snap.cfg.origins.contains_key(&name);
                     app.put_origin(origin);
+                    // Every instance sharing the store takes it too, and
+                    // it outlives reloads and restarts there.
+                    let json = String::from_utf8_lossy(&body).into_owned();
+                    if app.cluster.shared() && !app.cluster.put_origin(&name, &json).await {
+                        tracing::warn!(origin = %name, "origin not written to the shared registry");
+                    }
                     tracing::info!(origin = %name, replaced, "origin registered through the admin API");
                     let snap = app.snapshot();
                     match snap.cfg.origins.get(&name) {
@@ -348,6 +364,9 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
         }
         (&Method::DELETE, ["origins", name]) => {
             if app.delete_origin(name) {
+                if app.cluster.shared() && !app.cluster.delete_origin(name).await {
+                    tracing::warn!(origin = %name, "origin not dropped from the shared registry");
+                }
                 tracing::info!(origin = %name, "origin unregistered through the admin API");
                 json_answer(200, json!({ "deleted": name }))
             } else {

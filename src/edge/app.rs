@@ -42,6 +42,8 @@ pub struct App {
     pub coalescer: Arc<Coalescer>,
     /// The last pages served, with their fragments' timings (`/pages`).
     pub pages: crate::telemetry::PageRecords,
+    /// The instances sharing the store and their registry of origins.
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// Origins registered through the admin API since the last reload.
     api_origins: Mutex<BTreeMap<String, Arc<Origin>>>,
 }
@@ -54,7 +56,16 @@ impl App {
         client: Arc<OriginClient>,
         store: Arc<dyn SessionStore>,
     ) -> App {
+        let s = &snap.cfg;
+        let redis = (s.session.store == "redis").then_some(s.session.redis_url.as_str());
+        let admin = s.server.admin_listen.map(|a| a.to_string());
+        let cluster = Arc::new(crate::cluster::Cluster::new(
+            redis,
+            &s.server.node_id,
+            admin,
+        ));
         App {
+            cluster,
             config_path,
             stale: Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error)),
             snapshot: RwLock::new(Arc::new(snap)),
@@ -154,6 +165,80 @@ impl App {
             tls: old.tls.clone(),
         });
         true
+    }
+
+    /// Applies the shared registry's table of origin `name` (JSON, as the
+    /// admin API took it): registered or replaced, or, without one, an
+    /// origin the API registered here is unregistered.
+    pub fn apply_registered(&self, name: &str, table: Option<&str>) {
+        match table {
+            Some(json) => {
+                let table: toml::Table = match serde_json::from_str(json) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(origin = %name, error = %e, "shared registry entry is not an origin table");
+                        return;
+                    }
+                };
+                let cfg = self.snapshot().cfg.clone();
+                match config::parse_origin(&cfg, name, &table) {
+                    Ok(o) => {
+                        let same = self.origin_from_api(name)
+                            && cfg.origins.get(name).is_some_and(|old| **old == o);
+                        if !same {
+                            tracing::info!(origin = %name, "origin registered from the shared registry");
+                            self.put_origin(o);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(origin = %name, error = %e, "shared registry entry refused")
+                    }
+                }
+            }
+            None => {
+                if self.origin_from_api(name) && self.delete_origin(name) {
+                    tracing::info!(origin = %name, "origin unregistered from the shared registry");
+                }
+            }
+        }
+    }
+
+    /// Joins the instances sharing the store: takes the shared registry's
+    /// origins now, follows its changes, and writes this instance into the
+    /// store every few seconds. Without a store, does nothing.
+    pub fn spawn_cluster(self: &Arc<Self>) {
+        if !self.cluster.shared() {
+            return;
+        }
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Ok(all) = app.cluster.origins().await {
+                for (name, table) in all {
+                    app.apply_registered(&name, Some(&table));
+                }
+            }
+            let Some(mut changes) = app.cluster.changes().await else {
+                return;
+            };
+            while let Some(name) = changes.recv().await {
+                match app.cluster.origin(&name).await {
+                    Ok(table) => app.apply_registered(&name, table.as_deref()),
+                    Err(()) => tracing::warn!(origin = %name, "shared registry unreachable"),
+                }
+            }
+        });
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = (std::time::Instant::now(), 0u64);
+            loop {
+                let pages = app.pages.1.load(Ordering::Relaxed);
+                let dt = last.0.elapsed().as_secs_f64().max(0.001);
+                let rate = pages.saturating_sub(last.1) as f64 / dt;
+                last = (std::time::Instant::now(), pages);
+                app.cluster.heartbeat((rate * 10.0).round() / 10.0).await;
+                tokio::time::sleep(crate::cluster::HEARTBEAT).await;
+            }
+        });
     }
 
     fn swap(&self, snap: Snapshot) {
