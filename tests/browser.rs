@@ -20,8 +20,9 @@ fn require(path: &Path, what: &str) {
     );
 }
 
-#[tokio::test]
-async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
+/// The browser scripts' folder and Chromium, each required (a test that
+/// needs them fails loudly without them).
+fn tools() -> (PathBuf, PathBuf) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
@@ -35,6 +36,12 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
         node.is_ok_and(|o| o.status.success()),
         "node is missing: install Node.js 18 or later"
     );
+    (dir, chromium)
+}
+
+#[tokio::test]
+async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
+    let (dir, chromium) = tools();
 
     let ((php, _work), (tomcat, _tomcat_work)) = tokio::join!(apps::php(), apps::tomcat());
     let a = Origin::with_routes(vec![
@@ -115,14 +122,7 @@ async fn chromium_clicks_navigates_submits_and_sees_scoped_styles() {
 /// the screenshots go to target/map.png and target/waterfall.png.
 #[tokio::test]
 async fn chromium_sees_the_map_turn_an_origin_down_and_opens_a_waterfall() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium =
-        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    require(&chromium, "apt-get install chromium");
-    require(
-        &dir.join("node_modules/playwright-core"),
-        "cd tests/browser && npm ci",
-    );
+    let (dir, chromium) = tools();
     let a = Origin::with_routes(vec![
         ("/a/frag", R::html("<p>A</p>").after(ms(60))),
         ("/a/health", R::html("ok")),
