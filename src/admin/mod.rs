@@ -302,15 +302,37 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
             200,
             json!({ "status": "ok", "node_id": snap.cfg.server.node_id }),
         ),
-        (&Method::GET, ["metrics"]) => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from({
-                let mut text = app.metrics.render();
-                app.client.render_metrics(&mut text);
-                text
-            }),
-        ),
+        (&Method::GET, ["metrics"]) => {
+            let cache_bytes = match &app.cache {
+                Some(c) => c.bytes().await,
+                None => 0,
+            };
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from({
+                    let mut text = app.metrics.render();
+                    app.client.render_metrics(&mut text);
+                    if let Some(cache) = &app.cache {
+                        use std::fmt::Write as _;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let _ = write!(
+                        text,
+                        "# HELP rain_cache_hits_total Public fragments served from the cache.\n\
+                         # TYPE rain_cache_hits_total counter\nrain_cache_hits_total {}\n\
+                         # HELP rain_cache_misses_total Cache lookups that found no fresh copy.\n\
+                         # TYPE rain_cache_misses_total counter\nrain_cache_misses_total {}\n\
+                         # HELP rain_cache_bytes Bytes the cache holds (bodies, and 256 per entry).\n\
+                         # TYPE rain_cache_bytes gauge\nrain_cache_bytes {}\n",
+                        cache.counts.hits.load(Relaxed),
+                        cache.counts.misses.load(Relaxed),
+                        cache_bytes
+                    );
+                    }
+                    text
+                }),
+            )
+        }
         (&Method::GET, ["origins"]) => {
             let list: Vec<Value> = snap
                 .cfg
@@ -372,6 +394,25 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
             } else {
                 error(404, "no such origin")
             }
+        }
+        (&Method::POST, ["purge"]) => {
+            let body = match read_body(conn).await {
+                Ok(b) => b,
+                Err(answer) => return answer,
+            };
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return error(400, &format!("the body must be JSON: {e}")),
+            };
+            let (origin, path, tag) = (v["origin"].as_str(), v["path"].as_str(), v["tag"].as_str());
+            if tag.is_none() && (origin.is_none() || path.is_none()) {
+                return error(400, "name an origin and a path, or a tag");
+            }
+            let dropped = match &app.cache {
+                Some(cache) => cache.purge(origin, path, tag).await,
+                None => 0,
+            };
+            json_answer(200, json!({ "dropped": dropped }))
         }
         (&Method::GET, ["routes"]) => {
             let list: Vec<Value> = snap

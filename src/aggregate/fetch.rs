@@ -54,6 +54,9 @@ pub struct FetchResponse {
     pub links: Vec<String>,
     /// The server that answered (several servers per origin).
     pub server: Option<std::net::SocketAddr>,
+    /// The answer's fields, when it says how it may be cached
+    /// (`Cache-Control` or `Expires`): for the fragment cache.
+    pub headers: Option<http::HeaderMap>,
 }
 
 /// Why an exchange with an origin failed before a usable answer.

@@ -274,6 +274,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let session = read_session(&mut errs, session_t);
     let fragments_t = root.table(&mut errs, "fragments");
     let fragments = read_fragments(&mut errs, fragments_t);
+    let cache_t = root.table(&mut errs, "cache");
+    let cache_max_size = {
+        let mut t = Table::new("cache", cache_t);
+        let size = t.size(&mut errs, "max_size", 256 << 20);
+        t.finish(&mut errs);
+        size
+    };
     let placeholders_t = root.table(&mut errs, "placeholders");
     let placeholders =
         read_placeholders(&mut errs, "placeholders", placeholders_t, &server.templates);
@@ -328,6 +335,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         server,
         session,
         fragments,
+        cache_max_size,
         placeholders,
         origins,
         routes,
@@ -771,6 +779,7 @@ fn read_origin(
         }
     };
     let max_websockets = t.uint(errs, "max_websockets", 256, 100_000) as usize;
+    let cache = t.bool(errs, "cache", true);
     let health_written = t.string(errs, "health_check");
     let health_interval = t.duration(errs, "health_interval", Duration::from_secs(5));
     if health_interval.is_zero() {
@@ -836,6 +845,7 @@ fn read_origin(
         health_interval,
         http2,
         max_websockets,
+        cache,
     })
 }
 

@@ -167,6 +167,8 @@ pub struct Origin {
     pub http2: Http2,
     /// WebSockets open to this origin at most (`max_websockets`).
     pub max_websockets: usize,
+    /// Whether its `public` fragments may be cached (`cache`).
+    pub cache: bool,
 }
 
 /// When HTTP/2 is spoken to an origin (`http2`).
@@ -405,6 +407,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// `[fragments]`.
     pub fragments: FragmentDefaults,
+    /// `[cache] max_size`: bytes of cached public fragment bodies (0: off).
+    pub cache_max_size: u64,
     /// `[placeholders]`: platform-wide placeholder files, by class.
     pub placeholders: BTreeMap<FailureClass, String>,
     /// Origins by name.

@@ -44,6 +44,8 @@ pub struct App {
     pub pages: crate::telemetry::PageRecords,
     /// The instances sharing the store and their registry of origins.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// The cache of public fragments (`[cache] max_size` at start; off at 0).
+    pub cache: Option<Arc<crate::upstream::FragmentCache>>,
     /// Origins registered through the admin API since the last reload.
     api_origins: Mutex<BTreeMap<String, Arc<Origin>>>,
 }
@@ -64,7 +66,10 @@ impl App {
             &s.server.node_id,
             admin,
         ));
+        let cache = (s.cache_max_size > 0)
+            .then(|| Arc::new(crate::upstream::FragmentCache::new(s.cache_max_size)));
         App {
+            cache,
             cluster,
             config_path,
             stale: Arc::new(StaleCache::new(snap.cfg.fragments.stale_if_error)),

@@ -345,6 +345,7 @@ pub async fn render(
         log: PageLog::current(),
         stale: app.stale.clone(),
         coalescer: app.coalescer.clone(),
+        cache: app.cache.clone(),
     });
 
     let layout_started = std::time::Instant::now();

@@ -389,6 +389,7 @@ struct Fetched {
     server: Option<std::net::SocketAddr>,
     status: u16,
     bytes: u64,
+    cache: &'static str,
 }
 
 /// The fragments of one page as they end, for its access log line and its
@@ -452,12 +453,21 @@ impl PageLog {
 
     /// Notes what fragment `id`'s latest exchange got (a redirect chain
     /// notes each; the last counts).
-    pub fn fetched(&self, id: &str, server: Option<std::net::SocketAddr>, status: u16, bytes: u64) {
+    /// `cache` is `hit`, `miss` or `none` (not cacheable).
+    pub fn fetched(
+        &self,
+        id: &str,
+        server: Option<std::net::SocketAddr>,
+        status: u16,
+        bytes: u64,
+        cache: &'static str,
+    ) {
         let mut st = self.state();
         let f = st.fetched.entry(id.to_string()).or_default();
         f.server = server;
         f.status = status;
         f.bytes = bytes;
+        f.cache = cache;
     }
 
     /// Notes that fragment `id` of `origin` ended with `outcome` after
@@ -481,8 +491,7 @@ impl PageLog {
             bytes: f.bytes,
             start_ms: ms(start),
             end_ms: ms(end),
-            // No fragment cache yet: every fetch goes to its origin.
-            cache: "none",
+            cache: if f.cache.is_empty() { "none" } else { f.cache },
         });
     }
 

@@ -563,6 +563,12 @@ impl OriginClient {
         }
         let attempt = ex.lease.attempt.take();
         let server = Some(ex.lease.server.server().addr);
+        let headers = ex
+            .headers()
+            .filter(|h| {
+                h.contains_key(http::header::CACHE_CONTROL) || h.contains_key(http::header::EXPIRES)
+            })
+            .cloned();
         // Boxed: the body is read once the answer has come, and its state
         // inline would size every request's future while it waits.
         let raw = Box::pin(read_whole(ex, req.max_bytes)).await;
@@ -580,6 +586,7 @@ impl OriginClient {
             storable,
             links,
             server,
+            headers,
         })
     }
 }

@@ -300,6 +300,8 @@ pub struct RequestSource {
     pub stale: Arc<StaleCache>,
     /// Public fragment exchanges in flight, shared.
     pub coalescer: Arc<Coalescer>,
+    /// The fragment cache, when it is on.
+    pub cache: Option<Arc<super::cache::FragmentCache>>,
 }
 
 /// Identical `public` fragment fetches in flight at the same time share one
@@ -354,8 +356,27 @@ impl Coalescer {
 }
 
 impl RequestSource {
-    /// A public fragment's exchange, shared with identical ones in flight.
+    /// A public fragment: a fresh copy from the fragment cache, or an
+    /// exchange shared with identical ones in flight (kept in the cache
+    /// when its origin allows).
     async fn fetch_public(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
+        let cache = self.cache.as_ref().filter(|_| req.origin.cache);
+        let cache_key = format!("{}\n{}", req.origin.name, req.url);
+        let asked = cache.map(|_| self.browser.origin_headers(req, None));
+        if let (Some(cache), Some(asked)) = (cache, &asked) {
+            if let Some(hit) = cache.fresh(&cache_key, &req.url, asked).await {
+                if let Some(log) = &self.log {
+                    log.fetched(
+                        &req.fragment_id,
+                        None,
+                        hit.status,
+                        hit.body.len() as u64,
+                        "hit",
+                    );
+                }
+                return Ok(hit);
+            }
+        }
         let key = format!("{}\n{}\n{}", req.origin.name, req.url, req.fragment_id);
         let shared = self.coalescer.join(key, || {
             let client = self.client.clone();
@@ -389,14 +410,36 @@ impl RequestSource {
             .boxed()
         });
         let result = shared.await;
-        self.note(req, &result);
+        if let (Some(cache), Some(asked), Ok(r)) = (cache, &asked, &result) {
+            let path = req
+                .url
+                .as_str()
+                .strip_prefix(req.origin.url.as_str())
+                .unwrap_or_default();
+            cache
+                .keep(cache_key, (&req.origin.name, path), &req.url, asked, r)
+                .await;
+        }
+        self.note(req, &result, if cache.is_some() { "miss" } else { "none" });
         result
     }
 
-    /// Notes an exchange's server, status and size in the page's log.
-    fn note(&self, req: &FetchRequest, result: &Result<FetchResponse, FetchFailure>) {
+    /// Notes an exchange's server, status, size and cache result in the
+    /// page's log.
+    fn note(
+        &self,
+        req: &FetchRequest,
+        result: &Result<FetchResponse, FetchFailure>,
+        cache: &'static str,
+    ) {
         if let (Some(log), Ok(r)) = (&self.log, result) {
-            log.fetched(&req.fragment_id, r.server, r.status, r.body.len() as u64);
+            log.fetched(
+                &req.fragment_id,
+                r.server,
+                r.status,
+                r.body.len() as u64,
+                cache,
+            );
         }
     }
 }
@@ -476,7 +519,7 @@ impl FragmentSource for RequestSource {
             drop(gate);
         };
         let (result, ()) = tokio::join!(send, record);
-        self.note(req, &result);
+        self.note(req, &result, "none");
         result
     }
 

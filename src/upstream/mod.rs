@@ -4,6 +4,7 @@
 //! kept for `stale_if_error`.
 
 mod breaker;
+mod cache;
 mod client;
 mod decode;
 mod forward;
@@ -14,6 +15,7 @@ mod servers;
 mod stale;
 
 pub use breaker::{Admit, Breaker};
+pub use cache::FragmentCache;
 pub use client::{Exchange, OriginClient, OriginRequest, Upgraded, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{

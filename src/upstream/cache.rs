@@ -1,0 +1,205 @@
+//! The cache of `public` fragments (docs/configuration.md, caching): an
+//! answer is kept when its origin allows a shared cache to keep it, by
+//! RFC 9111 as the http-cache-semantics crate reads it (`max-age`,
+//! `s-maxage`, `Expires`; never `no-store`, `private`, `Vary: *`, nor an
+//! answer that sets a cookie; no heuristic freshness), in moka, bounded by
+//! the bytes of the bodies kept (`[cache] max_size`). Only fresh copies are
+//! served from it; a stale one is fetched again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+
+use crate::aggregate::FetchResponse;
+
+/// One kept answer.
+struct Kept {
+    policy: CachePolicy,
+    answer: FetchResponse,
+    /// `Surrogate-Key` and `Cache-Tag` values, for purges by tag.
+    tags: Vec<String>,
+    /// The origin's name and the path (and query) below its base.
+    origin: String,
+    path: String,
+}
+
+/// What the cache counts (`rain_cache_*`).
+#[derive(Default)]
+pub struct CacheCounts {
+    /// Answers served from the cache.
+    pub hits: AtomicU64,
+    /// Lookups that found nothing fresh.
+    pub misses: AtomicU64,
+}
+
+/// The fragment cache.
+pub struct FragmentCache {
+    store: moka::future::Cache<String, Arc<Kept>>,
+    /// Its counters.
+    pub counts: CacheCounts,
+}
+
+fn options() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        // Only what the origin says: no heuristic freshness.
+        cache_heuristic: 0.0,
+        ..CacheOptions::default()
+    }
+}
+
+/// The request the policy sees: what rain-edge sends to the origin.
+fn request(
+    url: &url::Url,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+) -> Option<http::request::Parts> {
+    let mut req = http::Request::get(url.as_str()).body(()).ok()?;
+    for (n, v) in headers {
+        req.headers_mut().append(n.clone(), v.clone());
+    }
+    Some(req.into_parts().0)
+}
+
+impl FragmentCache {
+    /// A cache holding at most `max_bytes` of bodies.
+    pub fn new(max_bytes: u64) -> FragmentCache {
+        let store = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &String, v: &Arc<Kept>| {
+                u32::try_from(v.answer.body.len() + 256).unwrap_or(u32::MAX)
+            })
+            .build();
+        FragmentCache {
+            store,
+            counts: CacheCounts::default(),
+        }
+    }
+
+    /// The bytes held (bodies, and a little for each entry), once the
+    /// store's pending bookkeeping is done.
+    pub async fn bytes(&self) -> u64 {
+        self.store.run_pending_tasks().await;
+        self.store.weighted_size()
+    }
+
+    /// A fresh kept answer for `key`, asked with `headers`.
+    pub async fn fresh(
+        &self,
+        key: &str,
+        url: &url::Url,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Option<FetchResponse> {
+        let kept = self.store.get(key).await;
+        let fresh = kept.and_then(|k| {
+            let req = request(url, headers)?;
+            match k.policy.before_request(&req, SystemTime::now()) {
+                BeforeRequest::Fresh(_) => Some(k.answer.clone()),
+                BeforeRequest::Stale { .. } => None,
+            }
+        });
+        let counter = if fresh.is_some() {
+            &self.counts.hits
+        } else {
+            &self.counts.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        fresh
+    }
+
+    /// Keeps `answer` under `key` if its origin allows a shared cache to.
+    pub async fn keep(
+        &self,
+        key: String,
+        (origin, path): (&str, &str),
+        url: &url::Url,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        answer: &FetchResponse,
+    ) {
+        let Some(fields) = answer.headers.as_ref() else {
+            return;
+        };
+        if answer.status != 200 || !answer.set_cookies.is_empty() {
+            return;
+        }
+        let Some(req) = request(url, headers) else {
+            return;
+        };
+        let mut res = http::Response::new(());
+        *res.status_mut() = http::StatusCode::OK;
+        *res.headers_mut() = fields.clone();
+        let now = SystemTime::now();
+        let policy = CachePolicy::new_options(&req, &res.into_parts().0, now, options());
+        if !policy.is_storable() || policy.time_to_live(now).is_zero() {
+            return;
+        }
+        let tags = tags(fields);
+        let kept = Kept {
+            policy,
+            answer: FetchResponse {
+                headers: None,
+                ..answer.clone()
+            },
+            tags,
+            origin: origin.to_string(),
+            path: path.to_string(),
+        };
+        self.store.insert(key, Arc::new(kept)).await;
+    }
+
+    /// Drops the kept answers of `origin` at `path` (every query variant
+    /// when `path` has none), or those tagged `tag`. Returns how many.
+    pub async fn purge(&self, origin: Option<&str>, path: Option<&str>, tag: Option<&str>) -> u64 {
+        let mut dropped = 0;
+        let keys: Vec<Arc<String>> = self
+            .store
+            .iter()
+            .filter(|(_, k)| {
+                let by_path = match (origin, path) {
+                    (Some(o), Some(p)) => {
+                        let p = p.trim_start_matches('/');
+                        k.origin == o
+                            && (k.path == p
+                                || (!p.contains('?') && k.path.split('?').next() == Some(p)))
+                    }
+                    _ => false,
+                };
+                let by_tag = tag.is_some_and(|t| k.tags.iter().any(|x| x == t));
+                by_path || by_tag
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            self.store.invalidate(key.as_str()).await;
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// The tags of an answer: the words of `Surrogate-Key` and the
+/// comma-separated values of `Cache-Tag`.
+fn tags(fields: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in fields
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        out.extend(v.split_ascii_whitespace().map(str::to_string));
+    }
+    for v in fields
+        .get_all("cache-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        out.extend(
+            v.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        );
+    }
+    out
+}

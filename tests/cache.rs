@@ -1,0 +1,205 @@
+//! The fragment cache (docs/configuration.md, caching): `public` fragments
+//! kept by their origin's own rules, served fresh without a request, never
+//! when the origin forbids it; purged by path or tag; and never a byte of one
+//! user's private fragment in another user's page.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn cached(body: &str, cache_control: &str) -> R {
+    R::html(body.to_string()).with_header("cache-control", cache_control)
+}
+
+async fn admin(edge: &Edge, method: &str, path: &str, body: Option<&str>) -> Response {
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(edge.admin, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
+    let o = Origin::with_routes(vec![
+        (
+            "/nav",
+            cached("<p>NAV</p>", "public, max-age=60").with_header("surrogate-key", "menu top"),
+        ),
+        ("/short", cached("<p>SHORT</p>", "max-age=1")),
+        ("/nostore", cached("<p>NOSTORE</p>", "no-store, max-age=60")),
+        ("/private", cached("<p>PRIVATE</p>", "private, max-age=60")),
+        (
+            "/cookie",
+            cached("<p>COOKIE</p>", "max-age=60").with_header("set-cookie", "a=1"),
+        ),
+        (
+            "/star",
+            cached("<p>STAR</p>", "max-age=60").with_header("vary", "*"),
+        ),
+        ("/plain", R::html("<p>PLAIN</p>")),
+    ])
+    .await;
+    let names = [
+        "nav", "short", "nostore", "private", "cookie", "star", "plain",
+    ];
+    let page: String = names
+        .iter()
+        .map(|n| format!("<fragment id=\"{n}\" origin=\"o\" src=\"/{n}\" public></fragment>"))
+        .collect();
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, "admin_listen = \"{admin}\""),
+        &[("page.html", &layout(&page))],
+    )
+    .await;
+    for _ in 0..3 {
+        let r = edge.get("/").await;
+        assert!(
+            r.body.contains("<p>NAV</p>") && r.body.contains("<p>PLAIN</p>"),
+            "{}",
+            r.body
+        );
+    }
+    let count = |p: &str| o.requests_to(p).len();
+    assert_eq!(
+        count("/nav"),
+        1,
+        "a fresh public fragment was fetched again"
+    );
+    assert_eq!(count("/short"), 1);
+    for p in ["/nostore", "/private", "/cookie", "/star", "/plain"] {
+        assert_eq!(count(p), 3, "{p} was served from the cache");
+    }
+    // The waterfall says which came from the cache.
+    let pages = admin(&edge, "GET", "/pages", None).await;
+    let v: serde_json::Value = serde_json::from_str(&pages.body).expect("JSON");
+    let newest = &v["pages"][0]["fragments"];
+    let cache_of = |id: &str| {
+        newest
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["id"] == id))
+            .map(|f| f["cache"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(cache_of("nav"), "hit");
+    assert_eq!(cache_of("plain"), "miss");
+    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert!(metrics.contains("rain_cache_hits_total 4"), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rain_cache_bytes ") && l != "rain_cache_bytes 0"),
+        "{metrics}"
+    );
+
+    // max-age=1: fetched again once it is stale.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.get("/").await;
+    assert_eq!(count("/short"), 2);
+
+    // Purged by path, then by tag: fetched again.
+    let r = admin(
+        &edge,
+        "POST",
+        "/purge",
+        Some(r#"{"origin": "o", "path": "/nav"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"dropped\":1"), "{}", r.body);
+    edge.get("/").await;
+    assert_eq!(count("/nav"), 2);
+    let r = admin(&edge, "POST", "/purge", Some(r#"{"tag": "menu"}"#)).await;
+    assert!(r.body.contains("\"dropped\":1"), "{}", r.body);
+    edge.get("/").await;
+    assert_eq!(count("/nav"), 3);
+    let r = admin(&edge, "POST", "/purge", Some(r#"{"origin": "o"}"#)).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn an_origin_with_cache_false_is_never_cached() {
+    let o = Origin::with_routes(vec![("/nav", cached("<p>NAV</p>", "public, max-age=60"))]).await;
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "cache = false")], HOME, ""),
+        &[(
+            "page.html",
+            &layout("<fragment origin=\"o\" src=\"/nav\" public></fragment>"),
+        )],
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(edge.get("/").await.body.contains("<p>NAV</p>"));
+    }
+    assert_eq!(o.requests_to("/nav").len(), 3);
+}
+
+/// Two users with their own sessions browse pages that mix a cached public
+/// fragment and a private one that names the user: no byte of one user's
+/// private fragment ever reaches the other, even when the origin marks
+/// the private answer cacheable.
+#[tokio::test]
+async fn no_byte_of_a_users_private_fragment_reaches_another() {
+    let n = Arc::new(AtomicU32::new(0));
+    let seq = n.clone();
+    let o = Origin::start(move |req| match req.path.as_str() {
+        "/nav" => cached("<p>NAV for everyone</p>", "public, max-age=60"),
+        "/me" => {
+            let sid = req
+                .header("cookie")
+                .and_then(|c| c.split("; ").find_map(|p| p.strip_prefix("who=")))
+                .map(str::to_string);
+            match sid {
+                Some(who) => cached(&format!("<p>SECRET-{who}</p>"), "public, max-age=60"),
+                None => {
+                    let who = format!("user{}", seq.fetch_add(1, Ordering::SeqCst));
+                    cached(&format!("<p>SECRET-{who}</p>"), "public, max-age=60")
+                        .with_header("set-cookie", &format!("who={who}; Path=/"))
+                }
+            }
+        }
+        _ => R::status(404, "no"),
+    })
+    .await;
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, ""),
+        &[(
+            "page.html",
+            &layout("<fragment origin=\"o\" src=\"/nav\" public></fragment><fragment id=\"me\" origin=\"o\" src=\"/me\"></fragment>"),
+        )],
+    )
+    .await;
+    let mut ann = Browser::new(&edge);
+    let mut bob = Browser::new(&edge);
+    let mut secrets: [Option<String>; 2] = [None, None];
+    for round in 0..6 {
+        for (i, user) in [&mut ann, &mut bob].into_iter().enumerate() {
+            let r = user.get("/").await;
+            assert!(r.body.contains("NAV for everyone"), "{}", r.body);
+            let mine = field(&r.body, "SECRET").map(str::to_string);
+            let mine = r
+                .body
+                .split("SECRET-")
+                .nth(1)
+                .and_then(|s| s.split('<').next())
+                .map(str::to_string)
+                .or(mine)
+                .unwrap_or_else(|| panic!("round {round}: no secret in {}", r.body));
+            match &secrets[i] {
+                None => secrets[i] = Some(mine),
+                Some(known) => assert_eq!(&mine, known, "round {round}: a user saw another secret"),
+            }
+            assert_eq!(r.body.matches("SECRET-").count(), 1, "{}", r.body);
+        }
+    }
+    assert_ne!(
+        secrets[0], secrets[1],
+        "both users saw the same private fragment"
+    );
+    // The public fragment came from the cache; the private one every time.
+    assert_eq!(o.requests_to("/nav").len(), 1);
+    assert_eq!(o.requests_to("/me").len(), 12);
+}
