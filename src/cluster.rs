@@ -28,6 +28,9 @@ const ORIGINS: &str = "rain:origins";
 /// The channel on which registry changes are announced (the payload is the
 /// origin's name).
 pub const CHANNEL: &str = "rain:origins:changed";
+/// The channel on which cache purges are announced (the payload is the
+/// purge's JSON body).
+pub const PURGES: &str = "rain:purge";
 
 /// One instance as the cluster sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -273,9 +276,30 @@ impl Cluster {
         .map_err(|_| ())
     }
 
-    /// A stream of announced registry changes (origin names); reconnects
-    /// after failures. `None` without a store.
-    pub async fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+    /// Announces a cache purge to every instance (its JSON body).
+    pub async fn announce_purge(&self, body: &str) -> bool {
+        let Some(mut c) = self.connection().await else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(
+                CALL_TIMEOUT,
+                redis::cmd("PUBLISH")
+                    .arg(PURGES)
+                    .arg(body)
+                    .query_async::<i64>(&mut c),
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A stream of announcements on `channel`; reconnects after failures.
+    /// `None` without a store.
+    pub async fn listen(
+        &self,
+        channel: &'static str,
+    ) -> Option<tokio::sync::mpsc::Receiver<String>> {
         let client = self.client.clone()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -286,11 +310,11 @@ impl Cluster {
                 }
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
-                        if pubsub.subscribe(CHANNEL).await.is_ok() {
+                        if pubsub.subscribe(channel).await.is_ok() {
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
-                                if let Ok(name) = msg.get_payload::<String>() {
-                                    if tx.send(name).await.is_err() {
+                                if let Ok(text) = msg.get_payload::<String>() {
+                                    if tx.send(text).await.is_err() {
                                         return;
                                     }
                                 }
@@ -303,6 +327,12 @@ impl Cluster {
             }
         });
         Some(rx)
+    }
+
+    /// A stream of announced registry changes (origin names); reconnects
+    /// after failures. `None` without a store.
+    pub async fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.listen(CHANNEL).await
     }
 }
 

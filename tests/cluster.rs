@@ -134,3 +134,55 @@ async fn instances_share_the_registry_and_see_each_other() {
     .await;
     println!("registry propagation took {took:?}");
 }
+
+/// A purge on one instance drops the cached copies of every instance
+/// sharing the store.
+#[tokio::test]
+async fn a_purge_reaches_every_instance() {
+    let redis = Redis::start().await;
+    let o = Origin::with_routes(vec![(
+        "/nav",
+        R::html("<p>NAV</p>").with_header("cache-control", "public, max-age=60"),
+    )])
+    .await;
+    let page = layout("<fragment origin=\"o\" src=\"/nav\" public></fragment>");
+    let cfg = |node: &str| {
+        config(
+            &[("o", o.url("/"), "")],
+            HOME,
+            &format!(
+                "admin_listen = \"{{admin}}\"\n[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            ),
+        )
+        .replace("node_id = \"test-node\"", &format!("node_id = \"{node}\""))
+    };
+    let edge1 = Edge::start(&cfg("node-1"), &[("page.html", &page)]).await;
+    let edge2 = Edge::start(&cfg("node-2"), &[("page.html", &page)]).await;
+    // Let both subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for edge in [&edge1, &edge2, &edge1, &edge2] {
+        assert!(edge.get("/").await.body.contains("<p>NAV</p>"));
+    }
+    assert_eq!(o.requests_to("/nav").len(), 2, "each instance fetched once");
+    let r = admin(
+        &edge1,
+        "POST",
+        "/purge",
+        Some(r#"{"origin": "o", "path": "/nav"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    within(
+        Duration::from_secs(2),
+        "the purge on the other instance",
+        || async {
+            let before = o.requests_to("/nav").len();
+            edge2.get("/").await;
+            o.requests_to("/nav").len() > before
+        },
+    )
+    .await;
+    edge1.get("/").await;
+    assert_eq!(o.requests_to("/nav").len(), 4, "both fetched again");
+}

@@ -412,6 +412,13 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
                 Some(cache) => cache.purge(origin, path, tag).await,
                 None => 0,
             };
+            // Every instance sharing the store drops them too.
+            if app.cluster.shared() {
+                let body = json!({ "origin": origin, "path": path, "tag": tag }).to_string();
+                if !app.cluster.announce_purge(&body).await {
+                    tracing::warn!("cache purge not announced to the other instances");
+                }
+            }
             json_answer(200, json!({ "dropped": dropped }))
         }
         (&Method::GET, ["routes"]) => {

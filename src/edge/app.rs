@@ -234,6 +234,23 @@ impl App {
         });
         let app = Arc::clone(self);
         tokio::spawn(async move {
+            let Some(mut purges) = app.cluster.listen(crate::cluster::PURGES).await else {
+                return;
+            };
+            while let Some(body) = purges.recv().await {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                    continue;
+                };
+                if let Some(cache) = &app.cache {
+                    let dropped = cache
+                        .purge(v["origin"].as_str(), v["path"].as_str(), v["tag"].as_str())
+                        .await;
+                    tracing::info!(dropped, "cache purge announced by an instance");
+                }
+            }
+        });
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
             let mut last = (std::time::Instant::now(), 0u64);
             loop {
                 let pages = app.pages.1.load(Ordering::Relaxed);
