@@ -203,3 +203,49 @@ async fn no_byte_of_a_users_private_fragment_reaches_another() {
     assert_eq!(o.requests_to("/nav").len(), 1);
     assert_eq!(o.requests_to("/me").len(), 12);
 }
+
+/// A stale copy with a validator is revalidated: the origin's `304` keeps
+/// it (no body sent), a `200` replaces it.
+#[tokio::test]
+async fn a_stale_copy_is_revalidated_with_its_etag() {
+    let version = Arc::new(AtomicU32::new(1));
+    let v = version.clone();
+    let o = Origin::start(move |req| {
+        let now = v.load(Ordering::SeqCst);
+        let etag = format!("\"v{now}\"");
+        if req.header("if-none-match") == Some(etag.as_str()) {
+            return R::status(304, "")
+                .with_header("etag", &etag)
+                .with_header("cache-control", "public, max-age=1");
+        }
+        cached(&format!("<p>NAV v{now}</p>"), "public, max-age=1").with_header("etag", &etag)
+    })
+    .await;
+    let edge = Edge::start(
+        &config(&[("o", o.url("/"), "")], HOME, "admin_listen = \"{admin}\""),
+        &[(
+            "page.html",
+            &layout("<fragment origin=\"o\" src=\"/nav\" public></fragment>"),
+        )],
+    )
+    .await;
+    assert!(edge.get("/").await.body.contains("<p>NAV v1</p>"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale: revalidated with If-None-Match, 304, the kept copy shown.
+    assert!(edge.get("/").await.body.contains("<p>NAV v1</p>"));
+    let asked = o.requests_to("/nav");
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[1].header("if-none-match"), Some("\"v1\""));
+    // Fresh again for a second.
+    assert!(edge.get("/").await.body.contains("<p>NAV v1</p>"));
+    assert_eq!(o.requests_to("/nav").len(), 2);
+    // A new version: the 200 replaces the copy.
+    version.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(edge.get("/").await.body.contains("<p>NAV v2</p>"));
+    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert!(
+        metrics.contains("rain_cache_revalidated_total 1"),
+        "{metrics}"
+    );
+}

@@ -33,6 +33,19 @@ pub struct CacheCounts {
     pub hits: AtomicU64,
     /// Lookups that found nothing fresh.
     pub misses: AtomicU64,
+    /// Stale copies the origin confirmed (`304`).
+    pub revalidated: AtomicU64,
+}
+
+/// What the cache has for a fragment.
+pub enum Lookup {
+    /// A fresh answer.
+    Fresh(FetchResponse),
+    /// A stale copy with validators: these conditional fields ask the
+    /// origin whether it still holds.
+    Stale(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// Nothing usable.
+    Miss,
 }
 
 /// The fragment cache.
@@ -85,28 +98,81 @@ impl FragmentCache {
         self.store.weighted_size()
     }
 
-    /// A fresh kept answer for `key`, asked with `headers`.
-    pub async fn fresh(
+    /// What the cache holds for `key`, asked with `headers`: a fresh
+    /// answer, or the conditional fields (`If-None-Match`,
+    /// `If-Modified-Since`) that revalidate a stale copy with validators.
+    pub async fn lookup(
         &self,
         key: &str,
         url: &url::Url,
         headers: &[(http::HeaderName, http::HeaderValue)],
-    ) -> Option<FetchResponse> {
+    ) -> Lookup {
         let kept = self.store.get(key).await;
-        let fresh = kept.and_then(|k| {
-            let req = request(url, headers)?;
-            match k.policy.before_request(&req, SystemTime::now()) {
-                BeforeRequest::Fresh(_) => Some(k.answer.clone()),
-                BeforeRequest::Stale { .. } => None,
-            }
-        });
-        let counter = if fresh.is_some() {
+        let found = match kept.zip(request(url, headers)) {
+            None => Lookup::Miss,
+            Some((k, req)) => match k.policy.before_request(&req, SystemTime::now()) {
+                BeforeRequest::Fresh(_) => Lookup::Fresh(k.answer.clone()),
+                BeforeRequest::Stale { request, matches } if matches => {
+                    let conditional: Vec<(http::HeaderName, http::HeaderValue)> = request
+                        .headers
+                        .iter()
+                        .filter(|(n, _)| {
+                            *n == http::header::IF_NONE_MATCH
+                                || *n == http::header::IF_MODIFIED_SINCE
+                        })
+                        .map(|(n, v)| (n.clone(), v.clone()))
+                        .collect();
+                    if conditional.is_empty() {
+                        Lookup::Miss
+                    } else {
+                        Lookup::Stale(conditional)
+                    }
+                }
+                BeforeRequest::Stale { .. } => Lookup::Miss,
+            },
+        };
+        let counter = if matches!(found, Lookup::Fresh(_)) {
             &self.counts.hits
         } else {
             &self.counts.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        fresh
+        found
+    }
+
+    /// The kept answer for `key`, refreshed by the origin's `304` (its new
+    /// fields), if the copy is still there.
+    pub async fn refreshed(
+        &self,
+        key: &str,
+        url: &url::Url,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        not_modified: &FetchResponse,
+    ) -> Option<FetchResponse> {
+        let kept = self.store.get(key).await?;
+        let req = request(url, headers)?;
+        let mut res = http::Response::new(());
+        *res.status_mut() = http::StatusCode::NOT_MODIFIED;
+        if let Some(fields) = &not_modified.headers {
+            *res.headers_mut() = fields.clone();
+        }
+        let now = SystemTime::now();
+        match kept.policy.after_response(&req, &res.into_parts().0, now) {
+            http_cache_semantics::AfterResponse::NotModified(policy, _) => {
+                let answer = kept.answer.clone();
+                let fresh = Kept {
+                    policy,
+                    answer: answer.clone(),
+                    tags: kept.tags.clone(),
+                    origin: kept.origin.clone(),
+                    path: kept.path.clone(),
+                };
+                self.store.insert(key.to_string(), Arc::new(fresh)).await;
+                self.counts.revalidated.fetch_add(1, Ordering::Relaxed);
+                Some(answer)
+            }
+            http_cache_semantics::AfterResponse::Modified(..) => None,
+        }
     }
 
     /// Keeps `answer` under `key` if its origin allows a shared cache to.

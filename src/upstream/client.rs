@@ -566,7 +566,9 @@ impl OriginClient {
         let headers = ex
             .headers()
             .filter(|h| {
-                h.contains_key(http::header::CACHE_CONTROL) || h.contains_key(http::header::EXPIRES)
+                status == 304
+                    || h.contains_key(http::header::CACHE_CONTROL)
+                    || h.contains_key(http::header::EXPIRES)
             })
             .cloned();
         // Boxed: the body is read once the answer has come, and its state

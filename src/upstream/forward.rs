@@ -363,18 +363,23 @@ impl RequestSource {
         let cache = self.cache.as_ref().filter(|_| req.origin.cache);
         let cache_key = format!("{}\n{}", req.origin.name, req.url);
         let asked = cache.map(|_| self.browser.origin_headers(req, None));
+        let mut conditional = Vec::new();
         if let (Some(cache), Some(asked)) = (cache, &asked) {
-            if let Some(hit) = cache.fresh(&cache_key, &req.url, asked).await {
-                if let Some(log) = &self.log {
-                    log.fetched(
-                        &req.fragment_id,
-                        None,
-                        hit.status,
-                        hit.body.len() as u64,
-                        "hit",
-                    );
+            match cache.lookup(&cache_key, &req.url, asked).await {
+                super::cache::Lookup::Fresh(hit) => {
+                    if let Some(log) = &self.log {
+                        log.fetched(
+                            &req.fragment_id,
+                            None,
+                            hit.status,
+                            hit.body.len() as u64,
+                            "hit",
+                        );
+                    }
+                    return Ok(hit);
                 }
-                return Ok(hit);
+                super::cache::Lookup::Stale(fields) => conditional = fields,
+                super::cache::Lookup::Miss => {}
             }
         }
         let key = format!("{}\n{}\n{}", req.origin.name, req.url, req.fragment_id);
@@ -383,7 +388,9 @@ impl RequestSource {
             let metrics = self.metrics.clone();
             let origin = req.origin.clone();
             let path_and_query = path_and_query(&req.url);
-            let headers = self.browser.origin_headers(req, None);
+            let mut headers = self.browser.origin_headers(req, None);
+            // A stale copy is revalidated (a `304` keeps it).
+            headers.extend(conditional);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
             async move {
                 let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
@@ -409,7 +416,16 @@ impl RequestSource {
             }
             .boxed()
         });
-        let result = shared.await;
+        let mut result = shared.await;
+        if let (Some(cache), Some(asked), Ok(r)) = (cache, &asked, &result) {
+            if r.status == 304 {
+                let kept = cache.refreshed(&cache_key, &req.url, asked, r).await;
+                result = kept
+                    .ok_or_else(|| FetchFailure::Error("a 304 for a copy no longer kept".into()));
+                self.note(req, &result, "hit");
+                return result;
+            }
+        }
         if let (Some(cache), Some(asked), Ok(r)) = (cache, &asked, &result) {
             let path = req
                 .url
