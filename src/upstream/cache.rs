@@ -40,7 +40,7 @@ pub struct CacheCounts {
 /// What the cache has for a fragment.
 pub enum Lookup {
     /// A fresh answer.
-    Fresh(FetchResponse),
+    Fresh(Box<FetchResponse>),
     /// A stale copy with validators: these conditional fields ask the
     /// origin whether it still holds.
     Stale(Vec<(http::HeaderName, http::HeaderValue)>),
@@ -111,7 +111,7 @@ impl FragmentCache {
         let found = match kept.zip(request(url, headers)) {
             None => Lookup::Miss,
             Some((k, req)) => match k.policy.before_request(&req, SystemTime::now()) {
-                BeforeRequest::Fresh(_) => Lookup::Fresh(k.answer.clone()),
+                BeforeRequest::Fresh(_) => Lookup::Fresh(Box::new(k.answer.clone())),
                 BeforeRequest::Stale { request, matches } if matches => {
                     let conditional: Vec<(http::HeaderName, http::HeaderValue)> = request
                         .headers

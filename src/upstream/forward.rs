@@ -376,7 +376,7 @@ impl RequestSource {
                             "hit",
                         );
                     }
-                    return Ok(hit);
+                    return Ok(*hit);
                 }
                 super::cache::Lookup::Stale(fields) => conditional = fields,
                 super::cache::Lookup::Miss => {}
