@@ -88,6 +88,11 @@ async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
     assert_eq!(cache_of("plain"), "miss");
     let metrics = admin(&edge, "GET", "/metrics", None).await.body;
     assert!(metrics.contains("rain_cache_hits_total 4"), "{metrics}");
+    // The map shows the origin's hit ratio: 4 hits in 21 lookups.
+    let map: serde_json::Value =
+        serde_json::from_str(&admin(&edge, "GET", "/map.json", None).await.body).expect("JSON");
+    let ratio = map["origins"][0]["cache_hit_ratio"].as_f64().unwrap_or(0.0);
+    assert!((ratio - 4.0 / 21.0).abs() < 0.01, "{map}");
     assert!(
         metrics
             .lines()

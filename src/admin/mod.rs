@@ -66,6 +66,7 @@ fn map_json(app: &App) -> Value {
                 "p99": stats["latency_ms"]["p99"],
                 "errors": stats["errors"],
                 "servers": v["servers"],
+                "cache_hit_ratio": app.cache.as_ref().and_then(|c| c.counts.hit_ratio(&o.name)),
             })
         })
         .collect();

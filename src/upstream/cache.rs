@@ -35,6 +35,27 @@ pub struct CacheCounts {
     pub misses: AtomicU64,
     /// Stale copies the origin confirmed (`304`).
     pub revalidated: AtomicU64,
+    /// Hits and lookups by origin (the map's hit ratio).
+    by_origin: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+}
+
+impl CacheCounts {
+    /// The share of lookups of origin `name`'s fragments served from the
+    /// cache, if there was any.
+    pub fn hit_ratio(&self, name: &str) -> Option<f64> {
+        let map = self.by_origin.lock().ok()?;
+        let (hits, lookups) = map.get(name).copied()?;
+        (lookups > 0).then(|| hits as f64 / lookups as f64)
+    }
+
+    fn count(&self, key: &str, hit: bool) {
+        let origin = key.split('\n').next().unwrap_or_default();
+        if let Ok(mut map) = self.by_origin.lock() {
+            let e = map.entry(origin.to_string()).or_insert((0, 0));
+            e.0 += u64::from(hit);
+            e.1 += 1;
+        }
+    }
 }
 
 /// What the cache has for a fragment.
@@ -131,6 +152,7 @@ impl FragmentCache {
                 BeforeRequest::Stale { .. } => Lookup::Miss,
             },
         };
+        self.counts.count(key, matches!(found, Lookup::Fresh(_)));
         let counter = if matches!(found, Lookup::Fresh(_)) {
             &self.counts.hits
         } else {
