@@ -481,9 +481,13 @@ impl PageLog {
         let end = self.started.elapsed();
         let start = end.saturating_sub(elapsed);
         let mut st = self.state();
-        let f = st.fetched.remove(id).unwrap_or_default();
+        // The key noted at the fetch becomes the record's id (no copy).
+        let (id, f) = st
+            .fetched
+            .remove_entry(id)
+            .unwrap_or_else(|| (id.to_string(), Fetched::default()));
         st.ended.push(FragmentTiming {
-            id: id.to_string(),
+            id,
             origin: origin.map(str::to_string),
             server: f.server,
             outcome: key,

@@ -565,10 +565,13 @@ impl OriginClient {
         let server = Some(ex.lease.server.server().addr);
         let headers = ex
             .headers()
+            // Only an answer a cache might keep (or a 304 for one): most
+            // answers say `no-store` or nothing, and pay no copy.
             .filter(|h| {
                 status == 304
-                    || h.contains_key(http::header::CACHE_CONTROL)
-                    || h.contains_key(http::header::EXPIRES)
+                    || (storable
+                        && (h.contains_key(http::header::CACHE_CONTROL)
+                            || h.contains_key(http::header::EXPIRES)))
             })
             .cloned();
         // Boxed: the body is read once the answer has come, and its state
