@@ -360,12 +360,15 @@ impl RequestSource {
     /// exchange shared with identical ones in flight (kept in the cache
     /// when its origin allows).
     async fn fetch_public(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
-        let cache = self.cache.as_ref().filter(|_| req.origin.cache);
-        let cache_key = format!("{}\n{}", req.origin.name, req.url);
-        let asked = cache.map(|_| self.browser.origin_headers(req, None));
+        // With the cache on: its key, and the request the origin would get
+        // (the cache matches `Vary` against it; the fetch sends it).
+        let cached = self.cache.as_ref().filter(|_| req.origin.cache).map(|c| {
+            let key = format!("{}\n{}", req.origin.name, req.url);
+            (c, key, self.browser.origin_headers(req, None))
+        });
         let mut conditional = Vec::new();
-        if let (Some(cache), Some(asked)) = (cache, &asked) {
-            match cache.lookup(&cache_key, &req.url, asked).await {
+        if let Some((cache, cache_key, asked)) = &cached {
+            match cache.lookup(cache_key, &req.url, asked).await {
                 super::cache::Lookup::Fresh(hit) => {
                     if let Some(log) = &self.log {
                         log.fetched(
@@ -388,7 +391,10 @@ impl RequestSource {
             let metrics = self.metrics.clone();
             let origin = req.origin.clone();
             let path_and_query = path_and_query(&req.url);
-            let mut headers = self.browser.origin_headers(req, None);
+            let mut headers = match &cached {
+                Some((_, _, asked)) => asked.clone(),
+                None => self.browser.origin_headers(req, None),
+            };
             // A stale copy is revalidated (a `304` keeps it).
             headers.extend(conditional);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
@@ -416,27 +422,34 @@ impl RequestSource {
             }
             .boxed()
         });
-        let mut result = shared.await;
-        if let (Some(cache), Some(asked), Ok(r)) = (cache, &asked, &result) {
-            if r.status == 304 {
-                let kept = cache.refreshed(&cache_key, &req.url, asked, r).await;
-                result = kept
+        let result = shared.await;
+        let Some((cache, cache_key, asked)) = cached else {
+            self.note(req, &result, "none");
+            return result;
+        };
+        let result = match result {
+            // The stale copy holds: the origin confirmed it.
+            Ok(r) if r.status == 304 => {
+                let kept = cache.refreshed(&cache_key, &req.url, &asked, &r).await;
+                let result = kept
                     .ok_or_else(|| FetchFailure::Error("a 304 for a copy no longer kept".into()));
                 self.note(req, &result, "hit");
                 return result;
             }
-        }
-        if let (Some(cache), Some(asked), Ok(r)) = (cache, &asked, &result) {
-            let path = req
-                .url
-                .as_str()
-                .strip_prefix(req.origin.url.as_str())
-                .unwrap_or_default();
-            cache
-                .keep(cache_key, (&req.origin.name, path), &req.url, asked, r)
-                .await;
-        }
-        self.note(req, &result, if cache.is_some() { "miss" } else { "none" });
+            Ok(r) => {
+                let path = req
+                    .url
+                    .as_str()
+                    .strip_prefix(req.origin.url.as_str())
+                    .unwrap_or_default();
+                cache
+                    .keep(cache_key, (&req.origin.name, path), &req.url, &asked, &r)
+                    .await;
+                Ok(r)
+            }
+            Err(e) => Err(e),
+        };
+        self.note(req, &result, "miss");
         result
     }
 
