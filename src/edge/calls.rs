@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 
 use super::app::App;
 use super::form::{read_whole_body, refuse_body};
-use super::page::{respond_simple, unless_gone, PageRequest};
-use super::resource::{pass, relay, Passed};
+use super::page::{respond_simple, PageRequest};
+use super::resource::{opened_or_answer, pass, relay, Passed};
 use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
@@ -204,26 +204,14 @@ pub async fn serve(
             None => app.client.open(&request).await,
         }
     };
-    let opened = unless_gone(session, tokio::time::timeout(origin.timeout, exchange)).await;
-    let Some(opened) = opened else {
-        return false;
-    };
-    let ex = match opened {
-        Ok(Ok(ex)) => ex,
-        Ok(Err(e)) => {
-            tracing::warn!(origin = %origin.name, error = %e, "call failed");
-            return respond_simple(session, 502, "Bad Gateway", "The call could not be made.")
-                .await;
-        }
-        Err(_) => {
-            return respond_simple(
-                session,
-                504,
-                "Gateway Timeout",
-                "The call was not answered in time.",
-            )
-            .await
-        }
+    let what = (
+        "call",
+        "The call could not be made.",
+        "The call was not answered in time.",
+    );
+    let ex = match opened_or_answer(session, &origin, what, exchange).await {
+        Ok(ex) => ex,
+        Err(keep) => return keep,
     };
     if let Some(s) = &user {
         if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
@@ -478,17 +466,16 @@ async fn relay_websocket(
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
     };
-    let opened = unless_gone(
-        session,
-        tokio::time::timeout(origin.timeout, app.client.open_upgrade(&request)),
-    )
-    .await;
-    let Some(opened) = opened else {
-        return false;
-    };
-    let upgraded = match opened {
-        Ok(Ok(Ok(up))) => up,
-        Ok(Ok(Err(ex))) => {
+    let what = (
+        "WebSocket",
+        "The WebSocket could not be opened.",
+        "The WebSocket was not answered in time.",
+    );
+    let upgraded = match opened_or_answer(session, origin, what, app.client.open_upgrade(&request))
+        .await
+    {
+        Ok(Ok(up)) => up,
+        Ok(Err(ex)) => {
             // The origin did not switch: its answer, as a call's.
             if let Some(s) = &user {
                 if let Err(e) = s.record(&origin.name, url, &ex.set_cookies()).await {
@@ -504,25 +491,7 @@ async fn relay_websocket(
             session.write_head(h);
             return relay(session, ex, origin, origin.timeout).await;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(origin = %origin.name, error = %e, "WebSocket failed");
-            return respond_simple(
-                session,
-                502,
-                "Bad Gateway",
-                "The WebSocket could not be opened.",
-            )
-            .await;
-        }
-        Err(_) => {
-            return respond_simple(
-                session,
-                504,
-                "Gateway Timeout",
-                "The WebSocket was not answered in time.",
-            )
-            .await
-        }
+        Err(keep) => return keep,
     };
     if let Some(s) = &user {
         let set: Vec<String> = upgraded

@@ -95,6 +95,29 @@ pub(super) async fn pass(
     })
 }
 
+/// An origin's answer opened within its timeout while the browser waits:
+/// the exchange, or (written here) 502 for a failure and 504 for the
+/// timeout, each with `what` failed or late. `Err` holds whether the
+/// connection may be kept (false: the browser went away).
+pub(super) async fn opened_or_answer<T>(
+    session: &mut BrowserConn,
+    origin: &crate::config::Origin,
+    what: (&str, &'static str, &'static str),
+    open: impl std::future::Future<Output = Result<T, crate::aggregate::FetchFailure>>,
+) -> Result<T, bool> {
+    let (name, failed, late) = what;
+    let opened = unless_gone(session, tokio::time::timeout(origin.timeout, open)).await;
+    match opened {
+        None => Err(false),
+        Some(Ok(Ok(t))) => Ok(t),
+        Some(Ok(Err(e))) => {
+            tracing::warn!(origin = %origin.name, error = %e, "{name} failed");
+            Err(respond_simple(session, 502, "Bad Gateway", failed).await)
+        }
+        Some(Err(_)) => Err(respond_simple(session, 504, "Gateway Timeout", late).await),
+    }
+}
+
 /// Serves one `/_rain/r/` request. Returns whether the connection may be kept.
 pub async fn serve(
     app: &App,
@@ -174,35 +197,14 @@ pub async fn serve(
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
     };
-    let opened = unless_gone(
-        session,
-        tokio::time::timeout(origin.timeout, app.client.open(&origin_req)),
-    )
-    .await;
-    let Some(opened) = opened else {
-        return false;
-    };
-    let ex = match opened {
-        Ok(Ok(ex)) => ex,
-        Ok(Err(e)) => {
-            tracing::warn!(origin = %origin.name, error = %e, "resource failed");
-            return respond_simple(
-                session,
-                502,
-                "Bad Gateway",
-                "The resource could not be fetched.",
-            )
-            .await;
-        }
-        Err(_) => {
-            return respond_simple(
-                session,
-                504,
-                "Gateway Timeout",
-                "The resource did not come in time.",
-            )
-            .await
-        }
+    let what = (
+        "resource",
+        "The resource could not be fetched.",
+        "The resource did not come in time.",
+    );
+    let ex = match opened_or_answer(session, &origin, what, app.client.open(&origin_req)).await {
+        Ok(ex) => ex,
+        Err(keep) => return keep,
     };
     if let Some(s) = &user {
         if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
