@@ -128,6 +128,18 @@ impl Cluster {
         }
     }
 
+    /// Runs `pipe` on the store within the call deadline; `false` without a
+    /// store or when it failed.
+    async fn run(&self, pipe: &redis::Pipeline) -> bool {
+        let Some(mut c) = self.connection().await else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut c)).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// This instance as it is now.
     fn me(&self, pages_per_s: f64) -> Node {
         let now = SystemTime::now();
@@ -145,11 +157,7 @@ impl Cluster {
     /// Writes this instance into the store (and drops instances not seen
     /// for [`GONE_AFTER`]).
     pub async fn heartbeat(&self, pages_per_s: f64) {
-        let Some(mut c) = self.connection().await else {
-            return;
-        };
-        let me = self.me(pages_per_s);
-        let Ok(json) = serde_json::to_string(&me) else {
+        let Ok(json) = serde_json::to_string(&self.me(pages_per_s)) else {
             return;
         };
         let now = unix(SystemTime::now());
@@ -161,8 +169,7 @@ impl Cluster {
             .ignore()
             .zrembyscore(SEEN, "-inf", cutoff)
             .ignore();
-        let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut c)).await;
-        if !matches!(sent, Ok(Ok(()))) {
+        if self.client.is_some() && !self.run(&pipe).await {
             tracing::debug!("cluster: heartbeat not written");
         }
     }
@@ -218,34 +225,22 @@ impl Cluster {
     /// shared registry and announces it. `false` when there is no store or
     /// it could not be written.
     pub async fn put_origin(&self, name: &str, table: &str) -> bool {
-        let Some(mut c) = self.connection().await else {
-            return false;
-        };
         let mut pipe = redis::pipe();
         pipe.hset(ORIGINS, name, table)
             .ignore()
             .publish(CHANNEL, name)
             .ignore();
-        matches!(
-            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut c)).await,
-            Ok(Ok(()))
-        )
+        self.run(&pipe).await
     }
 
     /// Drops an origin from the shared registry and announces it.
     pub async fn delete_origin(&self, name: &str) -> bool {
-        let Some(mut c) = self.connection().await else {
-            return false;
-        };
         let mut pipe = redis::pipe();
         pipe.hdel(ORIGINS, name)
             .ignore()
             .publish(CHANNEL, name)
             .ignore();
-        matches!(
-            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut c)).await,
-            Ok(Ok(()))
-        )
+        self.run(&pipe).await
     }
 
     /// The registry's table of origin `name` (JSON), `Ok(None)` when it
@@ -278,20 +273,9 @@ impl Cluster {
 
     /// Announces a cache purge to every instance (its JSON body).
     pub async fn announce_purge(&self, body: &str) -> bool {
-        let Some(mut c) = self.connection().await else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(
-                CALL_TIMEOUT,
-                redis::cmd("PUBLISH")
-                    .arg(PURGES)
-                    .arg(body)
-                    .query_async::<i64>(&mut c),
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        let mut pipe = redis::pipe();
+        pipe.publish(PURGES, body).ignore();
+        self.run(&pipe).await
     }
 
     /// A stream of announcements on `channel`; reconnects after failures.
