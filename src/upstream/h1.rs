@@ -182,12 +182,7 @@ pub fn head_len(buf: &[u8]) -> Result<Option<usize>, H1Error> {
 pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, H1Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
-    match res.parse(head) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(_) => return Err(H1Error::MalformedHead(None)),
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::TooManyFields),
-        Err(e) => return Err(H1Error::MalformedHead(Some(e))),
-    }
+    parse_whole(&mut res, head)?;
     let status = res.code.unwrap_or(0);
     if status == 101 {
         return Err(H1Error::ProtocolSwitch);
@@ -254,17 +249,25 @@ pub fn parse_response_head(head: &Bytes, to_head: bool) -> Result<Head, H1Error>
     }))
 }
 
+/// Parses `head` into `res`: it must be exactly one whole response head.
+fn parse_whole<'h, 'b>(
+    res: &mut httparse::Response<'h, 'b>,
+    head: &'b [u8],
+) -> Result<(), H1Error> {
+    match res.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => Ok(()),
+        Ok(_) => Err(H1Error::MalformedHead(None)),
+        Err(httparse::Error::TooManyHeaders) => Err(H1Error::TooManyFields),
+        Err(e) => Err(H1Error::MalformedHead(Some(e))),
+    }
+}
+
 /// The fields of a `101 Switching Protocols` head, or `None` when `head`
 /// (whole, as found by [`head_len`]) has another status.
 pub fn parse_switch(head: &Bytes) -> Result<Option<HeaderMap>, H1Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
-    match res.parse(head) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(_) => return Err(H1Error::MalformedHead(None)),
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::TooManyFields),
-        Err(e) => return Err(H1Error::MalformedHead(Some(e))),
-    }
+    parse_whole(&mut res, head)?;
     if res.code != Some(101) {
         return Ok(None);
     }
