@@ -21,8 +21,8 @@ use super::resource::{opened_or_answer, pass, relay, Passed};
 use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
-    call_base, classify, foreign_location, is_rain_param, map_components, resolve_src,
-    stays_on_edge, AjaxPart, FragmentRewrite, PageUrl, Target, UrlContext,
+    call_base, classify, foreign_location, map_components, resolve_src, stays_on_edge, AjaxPart,
+    FragmentRewrite, PageUrl, Target, UrlContext,
 };
 use crate::upstream::{Exchange, OriginRequest};
 
@@ -533,28 +533,10 @@ async fn relay_websocket(
 /// page a Wicket Ajax call belongs to (`rain.f`, `rain.page`), when it
 /// names them validly.
 fn split_query(query: Option<&str>) -> (Option<String>, Option<(String, PageUrl)>) {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let (mut id, mut page) = (None, None);
-    let mut own = Vec::new();
-    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match decode(k).as_str() {
-            "rain.f" => id = Some(decode(v)),
-            "rain.page" => page = Some(decode(v)),
-            _ if is_rain_param(k) => {}
-            _ => own.push(kv),
-        }
-    }
+    let (own, id, page) = super::form::split_rain_target(query);
     let context = match (id, page) {
         (Some(id), Some(page)) if crate::aggregate::valid_id(&id) && stays_on_edge(&page) => {
-            let (path, q) = match page.split_once('?') {
-                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                None => (page, None),
-            };
+            let (path, q) = super::form::split_back(&page);
             Some((id, PageUrl::new(&path, q.as_deref())))
         }
         _ => None,

@@ -32,6 +32,27 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// A query that names its fragment and page (`rain.f`, `rain.page`: a
+/// form's action, a Wicket Ajax call): the origin's own parameters, the
+/// fragment's id and the page, decoded. Other `rain.*` parameters are
+/// dropped.
+pub(super) fn split_rain_target(
+    query: Option<&str>,
+) -> (Vec<&str>, Option<String>, Option<String>) {
+    let (mut id, mut back) = (None, None);
+    let mut own = Vec::new();
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match decode(k).as_str() {
+            "rain.f" => id = Some(decode(v)),
+            "rain.page" => back = Some(decode(v)),
+            _ if is_rain_param(k) => {}
+            _ => own.push(kv),
+        }
+    }
+    (own, id, back)
+}
+
 /// Answers 413 and closes: the rest of the body is not read.
 async fn too_large(session: &mut BrowserConn) -> bool {
     refuse_body(session, BodyRefusal::TooLarge).await
@@ -116,18 +137,7 @@ fn form_target(
     rest: &str,
     query: Option<&str>,
 ) -> Result<FormTarget, Refusal> {
-    let mut id = None;
-    let mut back = None;
-    let mut own = Vec::new();
-    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match decode(k).as_str() {
-            "rain.f" => id = Some(decode(v)),
-            "rain.page" => back = Some(decode(v)),
-            _ if is_rain_param(k) => {}
-            _ => own.push(kv),
-        }
-    }
+    let (own, id, back) = split_rain_target(query);
     let (Some(id), Some(back)) = (id.filter(|i| valid_id(i)), back) else {
         return Err((400, "Bad Request", "This form submission is incomplete."));
     };
@@ -267,7 +277,7 @@ fn reply(target: &FormTarget, answer: Result<Result<Answer, FetchFailure>, Elaps
 }
 
 /// `rain.page` as its path and query.
-fn split_back(back: &str) -> (String, Option<String>) {
+pub(super) fn split_back(back: &str) -> (String, Option<String>) {
     match back.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (back.to_string(), None),
