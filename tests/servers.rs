@@ -36,10 +36,15 @@ fn server(list: &[serde_json::Value], addr: SocketAddr) -> &serde_json::Value {
         .unwrap_or_else(|| panic!("{addr} not among {list:?}"))
 }
 
-/// A free loopback address nobody listens on.
-fn dead_address() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+/// A loopback address that refuses connections: a socket bound there but
+/// not listening, held so that no other test's server takes its port.
+fn dead_address() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (addr, socket)
 }
 
 /// An origin that says which server it is (`server=NAME`) and counts its
@@ -120,7 +125,7 @@ async fn session_balance_keeps_each_user_on_one_server_and_spreads_users() {
 #[tokio::test]
 async fn round_robin_alternates_and_an_unreachable_server_is_tried_once_then_left_out() {
     let (live, hits) = named("live", Arc::default()).await;
-    let dead = dead_address();
+    let (dead, _held) = dead_address();
     let edge = Edge::start(
         &edge_config(&[dead, live.addr], "balance = \"round_robin\""),
         &[("page.html", &layout(PAGE))],
