@@ -254,3 +254,181 @@ async fn a_stale_copy_is_revalidated_with_its_etag() {
         "{metrics}"
     );
 }
+
+/// The `cache` column of fragment `id` in the newest page's waterfall.
+async fn cache_column(edge: &Edge, id: &str) -> String {
+    let pages = admin(edge, "GET", "/pages", None).await;
+    let v: serde_json::Value = serde_json::from_str(&pages.body).expect("JSON");
+    v["pages"][0]["fragments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["id"] == id))
+        .and_then(|f| f["cache"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value of metric `name` (a line `name N`).
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Within its `stale-while-revalidate` window a stale copy is served at
+/// once, while one exchange refreshes it for every page that asks
+/// meanwhile: the origin holds the refresh until the pages are in.
+#[tokio::test]
+async fn a_stale_copy_is_served_at_once_while_one_request_refreshes_it() {
+    let asked = Arc::new(AtomicU32::new(0));
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let n = asked.clone();
+    let handler: rain_edge::demo::origin::Handler = Arc::new(move |_req| {
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut gate = gate_rx.clone();
+        Box::pin(async move {
+            if i > 1 {
+                // The refresh waits for the test to open the gate.
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            cached(
+                &format!("<p>NAV v{i}</p>"),
+                "public, max-age=1, stale-while-revalidate=30",
+            )
+        })
+    });
+    let o = Origin::with_handler(handler).await;
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "timeout = \"5s\"")],
+            HOME,
+            "admin_listen = \"{admin}\"\n[fragments]\nstale_if_error = \"0s\"",
+        ),
+        &[(
+            "page.html",
+            &layout("<fragment id=\"nav\" origin=\"o\" src=\"/nav\" public></fragment>"),
+        )],
+    )
+    .await;
+    assert!(edge.get("/").await.body.contains("<p>NAV v1</p>"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Stale now: five pages at once all get the copy while the refresh is
+    // held at the origin, so none of them waited for it.
+    let pages = futures_util::future::join_all((0..5).map(|_| edge.get("/"))).await;
+    for p in &pages {
+        assert!(p.body.contains("<p>NAV v1</p>"), "{}", p.body);
+    }
+    assert_eq!(cache_column(&edge, "nav").await, "stale");
+    // One refresh, not five.
+    for _ in 0..100 {
+        if asked.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "one refresh");
+
+    // The refresh lands: the next page has the new copy, fresh.
+    gate_tx.send_replace(true);
+    let mut newest = String::new();
+    for _ in 0..100 {
+        newest = edge.get("/").await.body;
+        if newest.contains("<p>NAV v2</p>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(newest.contains("<p>NAV v2</p>"), "{newest}");
+    assert_eq!(cache_column(&edge, "nav").await, "hit");
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert_eq!(
+        metric(&metrics, "rain_cache_stale_total"),
+        Some(5),
+        "{metrics}"
+    );
+}
+
+/// A stale copy is served in place of a failure (a 500, or no answer in
+/// time) within its `stale-if-error` window, even with our own
+/// `stale_if_error` off; not without the directive, and not when
+/// `must-revalidate` forbids it.
+#[tokio::test]
+async fn stale_if_error_serves_a_copy_when_its_origin_fails() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = failing.clone();
+    let o = Origin::start(move |req| {
+        let failing = f.load(Ordering::SeqCst);
+        let (body, cc) = match req.path.as_str() {
+            "/sie" => ("SIE", "public, max-age=1, stale-if-error=60"),
+            "/slow" => ("SLOW", "public, max-age=1, stale-if-error=60"),
+            "/plain" => ("PLAIN", "public, max-age=1"),
+            "/mustrev" => (
+                "MUSTREV",
+                "public, max-age=1, must-revalidate, stale-if-error=60",
+            ),
+            "/short" => ("SHORT", "public, max-age=1, stale-if-error=1"),
+            _ => return R::status(404, "no"),
+        };
+        match (failing, req.path.as_str()) {
+            (true, "/slow") => cached("<p>LATE</p>", cc).after(Duration::from_secs(3)),
+            (true, _) => R::status(500, "down"),
+            (false, _) => cached(&format!("<p>{body}</p>"), cc),
+        }
+    })
+    .await;
+    let names = ["sie", "slow", "plain", "mustrev", "short"];
+    let page: String = names
+        .iter()
+        .map(|n| format!("<fragment id=\"{n}\" origin=\"o\" src=\"/{n}\" public></fragment>"))
+        .collect();
+    let edge = Edge::start(
+        &config(
+            &[("o", o.url("/"), "timeout = \"500ms\"")],
+            HOME,
+            "admin_listen = \"{admin}\"\n[fragments]\nstale_if_error = \"0s\"\nbreaker_failures = 0",
+        ),
+        &[("page.html", &layout(&page))],
+    )
+    .await;
+    let first = edge.get("/").await.body;
+    for n in ["SIE", "SLOW", "PLAIN", "MUSTREV", "SHORT"] {
+        assert!(first.contains(&format!("<p>{n}</p>")), "{first}");
+    }
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<p>SIE</p>"), "a 500: {}", r.body);
+    assert!(
+        r.body.contains("<p>SLOW</p>"),
+        "no answer in time: {}",
+        r.body
+    );
+    assert!(
+        r.body.contains("<p>SHORT</p>"),
+        "stale for 0.1 s: {}",
+        r.body
+    );
+    assert!(!r.body.contains("<p>PLAIN</p>"), "no directive: {}", r.body);
+    assert!(
+        !r.body.contains("<p>MUSTREV</p>"),
+        "must-revalidate: {}",
+        r.body
+    );
+    assert!(!r.body.contains("LATE"), "{}", r.body);
+    assert_eq!(cache_column(&edge, "sie").await, "stale");
+    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert_eq!(
+        metric(&metrics, "rain_cache_stale_total"),
+        Some(3),
+        "{metrics}"
+    );
+
+    // The directive's window counts from when the copy went stale: a
+    // second later, `stale-if-error=1` is past, `=60` is not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = edge.get("/").await;
+    assert!(r.body.contains("<p>SIE</p>"), "{}", r.body);
+    assert!(!r.body.contains("<p>SHORT</p>"), "{}", r.body);
+}

@@ -698,7 +698,8 @@ async fn run_fragment(
             );
             if spec.public && stale_class {
                 let max_age = ctx.cfg.fragments.stale_if_error;
-                if let Some((stale_url, body)) = ctx.source.last_good(url.as_str(), max_age).await {
+                let last = ctx.source.last_good(&origin, &url, id, max_age).await;
+                if let Some((stale_url, body)) = last {
                     tracing::warn!(fragment = %id, origin = %origin.name, "served its last good copy (stale_if_error)");
                     return ok_or_failed(ctx, spec, body, level, &origin, &url, &stale_url, id)
                         .await;

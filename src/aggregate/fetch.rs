@@ -97,9 +97,17 @@ pub trait FragmentSource: Send + Sync + 'static {
     /// nothing.
     async fn keep_good(&self, _key: &str, _url: &Url, _body: &Bytes) {}
 
-    /// The last good answer kept for `key`, if it is at most `max_age` old
-    /// (served in place of a failure, and counted).
-    async fn last_good(&self, _key: &str, _max_age: std::time::Duration) -> Option<(Url, Bytes)> {
+    /// A good answer of public fragment `id` of `origin` at `url`, served
+    /// in place of a failure (and counted): the last one kept by
+    /// [`FragmentSource::keep_good`] if at most `max_age` old, or a cached
+    /// copy within its own `stale-if-error` window.
+    async fn last_good(
+        &self,
+        _origin: &Arc<Origin>,
+        _url: &Url,
+        _id: &str,
+        _max_age: std::time::Duration,
+    ) -> Option<(Url, Bytes)> {
         None
     }
 

@@ -453,7 +453,7 @@ impl PageLog {
 
     /// Notes what fragment `id`'s latest exchange got (a redirect chain
     /// notes each; the last counts).
-    /// `cache` is `hit`, `miss` or `none` (not cacheable).
+    /// `cache` is `hit`, `miss`, `stale` or `none` (not cacheable).
     pub fn fetched(
         &self,
         id: &str,

@@ -3,12 +3,16 @@
 //! RFC 9111 as the http-cache-semantics crate reads it (`max-age`,
 //! `s-maxage`, `Expires`; never `no-store`, `private`, `Vary: *`, nor an
 //! answer that sets a cookie; no heuristic freshness), in moka, bounded by
-//! the bytes of the bodies kept (`[cache] max_size`). Only fresh copies are
-//! served from it; a stale one is fetched again.
+//! the bytes of the bodies kept (`[cache] max_size`). Fresh copies are
+//! served from it; a stale one is revalidated with its validators, served at
+//! once within its `stale-while-revalidate` window (while one exchange
+//! refreshes it), and in place of a failure within its `stale-if-error`
+//! window (RFC 5861; both counted from when the copy went stale, and both
+//! refused by `must-revalidate`, `proxy-revalidate` or `no-cache`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
@@ -24,6 +28,112 @@ struct Kept {
     /// The origin's name and the path (and query) below its base.
     origin: String,
     path: String,
+    /// When it stops being fresh.
+    stale_at: SystemTime,
+    /// How long after `stale_at` it may still be served at once while it
+    /// is refreshed (`stale-while-revalidate`), or in place of a failure
+    /// (`stale-if-error`).
+    while_revalidate: Duration,
+    if_error: Duration,
+    /// How long the store keeps it: a copy without validators is of no use
+    /// once both windows are past; one with validators is kept until
+    /// evicted (a `304` may refresh it).
+    keep_for: Option<Duration>,
+}
+
+impl Kept {
+    /// A copy of `answer` (whose fields are `fields`) kept by `policy` at
+    /// `now`.
+    fn new(
+        policy: CachePolicy,
+        fields: &HeaderMap,
+        answer: FetchResponse,
+        tags: Vec<String>,
+        (origin, path): (String, String),
+        now: SystemTime,
+    ) -> Kept {
+        let fresh_for = policy.time_to_live(now);
+        let (while_revalidate, if_error) = stale_windows(fields);
+        let keep_for =
+            (!has_validators(fields)).then(|| fresh_for + while_revalidate.max(if_error));
+        Kept {
+            policy,
+            answer,
+            tags,
+            origin,
+            path,
+            stale_at: now + fresh_for,
+            while_revalidate,
+            if_error,
+            keep_for,
+        }
+    }
+
+    /// How long it has been stale at `now` (`None` while fresh).
+    fn stale_for(&self, now: SystemTime) -> Option<Duration> {
+        now.duration_since(self.stale_at).ok()
+    }
+}
+
+/// The windows of RFC 5861 in an answer's `Cache-Control`:
+/// (`stale-while-revalidate`, `stale-if-error`), zero when absent, malformed,
+/// or overridden by a directive that forbids serving it stale.
+fn stale_windows(fields: &HeaderMap) -> (Duration, Duration) {
+    let (mut swr, mut sie) = (Duration::ZERO, Duration::ZERO);
+    for value in fields
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for directive in value.split(',') {
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (directive.trim(), None),
+            };
+            let secs = || {
+                arg.and_then(|a| a.parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "stale-while-revalidate" => swr = secs().unwrap_or(Duration::ZERO),
+                "stale-if-error" => sie = secs().unwrap_or(Duration::ZERO),
+                "must-revalidate" | "proxy-revalidate" | "no-cache" => {
+                    return (Duration::ZERO, Duration::ZERO)
+                }
+                _ => {}
+            }
+        }
+    }
+    (swr, sie)
+}
+
+/// Whether an answer carries a validator (`ETag`, `Last-Modified`).
+fn has_validators(fields: &HeaderMap) -> bool {
+    fields.contains_key(http::header::ETAG) || fields.contains_key(http::header::LAST_MODIFIED)
+}
+
+/// How long the store keeps each copy.
+struct KeepFor;
+
+impl moka::Expiry<String, Arc<Kept>> for KeepFor {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Kept>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        value.keep_for
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Kept>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        value.keep_for
+    }
 }
 
 /// What the cache counts (`rain_cache_*`).
@@ -35,6 +145,9 @@ pub struct CacheCounts {
     pub misses: AtomicU64,
     /// Stale copies the origin confirmed (`304`).
     pub revalidated: AtomicU64,
+    /// Stale copies served: within `stale-while-revalidate`, or in place of
+    /// a failure (`stale-if-error`, `[fragments] stale_if_error`).
+    pub stale: AtomicU64,
     /// Hits and lookups by origin (the map's hit ratio).
     by_origin: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
@@ -62,6 +175,13 @@ impl CacheCounts {
 pub enum Lookup {
     /// A fresh answer.
     Fresh(Box<FetchResponse>),
+    /// A stale copy within its `stale-while-revalidate` window: served as
+    /// it is while one exchange (with these conditional fields, if any)
+    /// refreshes it.
+    WhileRevalidate(
+        Box<FetchResponse>,
+        Vec<(http::HeaderName, http::HeaderValue)>,
+    ),
     /// A stale copy with validators: these conditional fields ask the
     /// origin whether it still holds.
     Stale(Vec<(http::HeaderName, http::HeaderValue)>),
@@ -85,6 +205,15 @@ fn options() -> CacheOptions {
     }
 }
 
+/// The conditional fields of a revalidation request.
+fn conditional_fields(fields: &HeaderMap) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    fields
+        .iter()
+        .filter(|(n, _)| *n == http::header::IF_NONE_MATCH || *n == http::header::IF_MODIFIED_SINCE)
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
 /// The request the policy sees: what rain-edge sends to the origin.
 fn request(
     url: &url::Url,
@@ -105,6 +234,7 @@ impl FragmentCache {
             .weigher(|_k: &String, v: &Arc<Kept>| {
                 u32::try_from(v.answer.body.len() + 256).unwrap_or(u32::MAX)
             })
+            .expire_after(KeepFor)
             .build();
         FragmentCache {
             store,
@@ -120,46 +250,72 @@ impl FragmentCache {
     }
 
     /// What the cache holds for `key`, asked with `headers`: a fresh
-    /// answer, or the conditional fields (`If-None-Match`,
-    /// `If-Modified-Since`) that revalidate a stale copy with validators.
+    /// answer; a stale copy to serve at once within its
+    /// `stale-while-revalidate` window; or the conditional fields
+    /// (`If-None-Match`, `If-Modified-Since`) that revalidate a stale copy
+    /// with validators.
     pub async fn lookup(
         &self,
         key: &str,
         url: &url::Url,
         headers: &[(http::HeaderName, http::HeaderValue)],
     ) -> Lookup {
-        let kept = self.store.get(key).await;
-        let found = match kept.zip(request(url, headers)) {
+        let found = match self.store.get(key).await.zip(request(url, headers)) {
             None => Lookup::Miss,
-            Some((k, req)) => match k.policy.before_request(&req, SystemTime::now()) {
-                BeforeRequest::Fresh(_) => Lookup::Fresh(Box::new(k.answer.clone())),
-                BeforeRequest::Stale { request, matches } if matches => {
-                    let conditional: Vec<(http::HeaderName, http::HeaderValue)> = request
-                        .headers
-                        .iter()
-                        .filter(|(n, _)| {
-                            *n == http::header::IF_NONE_MATCH
-                                || *n == http::header::IF_MODIFIED_SINCE
-                        })
-                        .map(|(n, v)| (n.clone(), v.clone()))
-                        .collect();
-                    if conditional.is_empty() {
-                        Lookup::Miss
-                    } else {
-                        Lookup::Stale(conditional)
+            Some((k, req)) => {
+                let now = SystemTime::now();
+                match k.policy.before_request(&req, now) {
+                    BeforeRequest::Fresh(_) => Lookup::Fresh(Box::new(k.answer.clone())),
+                    BeforeRequest::Stale { request, matches } if matches => {
+                        let conditional = conditional_fields(&request.headers);
+                        let serve_stale = k
+                            .stale_for(now)
+                            .is_some_and(|late| late <= k.while_revalidate);
+                        if serve_stale {
+                            Lookup::WhileRevalidate(Box::new(k.answer.clone()), conditional)
+                        } else if conditional.is_empty() {
+                            Lookup::Miss
+                        } else {
+                            Lookup::Stale(conditional)
+                        }
                     }
+                    BeforeRequest::Stale { .. } => Lookup::Miss,
                 }
-                BeforeRequest::Stale { .. } => Lookup::Miss,
-            },
+            }
         };
-        self.counts.count(key, matches!(found, Lookup::Fresh(_)));
-        let counter = if matches!(found, Lookup::Fresh(_)) {
-            &self.counts.hits
-        } else {
-            &self.counts.misses
+        let served = matches!(found, Lookup::Fresh(_) | Lookup::WhileRevalidate(..));
+        self.counts.count(key, served);
+        let counter = match found {
+            Lookup::Fresh(_) => &self.counts.hits,
+            Lookup::WhileRevalidate(..) => &self.counts.stale,
+            _ => &self.counts.misses,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// The stale copy kept for `key`, asked with `headers`, if its
+    /// `stale-if-error` window still covers now: served in place of a
+    /// failed fetch (and counted as stale).
+    pub async fn if_error(
+        &self,
+        key: &str,
+        url: &url::Url,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Option<FetchResponse> {
+        let kept = self.store.get(key).await?;
+        let req = request(url, headers)?;
+        let now = SystemTime::now();
+        let usable = match kept.policy.before_request(&req, now) {
+            BeforeRequest::Fresh(_) => true,
+            BeforeRequest::Stale { matches, .. } => {
+                matches
+                    && kept
+                        .stale_for(now)
+                        .is_some_and(|late| late <= kept.if_error)
+            }
+        };
+        usable.then(|| kept.answer.clone())
     }
 
     /// The kept answer for `key`, refreshed by the origin's `304` (its new
@@ -180,15 +336,16 @@ impl FragmentCache {
         }
         let now = SystemTime::now();
         match kept.policy.after_response(&req, &res.into_parts().0, now) {
-            http_cache_semantics::AfterResponse::NotModified(policy, _) => {
+            http_cache_semantics::AfterResponse::NotModified(policy, merged) => {
                 let answer = kept.answer.clone();
-                let fresh = Kept {
+                let fresh = Kept::new(
                     policy,
-                    answer: answer.clone(),
-                    tags: kept.tags.clone(),
-                    origin: kept.origin.clone(),
-                    path: kept.path.clone(),
-                };
+                    &merged.headers,
+                    answer.clone(),
+                    kept.tags.clone(),
+                    (kept.origin.clone(), kept.path.clone()),
+                    now,
+                );
                 self.store.insert(key.to_string(), Arc::new(fresh)).await;
                 self.counts.revalidated.fetch_add(1, Ordering::Relaxed);
                 Some(answer)
@@ -223,17 +380,17 @@ impl FragmentCache {
         if !policy.is_storable() || policy.time_to_live(now).is_zero() {
             return;
         }
-        let tags = tags(fields);
-        let kept = Kept {
+        let kept = Kept::new(
             policy,
-            answer: FetchResponse {
+            fields,
+            FetchResponse {
                 headers: None,
                 ..answer.clone()
             },
-            tags,
-            origin: origin.to_string(),
-            path: path.to_string(),
-        };
+            tags(fields),
+            (origin.to_string(), path.to_string()),
+            now,
+        );
         self.store.insert(key, Arc::new(kept)).await;
     }
 
@@ -290,4 +447,44 @@ fn tags(fields: &HeaderMap) -> Vec<String> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(cc: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_str(cc).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn the_stale_windows_are_read_from_cache_control() {
+        let s = Duration::from_secs;
+        let w = |cc: &str| stale_windows(&fields(cc));
+        assert_eq!(w("public, max-age=5"), (s(0), s(0)));
+        assert_eq!(
+            w("public, max-age=5, stale-while-revalidate=30, stale-if-error=600"),
+            (s(30), s(600))
+        );
+        assert_eq!(w("Stale-While-Revalidate=\"7\""), (s(7), s(0)));
+        assert_eq!(
+            w("stale-while-revalidate=-1, stale-if-error=x"),
+            (s(0), s(0))
+        );
+        assert_eq!(w("stale-while-revalidate"), (s(0), s(0)));
+        for forbids in ["must-revalidate", "proxy-revalidate", "no-cache"] {
+            assert_eq!(
+                w(&format!(
+                    "max-age=5, stale-while-revalidate=30, stale-if-error=60, {forbids}"
+                )),
+                (s(0), s(0)),
+                "{forbids}"
+            );
+        }
+    }
 }

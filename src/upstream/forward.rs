@@ -311,7 +311,19 @@ pub struct Coalescer {
     inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, Answer>>>>,
 }
 
-type Answer = Result<FetchResponse, FetchFailure>;
+/// One public exchange's answer, and what the fragment cache made of it
+/// (`hit` for a copy the origin confirmed, `miss`, or `none` uncached).
+type Answer = Result<(FetchResponse, &'static str), FetchFailure>;
+
+/// A public fragment's place in the fragment cache: the cache, its key, and
+/// the request the origin would get (the cache matches `Vary` against it;
+/// the fetch sends it).
+#[derive(Clone)]
+struct Cached {
+    cache: Arc<super::cache::FragmentCache>,
+    key: String,
+    asked: Vec<(HeaderName, HeaderValue)>,
+}
 
 impl Coalescer {
     /// The exchange for `key`: the one in flight, or a new one made by
@@ -356,46 +368,68 @@ impl Coalescer {
 }
 
 impl RequestSource {
-    /// A public fragment: a fresh copy from the fragment cache, or an
-    /// exchange shared with identical ones in flight (kept in the cache
-    /// when its origin allows).
+    /// A public fragment: a fresh copy from the fragment cache (or a stale
+    /// one within its `stale-while-revalidate` window, refreshed in the
+    /// background), or an exchange shared with identical ones in flight
+    /// (kept in the cache when its origin allows).
     async fn fetch_public(&self, req: &FetchRequest) -> Result<FetchResponse, FetchFailure> {
-        // With the cache on: its key, and the request the origin would get
-        // (the cache matches `Vary` against it; the fetch sends it).
-        let cached = self.cache.as_ref().filter(|_| req.origin.cache).map(|c| {
-            let key = format!("{}\n{}", req.origin.name, req.url);
-            (c, key, self.browser.origin_headers(req, None))
-        });
+        let cached = self.cached(req);
         let mut conditional = Vec::new();
-        if let Some((cache, cache_key, asked)) = &cached {
-            match cache.lookup(cache_key, &req.url, asked).await {
+        if let Some(c) = &cached {
+            match c.cache.lookup(&c.key, &req.url, &c.asked).await {
                 super::cache::Lookup::Fresh(hit) => {
-                    if let Some(log) = &self.log {
-                        log.fetched(
-                            &req.fragment_id,
-                            None,
-                            hit.status,
-                            hit.body.len() as u64,
-                            "hit",
-                        );
-                    }
+                    self.note(req, Some(&hit), "hit");
                     return Ok(*hit);
+                }
+                super::cache::Lookup::WhileRevalidate(copy, fields) => {
+                    // The exchange runs in its own task: this page does not
+                    // wait for it, and pages meanwhile join it.
+                    drop(self.exchange(req, cached.clone(), fields));
+                    self.note(req, Some(&copy), "stale");
+                    return Ok(*copy);
                 }
                 super::cache::Lookup::Stale(fields) => conditional = fields,
                 super::cache::Lookup::Miss => {}
             }
         }
-        let key = format!("{}\n{}\n{}", req.origin.name, req.url, req.fragment_id);
-        let shared = self.coalescer.join(key, || {
+        let (answer, how) = self.exchange(req, cached, conditional).await?;
+        self.note(req, Some(&answer), how);
+        Ok(answer)
+    }
+
+    /// The fragment cache's place for `req`, when the cache is on for its
+    /// origin.
+    fn cached(&self, req: &FetchRequest) -> Option<Cached> {
+        let cache = self.cache.as_ref().filter(|_| req.origin.cache)?;
+        Some(Cached {
+            cache: cache.clone(),
+            key: format!("{}\n{}", req.origin.name, req.url),
+            asked: self.browser.origin_headers(req, None),
+        })
+    }
+
+    /// The exchange for public `req`, shared with identical ones in flight
+    /// (same origin and URL; the ids of docs/configuration.md aside), with
+    /// `conditional` fields when it revalidates a stale copy. The answer is
+    /// put in the cache (a `304` refreshes the copy) in the exchange's own
+    /// task.
+    fn exchange(
+        &self,
+        req: &FetchRequest,
+        cached: Option<Cached>,
+        conditional: Vec<(HeaderName, HeaderValue)>,
+    ) -> Shared<BoxFuture<'static, Answer>> {
+        let key = format!("{}\n{}", req.origin.name, req.url);
+        self.coalescer.join(key, || {
             let client = self.client.clone();
             let metrics = self.metrics.clone();
             let origin = req.origin.clone();
+            let url = req.url.clone();
             let path_and_query = path_and_query(&req.url);
             let mut headers = match &cached {
-                Some((_, _, asked)) => asked.clone(),
+                Some(c) => c.asked.clone(),
                 None => self.browser.origin_headers(req, None),
             };
-            // A stale copy is revalidated (a `304` keeps it).
             headers.extend(conditional);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
             async move {
@@ -413,55 +447,43 @@ impl RequestSource {
                 // Nobody drops this exchange at the fragment's deadline:
                 // it keeps one of its own (dropped there, its server's
                 // breaker counts a timeout).
-                match tokio::time::timeout(timeout, send).await {
-                    Ok(r) => r,
-                    Err(_) => Err(FetchFailure::Unavailable(format!(
-                        "no answer within {timeout:?}"
-                    ))),
+                let answer = match tokio::time::timeout(timeout, send).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(FetchFailure::Unavailable(format!(
+                            "no answer within {timeout:?}"
+                        )))
+                    }
+                };
+                let Some(c) = cached else {
+                    return Ok((answer, "none"));
+                };
+                if answer.status == 304 {
+                    // The stale copy holds: the origin confirmed it.
+                    return match c.cache.refreshed(&c.key, &url, &c.asked, &answer).await {
+                        Some(copy) => Ok((copy, "hit")),
+                        None => Err(FetchFailure::Error(
+                            "a 304 for a copy no longer kept".into(),
+                        )),
+                    };
                 }
+                let path = url
+                    .as_str()
+                    .strip_prefix(origin.url.as_str())
+                    .unwrap_or_default();
+                c.cache
+                    .keep(c.key.clone(), (&origin.name, path), &url, &c.asked, &answer)
+                    .await;
+                Ok((answer, "miss"))
             }
             .boxed()
-        });
-        let result = shared.await;
-        let Some((cache, cache_key, asked)) = cached else {
-            self.note(req, &result, "none");
-            return result;
-        };
-        let result = match result {
-            // The stale copy holds: the origin confirmed it.
-            Ok(r) if r.status == 304 => {
-                let kept = cache.refreshed(&cache_key, &req.url, &asked, &r).await;
-                let result = kept
-                    .ok_or_else(|| FetchFailure::Error("a 304 for a copy no longer kept".into()));
-                self.note(req, &result, "hit");
-                return result;
-            }
-            Ok(r) => {
-                let path = req
-                    .url
-                    .as_str()
-                    .strip_prefix(req.origin.url.as_str())
-                    .unwrap_or_default();
-                cache
-                    .keep(cache_key, (&req.origin.name, path), &req.url, &asked, &r)
-                    .await;
-                Ok(r)
-            }
-            Err(e) => Err(e),
-        };
-        self.note(req, &result, "miss");
-        result
+        })
     }
 
     /// Notes an exchange's server, status, size and cache result in the
     /// page's log.
-    fn note(
-        &self,
-        req: &FetchRequest,
-        result: &Result<FetchResponse, FetchFailure>,
-        cache: &'static str,
-    ) {
-        if let (Some(log), Ok(r)) = (&self.log, result) {
+    fn note(&self, req: &FetchRequest, answer: Option<&FetchResponse>, cache: &'static str) {
+        if let (Some(log), Some(r)) = (&self.log, answer) {
             log.fetched(
                 &req.fragment_id,
                 r.server,
@@ -548,7 +570,7 @@ impl FragmentSource for RequestSource {
             drop(gate);
         };
         let (result, ()) = tokio::join!(send, record);
-        self.note(req, &result, "none");
+        self.note(req, result.as_ref().ok(), "none");
         result
     }
 
@@ -556,10 +578,44 @@ impl FragmentSource for RequestSource {
         self.stale.keep(key, url, body).await;
     }
 
-    async fn last_good(&self, key: &str, max_age: Duration) -> Option<(url::Url, bytes::Bytes)> {
-        let kept = self.stale.get(key, max_age).await;
+    async fn last_good(
+        &self,
+        origin: &Arc<crate::config::Origin>,
+        url: &url::Url,
+        id: &str,
+        max_age: Duration,
+    ) -> Option<(url::Url, bytes::Bytes)> {
+        let req = FetchRequest {
+            origin: origin.clone(),
+            url: url.clone(),
+            fragment_id: id.to_string(),
+            public: true,
+            max_bytes: 0,
+            chain_cookies: Vec::new(),
+            timeout: origin.timeout,
+        };
+        // The cached copy's own window (`stale-if-error`, from when it went
+        // stale), then ours (`stale_if_error`, from its fetch): the longer
+        // one serves.
+        let cached = self.cached(&req);
+        let mut kept = None;
+        if let Some(c) = &cached {
+            kept = c.cache.if_error(&c.key, url, &c.asked).await.map(|copy| {
+                self.note(&req, Some(&copy), "stale");
+                (url.clone(), copy.body)
+            });
+        }
+        if kept.is_none() {
+            kept = self.stale.get(url.as_str(), max_age).await;
+            if let (Some(log), Some((_, body))) = (&self.log, &kept) {
+                log.fetched(id, None, 200, body.len() as u64, "stale");
+            }
+        }
         if kept.is_some() {
             self.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
+            if let Some(cache) = &self.cache {
+                cache.counts.stale.fetch_add(1, Ordering::Relaxed);
+            }
         }
         kept
     }
