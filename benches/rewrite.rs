@@ -45,6 +45,7 @@ fn main() {
         page: Arc::new(PageUrl::new("/", Some("q=1"))),
         css_scope: CssScope::Rename,
         class_prefix: "shop".into(),
+        page_read: Default::default(),
     });
     let mut out_len = 0;
     for (name, scope) in [("rename", CssScope::Rename), ("off", CssScope::Off)] {

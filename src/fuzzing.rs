@@ -61,6 +61,7 @@ pub fn fragment_rewrite(data: &[u8]) {
         page: Arc::new(PageUrl::new("/page", Some("q=1"))),
         css_scope: CssScope::Rename,
         class_prefix: "shop".into(),
+        page_read: Default::default(),
     });
     let run = |cut: usize| -> Option<Vec<Item>> {
         let mut s = Splitter::for_fragment(rewrite.clone(), usize::MAX);

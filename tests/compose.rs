@@ -373,3 +373,37 @@ async fn max_connections_caps_concurrent_fetches_to_an_origin() {
         r.total
     );
 }
+
+/// A page that is whole before its head goes out (a layout without
+/// fragments here; fragments already in, from the fragment cache, when
+/// the writer reaches them) is sent with its length and no chunked
+/// framing; a HEAD of it names no length of 0, and a page that waits for
+/// a slow fragment streams (the test above).
+#[tokio::test]
+async fn a_page_whole_before_its_head_goes_out_is_sent_with_its_length() {
+    let edge = Edge::start(
+        &config(&[], HOME, ""),
+        &[("page.html", &layout("<h1>Static</h1><footer>END</footer>"))],
+    )
+    .await;
+    let r = edge.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("END") && r.body.ends_with("</html>"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    let head = raw_request(
+        edge.addr,
+        b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_ne!(head.header("content-length"), Some("0"));
+    assert!(head.body.is_empty());
+}

@@ -29,6 +29,7 @@ fn rewrite(src: &[u8], kind: OriginKind, chunk: &mut dyn FnMut() -> usize) -> St
             CssScope::Off
         },
         class_prefix: "shop".into(),
+        page_read: Default::default(),
     });
     crate::support::feed(Splitter::for_fragment(rw, usize::MAX), src, chunk)
         .into_iter()

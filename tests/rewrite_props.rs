@@ -96,6 +96,7 @@ fn rewrite(src: &[u8], chunk: &mut dyn FnMut() -> usize) -> String {
         page: Arc::new(PageUrl::new("/page", Some("q=1"))),
         css_scope: CssScope::Rename,
         class_prefix: "shop".into(),
+        page_read: Default::default(),
     });
     crate::support::feed(Splitter::for_fragment(rw, usize::MAX), src, chunk)
         .into_iter()

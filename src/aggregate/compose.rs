@@ -20,7 +20,9 @@ use tracing::Instrument;
 use url::Url;
 
 use super::assets::{fragment_assets, Asset, AssetKind};
-use super::fetch::{class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource};
+use super::fetch::{
+    class_of_status, fetch_following, FetchRequest, Fetched, FragmentSource, RewriteKey, Rewritten,
+};
 use super::spec::{resolve_target, FragmentSpec, Target};
 use super::split::{split_fragment, Item, RawFragment};
 use super::templates::{builtin_placeholder, Templates};
@@ -216,6 +218,15 @@ pub trait PageWriter: Send {
     /// Writes and flushes one chunk.
     async fn write(&mut self, data: Bytes) -> Result<(), PageWriteError>;
 
+    /// Writes the page's last chunk (maybe empty): nothing follows it. By
+    /// default a write like the others.
+    async fn write_last(&mut self, data: Bytes) -> Result<(), PageWriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.write(data).await
+    }
+
     /// Resolves when the reader has gone away (the browser closed its
     /// connection or reset its stream): the page stops, and dropping it
     /// cancels its fragment fetches. Pending forever by default.
@@ -286,7 +297,8 @@ impl Page {
         };
         out.write_nodes(self.nodes).await?;
         out.drain_asyncs().await?;
-        out.flush().await
+        let last = out.buf.split().freeze();
+        out.w.write_last(last).await
     }
 }
 
@@ -653,6 +665,7 @@ async fn run_fragment(
             body,
             storable,
             links,
+            rewritten,
             ..
         } => {
             // A public fragment's good answer is kept for stale_if_error
@@ -660,7 +673,9 @@ async fn run_fragment(
             if spec.public && storable && !ctx.cfg.fragments.stale_if_error.is_zero() {
                 ctx.source.keep_good(url.as_str(), &final_url, &body).await;
             }
-            let mut r = ok_or_failed(ctx, spec, body, level, &origin, &url, &final_url, id).await;
+            let memo = rewritten.as_deref();
+            let mut r =
+                ok_or_failed(ctx, spec, body, level, &origin, &url, &final_url, id, memo).await;
             if r.outcome == Outcome::Ok && !links.is_empty() {
                 with_assets(&mut r.nodes, &links, &origin, &final_url);
             }
@@ -701,8 +716,10 @@ async fn run_fragment(
                 let last = ctx.source.last_good(&origin, &url, id, max_age).await;
                 if let Some((stale_url, body)) = last {
                     tracing::warn!(fragment = %id, origin = %origin.name, "served its last good copy (stale_if_error)");
-                    return ok_or_failed(ctx, spec, body, level, &origin, &url, &stale_url, id)
-                        .await;
+                    return ok_or_failed(
+                        ctx, spec, body, level, &origin, &url, &stale_url, id, None,
+                    )
+                    .await;
                 }
             }
             failed(ctx, spec, Some(&origin.name), class, Some(level)).await
@@ -744,12 +761,41 @@ async fn ok_or_failed(
     url: &Url,
     final_url: &Url,
     id: &str,
+    memo: Option<&Rewritten>,
 ) -> Resolved {
-    match content_nodes(ctx, body, level, origin, url, final_url, id) {
-        Ok(nodes) => Resolved {
-            nodes,
+    // A cached copy shown here before: its content as rewritten then.
+    let key = RewriteKey {
+        id,
+        origin,
+        url: final_url,
+        max_memory: ctx.cfg.fragments.max_rewrite_memory,
+        page: (&ctx.page.path, &ctx.page.params),
+    };
+    if let Some(content) = memo.and_then(|m| m.get(&key)) {
+        return Resolved {
+            nodes: content.into_iter().map(Node::Static).collect(),
             outcome: Outcome::Ok,
-        },
+        };
+    }
+    match rewritten_nodes(ctx, body, level, origin, url, final_url, id) {
+        Ok((nodes, page_read)) => {
+            // Only content alone is kept: nested fragments are fetched for
+            // each page.
+            let statics: Option<Vec<Bytes>> = nodes
+                .iter()
+                .map(|n| match n {
+                    Node::Static(b) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let (Some(m), Some(content)) = (memo, statics) {
+                m.put(&key, page_read, content);
+            }
+            Resolved {
+                nodes,
+                outcome: Outcome::Ok,
+            }
+        }
         Err(reason) => {
             tracing::warn!(fragment = %id, %reason, "fragment body rejected");
             failed(
@@ -776,6 +822,19 @@ fn content_nodes(
     final_url: &Url,
     id: &str,
 ) -> Result<Vec<Node>, String> {
+    rewritten_nodes(ctx, body, level, origin, url, final_url, id).map(|(nodes, _)| nodes)
+}
+
+/// [`content_nodes`], and whether the rewriting read the page's URL.
+fn rewritten_nodes(
+    ctx: &Arc<PageContext>,
+    body: Bytes,
+    level: &Level,
+    origin: &Arc<Origin>,
+    url: &Url,
+    final_url: &Url,
+    id: &str,
+) -> Result<(Vec<Node>, bool), String> {
     let rewrite = Arc::new(FragmentRewrite {
         id: id.to_string(),
         origin: origin.name.clone(),
@@ -785,9 +844,11 @@ fn content_nodes(
         page: ctx.page.clone(),
         css_scope: origin.css_scope,
         class_prefix: origin.class_prefix.clone(),
+        page_read: Default::default(),
     });
-    let items = split_fragment(&body, rewrite, ctx.cfg.fragments.max_rewrite_memory)
+    let items = split_fragment(&body, rewrite.clone(), ctx.cfg.fragments.max_rewrite_memory)
         .map_err(|e| e.to_string())?;
+    let page_read = rewrite.page_read.load(std::sync::atomic::Ordering::Relaxed);
     let nodes = nested_nodes(ctx, items, level, url, final_url, id);
     // css_scope = wrap: the fragment stands in an element that carries its
     // origin, and the origin's stylesheets are scoped to it.
@@ -796,9 +857,9 @@ fn content_nodes(
         wrapped.push(Node::Static(Bytes::from(wrap_open(&origin.name))));
         wrapped.extend(nodes);
         wrapped.push(Node::Static(Bytes::from_static(WRAP_CLOSE.as_bytes())));
-        return Ok(wrapped);
+        return Ok((wrapped, page_read));
     }
-    Ok(nodes)
+    Ok((nodes, page_read))
 }
 
 /// A fragment's split body as nodes; its nested fragments start at once.

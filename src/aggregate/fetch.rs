@@ -57,6 +57,108 @@ pub struct FetchResponse {
     /// The answer's fields, when it says how it may be cached
     /// (`Cache-Control` or `Expires`): for the fragment cache.
     pub headers: Option<http::HeaderMap>,
+    /// For a copy from the fragment cache: its rewritten content, kept
+    /// with it for the pages that show it again.
+    pub rewritten: Option<Arc<Rewritten>>,
+}
+
+/// The rewritten content of one cached fragment body, kept with the copy
+/// (docs/ARCHITECTURE.md, the fragment cache): pages that show the same
+/// copy as the same fragment reuse it instead of rewriting the body again.
+/// Each entry is keyed by everything its rewriting read: the fragment's id,
+/// its origin's settings (that very `Origin`, so a reload starts afresh),
+/// the copy's URL, the rewrite memory limit and, only when the rewriting
+/// read it, the page's path and query. At most `budget` bytes are kept.
+#[derive(Debug)]
+pub struct Rewritten {
+    entries: std::sync::Mutex<Vec<RewrittenEntry>>,
+    budget: usize,
+}
+
+#[derive(Debug)]
+struct RewrittenEntry {
+    id: String,
+    origin: Arc<Origin>,
+    url: Url,
+    max_memory: usize,
+    /// The page's path and query, when the rewriting read them.
+    page: Option<(String, Vec<String>)>,
+    content: Vec<Bytes>,
+}
+
+/// What a rewriting depends on, to look its result up.
+pub struct RewriteKey<'a> {
+    /// The fragment's id.
+    pub id: &'a str,
+    /// Its origin.
+    pub origin: &'a Arc<Origin>,
+    /// The URL the body came from.
+    pub url: &'a Url,
+    /// `max_rewrite_memory`.
+    pub max_memory: usize,
+    /// The page's path and query parameters.
+    pub page: (&'a str, &'a [String]),
+}
+
+impl RewriteKey<'_> {
+    fn matches(&self, e: &RewrittenEntry) -> bool {
+        e.id == self.id
+            && Arc::ptr_eq(&e.origin, self.origin)
+            && e.url == *self.url
+            && e.max_memory == self.max_memory
+            && e.page.as_ref().is_none_or(|(path, params)| {
+                path == self.page.0 && params.as_slice() == self.page.1
+            })
+    }
+}
+
+impl Rewritten {
+    /// An empty memo that keeps at most `budget` bytes of rewritten content.
+    pub fn new(budget: usize) -> Rewritten {
+        Rewritten {
+            entries: std::sync::Mutex::new(Vec::new()),
+            budget,
+        }
+    }
+
+    /// The content rewritten earlier for `key`.
+    pub fn get(&self, key: &RewriteKey<'_>) -> Option<Vec<Bytes>> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .iter()
+            .find(|e| key.matches(e))
+            .map(|e| e.content.clone())
+    }
+
+    /// Keeps `content`, rewritten for `key` (its page only if `page_read`),
+    /// if it fits: the oldest entries make room, and content larger than
+    /// the whole budget is not kept.
+    pub fn put(&self, key: &RewriteKey<'_>, page_read: bool, content: Vec<Bytes>) {
+        let size: usize = content.iter().map(Bytes::len).sum();
+        if size > self.budget {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        entries.retain(|e| !key.matches(e));
+        let mut held: usize = entries
+            .iter()
+            .map(|e| e.content.iter().map(Bytes::len).sum::<usize>())
+            .sum();
+        while held + size > self.budget && !entries.is_empty() {
+            let old = entries.remove(0);
+            held -= old.content.iter().map(Bytes::len).sum::<usize>();
+        }
+        entries.push(RewrittenEntry {
+            id: key.id.to_string(),
+            origin: key.origin.clone(),
+            url: key.url.clone(),
+            max_memory: key.max_memory,
+            page: page_read.then(|| (key.page.0.to_string(), key.page.1.to_vec())),
+            content,
+        });
+    }
 }
 
 /// Why an exchange with an origin failed before a usable answer.
@@ -136,6 +238,9 @@ pub enum Fetched {
         storable: bool,
         /// Its `Link` values (fragment assets).
         links: Vec<String>,
+        /// The cached copy's rewritten content, when it came from the
+        /// fragment cache.
+        rewritten: Option<Arc<Rewritten>>,
     },
     /// A 4xx answer, with its body (a layout's own 404 page, a form's
     /// validation error). Fragments fail with [`class_of_status`].
@@ -177,6 +282,7 @@ pub async fn fetch_following(source: &dyn FragmentSource, mut req: FetchRequest)
                     body: resp.body,
                     storable: resp.storable,
                     links: resp.links,
+                    rewritten: resp.rewritten,
                 }
             }
             301 | 302 | 303 | 307 | 308 => {
@@ -261,5 +367,77 @@ mod tests {
         assert_eq!(jar, vec!["x=1".to_string(), "JSESSIONID=def".to_string()]);
         remember_cookie(&mut jar, "x=; Max-Age=0");
         assert_eq!(jar, vec!["JSESSIONID=def".to_string()]);
+    }
+
+    fn origins() -> (Arc<Origin>, Arc<Origin>) {
+        let dir = std::env::temp_dir().join(format!("rain-memo-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("templates")).expect("dir");
+        std::fs::write(dir.join("templates/home.html"), "<html></html>").expect("layout");
+        let cfg = crate::config::parse(
+            &dir.join("rain-edge.toml"),
+            "[[routes]]\npath = \"/\"\nlayout = \"home.html\"\n[origins.o]\nurl = \"http://127.0.0.1:1/\"\n",
+        )
+        .expect("config");
+        let o = cfg.origins.get("o").cloned().expect("origin o");
+        // The same settings, loaded again (a reload).
+        let again = Arc::new((*o).clone());
+        (o, again)
+    }
+
+    #[test]
+    fn rewritten_content_is_found_only_by_what_its_rewriting_read() {
+        let (origin, reloaded) = origins();
+        let url = Url::parse("http://127.0.0.1:1/nav").expect("url");
+        let params = ["q=1".to_string()];
+        let key = |id, origin, page| RewriteKey {
+            id,
+            origin,
+            url: &url,
+            max_memory: 1000,
+            page,
+        };
+        let memo = Rewritten::new(100);
+        let here = key("a", &origin, ("/", &params[..]));
+        memo.put(
+            &here,
+            true,
+            vec![Bytes::from_static(b"<a href=/?rain.a=x>")],
+        );
+        assert!(memo.get(&here).is_some());
+        assert!(memo
+            .get(&key("a", &origin, ("/other", &params[..])))
+            .is_none());
+        assert!(memo.get(&key("a", &origin, ("/", &[]))).is_none());
+        assert!(memo.get(&key("b", &origin, ("/", &params[..]))).is_none());
+        assert!(memo.get(&key("a", &reloaded, ("/", &params[..]))).is_none());
+        // Content that did not read the page serves every page.
+        let logo = key("l", &origin, ("/", &params[..]));
+        memo.put(&logo, false, vec![Bytes::from_static(b"<p>logo</p>")]);
+        assert!(memo.get(&key("l", &origin, ("/elsewhere", &[]))).is_some());
+    }
+
+    #[test]
+    fn rewritten_content_stays_within_its_budget() {
+        let (origin, _) = origins();
+        let url = Url::parse("http://127.0.0.1:1/nav").expect("url");
+        let key = |id| RewriteKey {
+            id,
+            origin: &origin,
+            url: &url,
+            max_memory: 1000,
+            page: ("/", &[]),
+        };
+        let memo = Rewritten::new(10);
+        memo.put(&key("a"), false, vec![Bytes::from_static(b"123456")]);
+        memo.put(&key("b"), false, vec![Bytes::from_static(b"1234")]);
+        assert!(memo.get(&key("a")).is_some() && memo.get(&key("b")).is_some());
+        // A third makes room by dropping the oldest.
+        memo.put(&key("c"), false, vec![Bytes::from_static(b"12345")]);
+        assert!(memo.get(&key("a")).is_none());
+        assert!(memo.get(&key("b")).is_some() && memo.get(&key("c")).is_some());
+        // Larger than the whole budget: not kept, nothing dropped.
+        memo.put(&key("d"), false, vec![Bytes::from_static(b"12345678901")]);
+        assert!(memo.get(&key("d")).is_none());
+        assert!(memo.get(&key("b")).is_some() && memo.get(&key("c")).is_some());
     }
 }

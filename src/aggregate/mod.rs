@@ -16,7 +16,7 @@ pub use compose::{
 };
 pub use fetch::{
     class_of_status, fetch_following, FetchFailure, FetchRequest, FetchResponse, Fetched,
-    FragmentSource, MAX_REDIRECTS,
+    FragmentSource, Rewritten, MAX_REDIRECTS,
 };
 pub use spec::{resolve_target, valid_id, FragmentSpec, Target};
 pub use split::{

@@ -325,6 +325,7 @@ mod tests {
             page: Arc::new(PageUrl::new("/page", None)),
             css_scope: CssScope::Rename,
             class_prefix: "shop".into(),
+            page_read: Default::default(),
         })
     }
 

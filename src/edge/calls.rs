@@ -232,6 +232,7 @@ pub async fn serve(
                 page: std::sync::Arc::new(page),
                 css_scope: origin.css_scope,
                 class_prefix: origin.class_prefix.clone(),
+                page_read: Default::default(),
             })
         });
     if let Some(rw) = rewrite.filter(|_| is_ajax_response(&ex)) {

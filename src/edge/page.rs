@@ -122,6 +122,15 @@ impl PageWriter for SessionWriter<'_> {
             .map_err(|e| PageWriteError(e.to_string()))
     }
 
+    async fn write_last(&mut self, data: Bytes) -> Result<(), PageWriteError> {
+        // With the head still held, the whole page is here: it goes with
+        // its length (`BrowserConn::write_body`).
+        self.0
+            .write_body(data, true)
+            .await
+            .map_err(|e| PageWriteError(e.to_string()))
+    }
+
     async fn closed(&mut self) {
         self.0.client_gone().await
     }

@@ -26,7 +26,7 @@ use super::selectors::{on_element, on_text};
 use crate::config::{CssScope, OriginKind};
 
 /// Everything the rewriting of one fragment body needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FragmentRewrite {
     /// The fragment's id (its navigation key `rain.{id}`).
     pub id: String,
@@ -44,9 +44,37 @@ pub struct FragmentRewrite {
     pub css_scope: CssScope,
     /// The prefix of renamed classes.
     pub class_prefix: String,
+    /// Set once the rewriting read `page`: until then its output is the
+    /// same on every page (a cached fragment's rewritten copy is reused
+    /// on any page then).
+    pub page_read: std::sync::atomic::AtomicBool,
+}
+
+impl Clone for FragmentRewrite {
+    /// The same rewriting, for another body: its page not read yet.
+    fn clone(&self) -> Self {
+        FragmentRewrite {
+            id: self.id.clone(),
+            origin: self.origin.clone(),
+            base: self.base.clone(),
+            fragment_url: self.fragment_url.clone(),
+            kind: self.kind,
+            page: self.page.clone(),
+            css_scope: self.css_scope,
+            class_prefix: self.class_prefix.clone(),
+            page_read: Default::default(),
+        }
+    }
 }
 
 impl FragmentRewrite {
+    /// The page the fragment is shown in, noted as read.
+    fn page(&self) -> &PageUrl {
+        self.page_read
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        &self.page
+    }
+
     fn ctx(&self) -> UrlContext<'_> {
         UrlContext {
             origin: &self.origin,
@@ -60,9 +88,10 @@ impl FragmentRewrite {
     pub fn link(&self, raw: &str) -> Option<String> {
         match classify(&self.ctx(), raw) {
             Target::Foreign => None,
-            Target::Origin { location, hash } => {
-                Some(format!("{}{hash}", self.page.with_nav(&self.id, &location)))
-            }
+            Target::Origin { location, hash } => Some(format!(
+                "{}{hash}",
+                self.page().with_nav(&self.id, &location)
+            )),
         }
     }
 
@@ -89,7 +118,7 @@ impl FragmentRewrite {
             "{}{location}{sep}rain.f={}&rain.page={}",
             call_base(&self.origin),
             encode_component(&self.id),
-            encode_component(&self.page.current())
+            encode_component(&self.page().current())
         ))
     }
 
@@ -175,7 +204,7 @@ impl FragmentRewrite {
         };
         if method == "post" {
             let sep = if location.contains('?') { '&' } else { '?' };
-            let back = self.page.current();
+            let back = self.page().current();
             let url = format!(
                 "{}{sep}rain.f={}&rain.page={}",
                 form_url(&self.origin, &location),
@@ -187,9 +216,9 @@ impl FragmentRewrite {
         }
         // GET: the browser replaces the action's query with the fields.
         let path_only = location.split('?').next().unwrap_or_default();
-        let _ = el.set_attribute("action", &self.page.path.replace('&', "&amp;"));
+        let _ = el.set_attribute("action", &self.page().path.replace('&', "&amp;"));
         let mut hidden = String::new();
-        for (id, value) in self.page.nav_entries() {
+        for (id, value) in self.page().nav_entries() {
             if id != self.id {
                 hidden.push_str(&hidden_input(&format!("rain.{id}"), &value));
             }

@@ -17,7 +17,11 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 
-use crate::aggregate::FetchResponse;
+use crate::aggregate::{FetchResponse, Rewritten};
+
+/// Bytes of rewritten content kept with a copy, per byte of its body (a
+/// copy weighs its body, this, and 256 bytes).
+const REWRITTEN_PER_BODY_BYTE: usize = 2;
 
 /// One kept answer.
 struct Kept {
@@ -30,6 +34,9 @@ struct Kept {
     path: String,
     /// When it stops being fresh.
     stale_at: SystemTime,
+    /// Whether the answer names request fields in `Vary` (then each
+    /// lookup matches them).
+    varies: bool,
     /// How long after `stale_at` it may still be served at once while it
     /// is refreshed (`stale-while-revalidate`), or in place of a failure
     /// (`stale-if-error`).
@@ -63,6 +70,7 @@ impl Kept {
             origin,
             path,
             stale_at: now + fresh_for,
+            varies: fields.contains_key(http::header::VARY),
             while_revalidate,
             if_error,
             keep_for,
@@ -164,7 +172,11 @@ impl CacheCounts {
     fn count(&self, key: &str, hit: bool) {
         let origin = key.split('\n').next().unwrap_or_default();
         if let Ok(mut map) = self.by_origin.lock() {
-            let e = map.entry(origin.to_string()).or_insert((0, 0));
+            // The name is copied once, not on every lookup.
+            let e = match map.get_mut(origin) {
+                Some(e) => e,
+                None => map.entry(origin.to_string()).or_insert((0, 0)),
+            };
             e.0 += u64::from(hit);
             e.1 += 1;
         }
@@ -232,7 +244,8 @@ impl FragmentCache {
         let store = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &String, v: &Arc<Kept>| {
-                u32::try_from(v.answer.body.len() + 256).unwrap_or(u32::MAX)
+                let body = v.answer.body.len();
+                u32::try_from(body + REWRITTEN_PER_BODY_BYTE * body + 256).unwrap_or(u32::MAX)
             })
             .expire_after(KeepFor)
             .build();
@@ -258,13 +271,18 @@ impl FragmentCache {
         &self,
         key: &str,
         url: &url::Url,
-        headers: &[(http::HeaderName, http::HeaderValue)],
+        headers: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
     ) -> Lookup {
-        let found = match self.store.get(key).await.zip(request(url, headers)) {
+        let kept = self.store.get(key).await;
+        let now = SystemTime::now();
+        let found = match kept {
             None => Lookup::Miss,
-            Some((k, req)) => {
-                let now = SystemTime::now();
-                match k.policy.before_request(&req, now) {
+            // Without `Vary` the request does not matter (rain-edge never
+            // sends `Cache-Control` or `Pragma` of its own): fresh is fresh.
+            Some(k) if !k.varies && now < k.stale_at => Lookup::Fresh(Box::new(k.answer.clone())),
+            Some(k) => match request(url, &headers()) {
+                None => Lookup::Miss,
+                Some(req) => match k.policy.before_request(&req, now) {
                     BeforeRequest::Fresh(_) => Lookup::Fresh(Box::new(k.answer.clone())),
                     BeforeRequest::Stale { request, matches } if matches => {
                         let conditional = conditional_fields(&request.headers);
@@ -280,8 +298,8 @@ impl FragmentCache {
                         }
                     }
                     BeforeRequest::Stale { .. } => Lookup::Miss,
-                }
-            }
+                },
+            },
         };
         let served = matches!(found, Lookup::Fresh(_) | Lookup::WhileRevalidate(..));
         self.counts.count(key, served);
@@ -348,7 +366,12 @@ impl FragmentCache {
                 );
                 self.store.insert(key.to_string(), Arc::new(fresh)).await;
                 self.counts.revalidated.fetch_add(1, Ordering::Relaxed);
-                Some(answer)
+                // The origin confirmed it now: a fetch, kept as such for
+                // `stale_if_error`.
+                Some(FetchResponse {
+                    storable: true,
+                    ..answer
+                })
             }
             http_cache_semantics::AfterResponse::Modified(..) => None,
         }
@@ -385,6 +408,13 @@ impl FragmentCache {
             fields,
             FetchResponse {
                 headers: None,
+                // A copy served from here is no new fetch: `stale_if_error`
+                // counts from the fetch, so it is not kept for it again.
+                storable: false,
+                // Its rewritten content, kept with it within its weight.
+                rewritten: Some(Arc::new(Rewritten::new(
+                    REWRITTEN_PER_BODY_BYTE * answer.body.len(),
+                ))),
                 ..answer.clone()
             },
             tags(fields),

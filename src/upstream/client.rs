@@ -592,6 +592,7 @@ impl OriginClient {
             links,
             server,
             headers,
+            rewritten: None,
         })
     }
 }

@@ -315,14 +315,11 @@ pub struct Coalescer {
 /// (`hit` for a copy the origin confirmed, `miss`, or `none` uncached).
 type Answer = Result<(FetchResponse, &'static str), FetchFailure>;
 
-/// A public fragment's place in the fragment cache: the cache, its key, and
-/// the request the origin would get (the cache matches `Vary` against it;
-/// the fetch sends it).
+/// A public fragment's place in the fragment cache: the cache and its key.
 #[derive(Clone)]
 struct Cached {
     cache: Arc<super::cache::FragmentCache>,
     key: String,
-    asked: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Coalescer {
@@ -376,7 +373,10 @@ impl RequestSource {
         let cached = self.cached(req);
         let mut conditional = Vec::new();
         if let Some(c) = &cached {
-            match c.cache.lookup(&c.key, &req.url, &c.asked).await {
+            // The request the origin would get: the cache matches `Vary`
+            // against it (built only for a copy that varies).
+            let asked = || self.browser.origin_headers(req, None);
+            match c.cache.lookup(&c.key, &req.url, asked).await {
                 super::cache::Lookup::Fresh(hit) => {
                     self.note(req, Some(&hit), "hit");
                     return Ok(*hit);
@@ -404,7 +404,6 @@ impl RequestSource {
         Some(Cached {
             cache: cache.clone(),
             key: format!("{}\n{}", req.origin.name, req.url),
-            asked: self.browser.origin_headers(req, None),
         })
     }
 
@@ -426,9 +425,12 @@ impl RequestSource {
             let origin = req.origin.clone();
             let url = req.url.clone();
             let path_and_query = path_and_query(&req.url);
-            let mut headers = match &cached {
-                Some(c) => c.asked.clone(),
-                None => self.browser.origin_headers(req, None),
+            // What the origin gets; the cache matches `Vary` against it
+            // (the conditional fields aside).
+            let mut headers = self.browser.origin_headers(req, None);
+            let asked = match &cached {
+                Some(_) => headers.clone(),
+                None => Vec::new(),
             };
             headers.extend(conditional);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
@@ -460,7 +462,7 @@ impl RequestSource {
                 };
                 if answer.status == 304 {
                     // The stale copy holds: the origin confirmed it.
-                    return match c.cache.refreshed(&c.key, &url, &c.asked, &answer).await {
+                    return match c.cache.refreshed(&c.key, &url, &asked, &answer).await {
                         Some(copy) => Ok((copy, "hit")),
                         None => Err(FetchFailure::Error(
                             "a 304 for a copy no longer kept".into(),
@@ -472,7 +474,7 @@ impl RequestSource {
                     .strip_prefix(origin.url.as_str())
                     .unwrap_or_default();
                 c.cache
-                    .keep(c.key.clone(), (&origin.name, path), &url, &c.asked, &answer)
+                    .keep(c.key.clone(), (&origin.name, path), &url, &asked, &answer)
                     .await;
                 Ok((answer, "miss"))
             }
@@ -600,7 +602,8 @@ impl FragmentSource for RequestSource {
         let cached = self.cached(&req);
         let mut kept = None;
         if let Some(c) = &cached {
-            kept = c.cache.if_error(&c.key, url, &c.asked).await.map(|copy| {
+            let asked = self.browser.origin_headers(&req, None);
+            kept = c.cache.if_error(&c.key, url, &asked).await.map(|copy| {
                 self.note(&req, Some(&copy), "stale");
                 (url.clone(), copy.body)
             });
