@@ -321,13 +321,13 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
                         text,
                         "# HELP rain_cache_hits_total Public fragments served from the cache.\n\
                          # TYPE rain_cache_hits_total counter\nrain_cache_hits_total {}\n\
-                         # HELP rain_cache_misses_total Cache lookups that found no fresh copy.\n\
+                         # HELP rain_cache_misses_total Cache lookups that found nothing to serve at once.\n\
                          # TYPE rain_cache_misses_total counter\nrain_cache_misses_total {}\n\
                          # HELP rain_cache_revalidated_total Stale copies the origin confirmed (304).\n\
                          # TYPE rain_cache_revalidated_total counter\nrain_cache_revalidated_total {}\n\
                          # HELP rain_cache_stale_total Stale copies served: within stale-while-revalidate, or in place of a failure.\n\
                          # TYPE rain_cache_stale_total counter\nrain_cache_stale_total {}\n\
-                         # HELP rain_cache_bytes Bytes the cache holds (bodies, and 256 per entry).\n\
+                         # HELP rain_cache_bytes Bytes the cache holds (bodies, room for their rewritten content, and 256 per entry).\n\
                          # TYPE rain_cache_bytes gauge\nrain_cache_bytes {}\n",
                         cache.counts.hits.load(Relaxed),
                         cache.counts.misses.load(Relaxed),

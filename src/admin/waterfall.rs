@@ -81,8 +81,13 @@ pub fn page(record: &PageRecord) -> String {
             "<g class=\"bar\" data-outcome=\"{outcome}\"><title>{title}</title>\
              <text x=\"{lx}\" y=\"{ty:.1}\" fill=\"#222\">{label}</text>\
              <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h}\" rx=\"3\" fill=\"{fill}\"/>\
-             <text x=\"{tx:.1}\" y=\"{ty:.1}\" fill=\"#444\">{dur:.1} ms {outcome}</text></g>",
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\" fill=\"#444\">{dur:.1} ms {outcome}{cache}</text></g>",
             outcome = escape(f.outcome),
+            // Where the answer came from, when the fragment cache had a say.
+            cache = match f.cache {
+                "hit" | "stale" => format!(" · cache {}", f.cache),
+                _ => String::new(),
+            },
             title = escape(&detail),
             lx = 6,
             ty = y + 13.0,
@@ -161,7 +166,7 @@ mod tests {
                     bytes: 10,
                     start_ms: 1.0,
                     end_ms: 40.0,
-                    cache: "none",
+                    cache: "hit",
                 },
                 FragmentTiming {
                     id: "slow\"<".into(),
@@ -182,5 +187,8 @@ mod tests {
         assert!(html.contains("slow&quot;&lt;"));
         assert!(!html.contains("slow\"<"));
         assert!(html.contains("Page /&lt;x&gt;"));
+        // The bar says where a cached answer came from.
+        assert!(html.contains("39.0 ms ok · cache hit</text>"));
+        assert!(!html.contains("timeout · cache"));
     }
 }

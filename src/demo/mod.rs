@@ -35,6 +35,13 @@ fn news(req: OriginRequest) -> Reply {
              <body><ul class=\"headlines\"><li>Light rain expected all week</li>\
              <li>City opens three new bike lanes</li><li>Local bakery wins award</li></ul></body></html>",
         )
+        // The same for everyone: rain-edge's fragment cache keeps it for
+        // 30 s, then serves it at once for 60 s more while it is refreshed.
+        .with_header(
+            "cache-control",
+            "public, max-age=30, stale-while-revalidate=60",
+        )
+        .with_header("surrogate-key", "news")
         .after(Duration::from_millis(80)),
         "/news/ticker" => Reply::html("<p class=\"ticker\">Markets calm. <fragment origin=\"shop\" src=\"/cart/mini\"></fragment></p>"),
         _ => Reply::status(404, "<p>not found</p>"),
