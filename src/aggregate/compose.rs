@@ -604,7 +604,7 @@ async fn run_fragment(
         return match &sub.outcome {
             SubmittedOutcome::Content { url, body } => {
                 match content_nodes(ctx, body.clone(), level, &origin, url, url, id) {
-                    Ok(nodes) => Resolved {
+                    Ok((nodes, _)) => Resolved {
                         nodes,
                         outcome: Outcome::Ok,
                     },
@@ -777,7 +777,7 @@ async fn ok_or_failed(
             outcome: Outcome::Ok,
         };
     }
-    match rewritten_nodes(ctx, body, level, origin, url, final_url, id) {
+    match content_nodes(ctx, body, level, origin, url, final_url, id) {
         Ok((nodes, page_read)) => {
             // Only content alone is kept: nested fragments are fetched for
             // each page.
@@ -812,21 +812,9 @@ async fn ok_or_failed(
 
 /// A fragment body as nodes: rewritten for the page (links, resources),
 /// stripped of a document shell when it has one, and split for nested
-/// fragments, which start at once.
+/// fragments, which start at once; and whether the rewriting read the
+/// page's URL.
 fn content_nodes(
-    ctx: &Arc<PageContext>,
-    body: Bytes,
-    level: &Level,
-    origin: &Arc<Origin>,
-    url: &Url,
-    final_url: &Url,
-    id: &str,
-) -> Result<Vec<Node>, String> {
-    rewritten_nodes(ctx, body, level, origin, url, final_url, id).map(|(nodes, _)| nodes)
-}
-
-/// [`content_nodes`], and whether the rewriting read the page's URL.
-fn rewritten_nodes(
     ctx: &Arc<PageContext>,
     body: Bytes,
     level: &Level,
@@ -977,7 +965,9 @@ async fn fetch_fallback_src(
                 .id
                 .clone()
                 .unwrap_or_else(|| target.origin.name.clone());
-            content_nodes(ctx, body, level, &target.origin, &target.url, &url, &id).ok()
+            content_nodes(ctx, body, level, &target.origin, &target.url, &url, &id)
+                .ok()
+                .map(|(nodes, _)| nodes)
         }
         _ => None,
     }
