@@ -204,6 +204,9 @@ pub enum Lookup {
 /// The fragment cache.
 pub struct FragmentCache {
     store: moka::future::Cache<String, Arc<Kept>>,
+    /// Bumped by every purge: an answer fetched before one is not kept
+    /// after it.
+    generation: AtomicU64,
     /// Its counters.
     pub counts: CacheCounts,
 }
@@ -251,8 +254,15 @@ impl FragmentCache {
             .build();
         FragmentCache {
             store,
+            generation: AtomicU64::new(0),
             counts: CacheCounts::default(),
         }
+    }
+
+    /// The purge generation now: an exchange notes it when it starts, and
+    /// its answer is kept only if no purge came meanwhile.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The bytes held (bodies, and a little for each entry), once the
@@ -344,8 +354,13 @@ impl FragmentCache {
         url: &url::Url,
         headers: &[(http::HeaderName, http::HeaderValue)],
         not_modified: &FetchResponse,
+        generation: u64,
     ) -> Option<FetchResponse> {
         let kept = self.store.get(key).await?;
+        if self.generation() != generation {
+            // Purged since the question was asked: the copy is not refreshed.
+            return None;
+        }
         let req = request(url, headers)?;
         let mut res = http::Response::new(());
         *res.status_mut() = http::StatusCode::NOT_MODIFIED;
@@ -377,56 +392,80 @@ impl FragmentCache {
         }
     }
 
-    /// Keeps `answer` under `key` if its origin allows a shared cache to.
+    /// Keeps `answer` under `key` if its origin allows a shared cache to
+    /// and no purge came since the exchange started (`generation`). An
+    /// answer that may not be kept replaces the copy all the same (it goes),
+    /// unless it is a server error, for which a copy may still serve
+    /// (`stale-if-error`).
     pub async fn keep(
         &self,
         key: String,
         (origin, path): (&str, &str),
-        url: &url::Url,
-        headers: &[(http::HeaderName, http::HeaderValue)],
+        (url, headers): (&url::Url, &[(http::HeaderName, http::HeaderValue)]),
         answer: &FetchResponse,
+        generation: u64,
     ) {
-        let Some(fields) = answer.headers.as_ref() else {
-            return;
-        };
-        if answer.status != 200 || !answer.set_cookies.is_empty() {
+        let kept = self.kept(url, headers, answer);
+        if self.generation() != generation {
             return;
         }
-        let Some(req) = request(url, headers) else {
-            return;
-        };
+        match kept {
+            Some((policy, fields)) => {
+                let now = SystemTime::now();
+                let kept = Kept::new(
+                    policy,
+                    fields,
+                    FetchResponse {
+                        headers: None,
+                        // A copy served from here is no new fetch:
+                        // `stale_if_error` counts from the fetch, so it is
+                        // not kept for it again.
+                        storable: false,
+                        // Its rewritten content, kept with it within its
+                        // weight.
+                        rewritten: Some(Arc::new(Rewritten::new(
+                            REWRITTEN_PER_BODY_BYTE * answer.body.len(),
+                        ))),
+                        ..answer.clone()
+                    },
+                    tags(fields),
+                    (origin.to_string(), path.to_string()),
+                    now,
+                );
+                self.store.insert(key, Arc::new(kept)).await;
+            }
+            None if answer.status < 500 && self.store.contains_key(&key) => {
+                self.store.invalidate(&key).await;
+            }
+            None => {}
+        }
+    }
+
+    /// The policy and fields under which `answer` may be kept, if it may.
+    fn kept<'a>(
+        &self,
+        url: &url::Url,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        answer: &'a FetchResponse,
+    ) -> Option<(CachePolicy, &'a HeaderMap)> {
+        let fields = answer.headers.as_ref()?;
+        if answer.status != 200 || !answer.set_cookies.is_empty() {
+            return None;
+        }
+        let req = request(url, headers)?;
         let mut res = http::Response::new(());
         *res.status_mut() = http::StatusCode::OK;
         *res.headers_mut() = fields.clone();
         let now = SystemTime::now();
         let policy = CachePolicy::new_options(&req, &res.into_parts().0, now, options());
-        if !policy.is_storable() || policy.time_to_live(now).is_zero() {
-            return;
-        }
-        let kept = Kept::new(
-            policy,
-            fields,
-            FetchResponse {
-                headers: None,
-                // A copy served from here is no new fetch: `stale_if_error`
-                // counts from the fetch, so it is not kept for it again.
-                storable: false,
-                // Its rewritten content, kept with it within its weight.
-                rewritten: Some(Arc::new(Rewritten::new(
-                    REWRITTEN_PER_BODY_BYTE * answer.body.len(),
-                ))),
-                ..answer.clone()
-            },
-            tags(fields),
-            (origin.to_string(), path.to_string()),
-            now,
-        );
-        self.store.insert(key, Arc::new(kept)).await;
+        (policy.is_storable() && !policy.time_to_live(now).is_zero()).then_some((policy, fields))
     }
 
     /// Drops the kept answers of `origin` at `path` (every query variant
     /// when `path` has none), or those tagged `tag`. Returns how many.
     pub async fn purge(&self, origin: Option<&str>, path: Option<&str>, tag: Option<&str>) -> u64 {
+        // Answers in flight were fetched before the purge: not kept.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut dropped = 0;
         let keys: Vec<Arc<String>> = self
             .store

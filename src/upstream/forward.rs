@@ -339,17 +339,16 @@ impl Coalescer {
             return f.clone();
         }
         let exchange = start();
-        let table = self.clone();
-        let done_key = key.clone();
+        let leave = Leave {
+            table: self.clone(),
+            key: key.clone(),
+        };
         let task = tokio::spawn(
             async move {
-                let result = exchange.await;
-                let mut map = match table.inflight.lock() {
-                    Ok(m) => m,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                map.remove(&done_key);
-                result
+                // The table forgets the exchange when it ends, even by a
+                // panic: later fetches then start a new one.
+                let _leave = leave;
+                exchange.await
             }
             .in_current_span(),
         );
@@ -361,6 +360,22 @@ impl Coalescer {
         .shared();
         map.insert(key, shared.clone());
         shared
+    }
+}
+
+/// Takes an exchange out of the [`Coalescer`]'s table when dropped.
+struct Leave {
+    table: Arc<Coalescer>,
+    key: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut map = match self.table.inflight.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(&self.key);
     }
 }
 
@@ -408,17 +423,17 @@ impl RequestSource {
     }
 
     /// The exchange for public `req`, shared with identical ones in flight
-    /// (same origin and URL; the ids of docs/configuration.md aside), with
-    /// `conditional` fields when it revalidates a stale copy. The answer is
-    /// put in the cache (a `304` refreshes the copy) in the exchange's own
-    /// task.
+    /// (same origin, URL and fragment id: the request id aside, they send
+    /// the same fields), with `conditional` fields when it revalidates a
+    /// stale copy. The answer is put in the cache (a `304` refreshes the
+    /// copy) in the exchange's own task.
     fn exchange(
         &self,
         req: &FetchRequest,
         cached: Option<Cached>,
         conditional: Vec<(HeaderName, HeaderValue)>,
     ) -> Shared<BoxFuture<'static, Answer>> {
-        let key = format!("{}\n{}", req.origin.name, req.url);
+        let key = format!("{}\n{}\n{}", req.origin.name, req.url, req.fragment_id);
         self.coalescer.join(key, || {
             let client = self.client.clone();
             let metrics = self.metrics.clone();
@@ -427,54 +442,66 @@ impl RequestSource {
             let path_and_query = path_and_query(&req.url);
             // What the origin gets; the cache matches `Vary` against it
             // (the conditional fields aside).
-            let mut headers = self.browser.origin_headers(req, None);
-            let asked = match &cached {
-                Some(_) => headers.clone(),
-                None => Vec::new(),
-            };
-            headers.extend(conditional);
+            let asked = self.browser.origin_headers(req, None);
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
+            // A purge after this point makes the answer too old to keep.
+            let generation = cached.as_ref().map(|c| c.cache.generation());
             async move {
                 let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
-                let send = client.send(OriginRequest {
-                    origin: &origin,
-                    method: "GET",
-                    path_and_query: &path_and_query,
-                    headers,
-                    max_bytes,
-                    on_head: None,
-                    affinity: None,
-                    deadline: timeout,
-                });
-                // Nobody drops this exchange at the fragment's deadline:
-                // it keeps one of its own (dropped there, its server's
-                // breaker counts a timeout).
-                let answer = match tokio::time::timeout(timeout, send).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        return Err(FetchFailure::Unavailable(format!(
-                            "no answer within {timeout:?}"
-                        )))
+                let send = |conditional: Vec<(HeaderName, HeaderValue)>| {
+                    let mut headers = asked.clone();
+                    headers.extend(conditional);
+                    let send = client.send(OriginRequest {
+                        origin: &origin,
+                        method: "GET",
+                        path_and_query: &path_and_query,
+                        headers,
+                        max_bytes,
+                        on_head: None,
+                        affinity: None,
+                        deadline: timeout,
+                    });
+                    // Nobody drops this exchange at the fragment's deadline:
+                    // it keeps one of its own (dropped there, its server's
+                    // breaker counts a timeout).
+                    async move {
+                        match tokio::time::timeout(timeout, send).await {
+                            Ok(r) => r,
+                            Err(_) => Err(FetchFailure::Unavailable(format!(
+                                "no answer within {timeout:?}"
+                            ))),
+                        }
                     }
                 };
-                let Some(c) = cached else {
+                let mut answer = send(conditional).await?;
+                let (Some(c), Some(generation)) = (cached, generation) else {
                     return Ok((answer, "none"));
                 };
                 if answer.status == 304 {
                     // The stale copy holds: the origin confirmed it.
-                    return match c.cache.refreshed(&c.key, &url, &asked, &answer).await {
-                        Some(copy) => Ok((copy, "hit")),
-                        None => Err(FetchFailure::Error(
-                            "a 304 for a copy no longer kept".into(),
-                        )),
-                    };
+                    let kept = c
+                        .cache
+                        .refreshed(&c.key, &url, &asked, &answer, generation)
+                        .await;
+                    if let Some(copy) = kept {
+                        return Ok((copy, "hit"));
+                    }
+                    // The copy went meanwhile (purged, evicted): ask again
+                    // for the whole answer.
+                    answer = send(Vec::new()).await?;
                 }
                 let path = url
                     .as_str()
                     .strip_prefix(origin.url.as_str())
                     .unwrap_or_default();
                 c.cache
-                    .keep(c.key.clone(), (&origin.name, path), &url, &asked, &answer)
+                    .keep(
+                        c.key.clone(),
+                        (&origin.name, path),
+                        (&url, &asked),
+                        &answer,
+                        generation,
+                    )
                     .await;
                 Ok((answer, "miss"))
             }
