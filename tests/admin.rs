@@ -28,10 +28,6 @@ async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
     raw_request(addr, req.as_bytes()).await
 }
 
-fn json(r: &Response) -> serde_json::Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
-}
-
 #[tokio::test]
 async fn admin_calls_need_the_token_and_stay_off_the_public_listener() {
     let edge = Edge::start(&admin_config(&[], ""), &[("page.html", &layout("x"))]).await;

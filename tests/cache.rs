@@ -13,15 +13,6 @@ fn cached(body: &str, cache_control: &str) -> R {
     R::html(body.to_string()).with_header("cache-control", cache_control)
 }
 
-async fn admin(edge: &Edge, method: &str, path: &str, body: Option<&str>) -> Response {
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    raw_request(edge.admin, req.as_bytes()).await
-}
-
 #[tokio::test]
 async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
     let o = Origin::with_routes(vec![
@@ -74,23 +65,12 @@ async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
         assert_eq!(count(p), 3, "{p} was served from the cache");
     }
     // The waterfall says which came from the cache.
-    let pages = admin(&edge, "GET", "/pages", None).await;
-    let v: serde_json::Value = serde_json::from_str(&pages.body).expect("JSON");
-    let newest = &v["pages"][0]["fragments"];
-    let cache_of = |id: &str| {
-        newest
-            .as_array()
-            .and_then(|a| a.iter().find(|f| f["id"] == id))
-            .map(|f| f["cache"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
-    assert_eq!(cache_of("nav"), "hit");
-    assert_eq!(cache_of("plain"), "miss");
-    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert_eq!(cache_column(&edge, "nav").await, "hit");
+    assert_eq!(cache_column(&edge, "plain").await, "miss");
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     assert!(metrics.contains("rain_cache_hits_total 4"), "{metrics}");
     // The map shows the origin's hit ratio: 4 hits in 21 lookups.
-    let map: serde_json::Value =
-        serde_json::from_str(&admin(&edge, "GET", "/map.json", None).await.body).expect("JSON");
+    let map = json(&admin_request(&edge, "GET", "/map.json", None).await);
     let ratio = map["origins"][0]["cache_hit_ratio"].as_f64().unwrap_or(0.0);
     assert!((ratio - 4.0 / 21.0).abs() < 0.01, "{map}");
     assert!(
@@ -106,7 +86,7 @@ async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
     assert_eq!(count("/short"), 2);
 
     // Purged by path, then by tag: fetched again.
-    let r = admin(
+    let r = admin_request(
         &edge,
         "POST",
         "/purge",
@@ -117,11 +97,11 @@ async fn public_fragments_are_cached_by_their_origins_rules_and_purged() {
     assert!(r.body.contains("\"dropped\":1"), "{}", r.body);
     edge.get("/").await;
     assert_eq!(count("/nav"), 2);
-    let r = admin(&edge, "POST", "/purge", Some(r#"{"tag": "menu"}"#)).await;
+    let r = admin_request(&edge, "POST", "/purge", Some(r#"{"tag": "menu"}"#)).await;
     assert!(r.body.contains("\"dropped\":1"), "{}", r.body);
     edge.get("/").await;
     assert_eq!(count("/nav"), 3);
-    let r = admin(&edge, "POST", "/purge", Some(r#"{"origin": "o"}"#)).await;
+    let r = admin_request(&edge, "POST", "/purge", Some(r#"{"origin": "o"}"#)).await;
     assert_eq!(r.status, 400);
 }
 
@@ -169,12 +149,9 @@ async fn no_byte_of_a_users_private_fragment_reaches_another() {
         _ => R::status(404, "no"),
     })
     .await;
-    let edge = Edge::start(
-        &config(&[("o", o.url("/"), "")], HOME, ""),
-        &[(
-            "page.html",
-            &layout("<fragment origin=\"o\" src=\"/nav\" public></fragment><fragment id=\"me\" origin=\"o\" src=\"/me\"></fragment>"),
-        )],
+    let edge = Edge::with_page(
+        &o,
+        "<fragment origin=\"o\" src=\"/nav\" public></fragment><fragment id=\"me\" origin=\"o\" src=\"/me\"></fragment>",
     )
     .await;
     let mut ann = Browser::new(&edge);
@@ -248,7 +225,7 @@ async fn a_stale_copy_is_revalidated_with_its_etag() {
     version.store(2, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(edge.get("/").await.body.contains("<p>NAV v2</p>"));
-    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     assert!(
         metrics.contains("rain_cache_revalidated_total 1"),
         "{metrics}"
@@ -257,8 +234,7 @@ async fn a_stale_copy_is_revalidated_with_its_etag() {
 
 /// The `cache` column of fragment `id` in the newest page's waterfall.
 async fn cache_column(edge: &Edge, id: &str) -> String {
-    let pages = admin(edge, "GET", "/pages", None).await;
-    let v: serde_json::Value = serde_json::from_str(&pages.body).expect("JSON");
+    let v = json(&admin_request(edge, "GET", "/pages", None).await);
     v["pages"][0]["fragments"]
         .as_array()
         .and_then(|a| a.iter().find(|f| f["id"] == id))
@@ -278,38 +254,18 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 /// meanwhile: the origin holds the refresh until the pages are in.
 #[tokio::test]
 async fn a_stale_copy_is_served_at_once_while_one_request_refreshes_it() {
-    let asked = Arc::new(AtomicU32::new(0));
-    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
-    let n = asked.clone();
-    let handler: rain_edge::demo::origin::Handler = Arc::new(move |_req| {
-        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut gate = gate_rx.clone();
-        Box::pin(async move {
-            if i > 1 {
-                // The refresh waits for the test to open the gate.
-                let _ = gate.wait_for(|open| *open).await;
-            }
-            cached(
-                &format!("<p>NAV v{i}</p>"),
-                "public, max-age=1, stale-while-revalidate=30",
-            )
-        })
-    });
-    let o = Origin::with_handler(handler).await;
-    let edge = Edge::start(
-        &config(
-            &[("o", o.url("/"), "timeout = \"5s\"")],
-            HOME,
-            "admin_listen = \"{admin}\"\n[fragments]\nstale_if_error = \"0s\"",
-        ),
-        &[(
-            "page.html",
-            &layout("<fragment id=\"nav\" origin=\"o\" src=\"/nav\" public></fragment>"),
-        )],
-    )
+    let o = Gated::start(|n, _| {
+        cached(
+            &format!("<p>NAV v{n}</p>"),
+            "public, max-age=1, stale-while-revalidate=30",
+        )
+    })
     .await;
+    let edge = nav_edge(&o.origin).await;
     assert!(edge.get("/").await.body.contains("<p>NAV v1</p>"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The refresh (request 2) waits for the test to open the gate.
+    o.gate.send_replace(1);
 
     // Stale now: five pages at once all get the copy while the refresh is
     // held at the origin, so none of them waited for it.
@@ -319,16 +275,11 @@ async fn a_stale_copy_is_served_at_once_while_one_request_refreshes_it() {
     }
     assert_eq!(cache_column(&edge, "nav").await, "stale");
     // One refresh, not five.
-    for _ in 0..100 {
-        if asked.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(asked.load(Ordering::SeqCst), 2, "one refresh");
+    o.wait_for_requests(2).await;
+    assert_eq!(o.asked().len(), 2, "one refresh");
 
     // The refresh lands: the next page has the new copy, fresh.
-    gate_tx.send_replace(true);
+    o.gate.send_replace(usize::MAX);
     let mut newest = String::new();
     // Pages asked before the refresh is in still get the stale copy.
     let mut stale_pages = 5;
@@ -343,8 +294,8 @@ async fn a_stale_copy_is_served_at_once_while_one_request_refreshes_it() {
     }
     assert!(newest.contains("<p>NAV v2</p>"), "{newest}");
     assert_eq!(cache_column(&edge, "nav").await, "hit");
-    assert_eq!(asked.load(Ordering::SeqCst), 2);
-    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    assert_eq!(o.asked().len(), 2);
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     assert_eq!(
         metric(&metrics, "rain_cache_stale_total"),
         Some(stale_pages),
@@ -422,7 +373,7 @@ async fn stale_if_error_serves_a_copy_when_its_origin_fails() {
     );
     assert!(!r.body.contains("LATE"), "{}", r.body);
     assert_eq!(cache_column(&edge, "sie").await, "stale");
-    let metrics = admin(&edge, "GET", "/metrics", None).await.body;
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     assert_eq!(
         metric(&metrics, "rain_cache_stale_total"),
         Some(3),
@@ -563,13 +514,12 @@ impl Gated {
     }
 
     async fn wait_for_requests(&self, n: usize) {
-        for _ in 0..200 {
-            if self.asked().len() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the origin got {:?}, not {n} requests", self.asked());
+        within(
+            Duration::from_secs(2),
+            &format!("{n} origin requests"),
+            || async { self.asked().len() >= n },
+        )
+        .await;
     }
 }
 
@@ -640,7 +590,7 @@ async fn a_304_for_a_copy_purged_meanwhile_is_followed_by_a_whole_request() {
     let page = edge.get("/");
     let purge = async {
         o.wait_for_requests(2).await;
-        let r = admin(
+        let r = admin_request(
             &edge,
             "POST",
             "/purge",
@@ -669,7 +619,7 @@ async fn an_answer_fetched_across_a_purge_is_not_kept() {
     let page = edge.get("/");
     let purge = async {
         o.wait_for_requests(1).await;
-        let r = admin(&edge, "POST", "/purge", Some(r#"{"tag": "none"}"#)).await;
+        let r = admin_request(&edge, "POST", "/purge", Some(r#"{"tag": "none"}"#)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         o.gate.send_replace(usize::MAX);
     };

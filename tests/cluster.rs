@@ -7,30 +7,17 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-async fn admin(edge: &Edge, method: &str, path: &str, body: Option<&str>) -> Response {
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    raw_request(edge.admin, req.as_bytes()).await
-}
-
-fn json(r: &Response) -> serde_json::Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
-}
-
-/// Waits up to `limit` for `f` to hold, polling.
-async fn within<F, Fut>(limit: Duration, what: &str, f: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The config of instance `node` sharing `redis`, with an admin listener.
+fn clustered(origins: &[(&str, String, &str)], redis: &Redis, node: &str) -> String {
+    config(
+        origins,
+        HOME,
+        &format!(
+            "admin_listen = \"{{admin}}\"\n[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .replace("node_id = \"test-node\"", &format!("node_id = \"{node}\""))
 }
 
 #[tokio::test]
@@ -45,17 +32,7 @@ async fn instances_share_the_registry_and_see_each_other() {
     )])
     .await;
     let page = layout("<fragment origin=\"host\" src=\"/wrap\"></fragment>");
-    let cfg = |node: &str| {
-        config(
-            &[("host", host.url("/h/"), "")],
-            HOME,
-            &format!(
-                "admin_listen = \"{{admin}}\"\n[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
-                redis.url()
-            ),
-        )
-        .replace("node_id = \"test-node\"", &format!("node_id = \"{node}\""))
-    };
+    let cfg = |node: &str| clustered(&[("host", host.url("/h/"), "")], &redis, node);
     let edge1 = Edge::start(&cfg("node-1"), &[("page.html", &page)]).await;
     let edge2 = Edge::start(&cfg("node-2"), &[("page.html", &page)]).await;
     // Each sees both.
@@ -64,7 +41,7 @@ async fn instances_share_the_registry_and_see_each_other() {
             Duration::from_secs(10),
             "both nodes in /cluster",
             || async {
-                let v = json(&admin(edge, "GET", "/cluster", None).await);
+                let v = json(&admin_request(edge, "GET", "/cluster", None).await);
                 let ids: Vec<&str> = v["nodes"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|n| n["node_id"].as_str()).collect())
@@ -74,7 +51,7 @@ async fn instances_share_the_registry_and_see_each_other() {
         )
         .await;
     }
-    let v = json(&admin(&edge1, "GET", "/cluster", None).await);
+    let v = json(&admin_request(&edge1, "GET", "/cluster", None).await);
     let n2 = &v["nodes"][1];
     assert_eq!(n2["admin"], edge2.admin.to_string().as_str(), "{v}");
     assert!(
@@ -84,7 +61,7 @@ async fn instances_share_the_registry_and_see_each_other() {
 
     // Registered on one, served by the other within 2 s.
     let body = format!(r#"{{"url": "{}"}}"#, o.url("/x/"));
-    let put = admin(&edge1, "PUT", "/origins/extra", Some(&body)).await;
+    let put = admin_request(&edge1, "PUT", "/origins/extra", Some(&body)).await;
     assert_eq!(put.status, 201, "{}", put.body);
     let started = Instant::now();
     within(
@@ -94,11 +71,14 @@ async fn instances_share_the_registry_and_see_each_other() {
     )
     .await;
     let took = started.elapsed();
-    let v = json(&admin(&edge2, "GET", "/origins/extra", None).await);
+    let v = json(&admin_request(&edge2, "GET", "/origins/extra", None).await);
     assert_eq!(v["source"], "api", "{v}");
 
     // A reload keeps it; a restart takes it back from the registry.
-    assert_eq!(admin(&edge2, "POST", "/reload", None).await.status, 200);
+    assert_eq!(
+        admin_request(&edge2, "POST", "/reload", None).await.status,
+        200
+    );
     assert!(edge2.get("/").await.body.contains("<p>EXTRA</p>"));
     drop(edge2);
     let edge2 = Edge::start(&cfg("node-2"), &[("page.html", &page)]).await;
@@ -111,13 +91,20 @@ async fn instances_share_the_registry_and_see_each_other() {
 
     // Deleted on one, gone from the other within 2 s.
     assert_eq!(
-        admin(&edge2, "DELETE", "/origins/extra", None).await.status,
+        admin_request(&edge2, "DELETE", "/origins/extra", None)
+            .await
+            .status,
         200
     );
     within(
         Duration::from_secs(2),
         "the deletion on the other instance",
-        || async { admin(&edge1, "GET", "/origins/extra", None).await.status == 404 },
+        || async {
+            admin_request(&edge1, "GET", "/origins/extra", None)
+                .await
+                .status
+                == 404
+        },
     )
     .await;
     assert!(edge1.get("/").await.body.contains("<i>none</i>"));
@@ -125,7 +112,7 @@ async fn instances_share_the_registry_and_see_each_other() {
     // A stopped instance greys out (stale) in the other's view.
     drop(edge1);
     within(Duration::from_secs(20), "node-1 stale", || async {
-        let v = json(&admin(&edge2, "GET", "/cluster", None).await);
+        let v = json(&admin_request(&edge2, "GET", "/cluster", None).await);
         v["nodes"].as_array().is_some_and(|a| {
             a.iter()
                 .any(|n| n["node_id"] == "node-1" && n["stale"] == true)
@@ -146,17 +133,7 @@ async fn a_purge_reaches_every_instance() {
     )])
     .await;
     let page = layout("<fragment origin=\"o\" src=\"/nav\" public></fragment>");
-    let cfg = |node: &str| {
-        config(
-            &[("o", o.url("/"), "")],
-            HOME,
-            &format!(
-                "admin_listen = \"{{admin}}\"\n[session]\nstore = \"redis\"\nredis_url = \"{}\"\n",
-                redis.url()
-            ),
-        )
-        .replace("node_id = \"test-node\"", &format!("node_id = \"{node}\""))
-    };
+    let cfg = |node: &str| clustered(&[("o", o.url("/"), "")], &redis, node);
     let edge1 = Edge::start(&cfg("node-1"), &[("page.html", &page)]).await;
     let edge2 = Edge::start(&cfg("node-2"), &[("page.html", &page)]).await;
     // Let both subscribe.
@@ -165,7 +142,7 @@ async fn a_purge_reaches_every_instance() {
         assert!(edge.get("/").await.body.contains("<p>NAV</p>"));
     }
     assert_eq!(o.requests_to("/nav").len(), 2, "each instance fetched once");
-    let r = admin(
+    let r = admin_request(
         &edge1,
         "POST",
         "/purge",

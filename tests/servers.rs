@@ -12,18 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn json(r: &Response) -> serde_json::Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
-}
-
-async fn admin_get(edge: &Edge, path: &str) -> Response {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    raw_request(edge.admin, req.as_bytes()).await
-}
-
 /// `servers` of origin `name` in the admin API, by address.
 async fn servers(edge: &Edge, name: &str) -> Vec<serde_json::Value> {
-    let v = json(&admin_get(edge, &format!("/origins/{name}")).await);
+    let v = json(&admin_request(edge, "GET", &format!("/origins/{name}"), None).await);
     v["servers"]
         .as_array()
         .unwrap_or_else(|| panic!("no servers in {v}"))
@@ -152,10 +143,10 @@ async fn round_robin_alternates_and_an_unreachable_server_is_tried_once_then_lef
     let list = servers(&edge, "app").await;
     assert_eq!(server(&list, dead)["requests"].as_u64(), Some(tried));
     assert_eq!(server(&list, live.addr)["health"], "up");
-    let origin = json(&admin_get(&edge, "/origins/app").await);
+    let origin = json(&admin_request(&edge, "GET", "/origins/app", None).await);
     assert_eq!(origin["health"], "up", "one server up is enough: {origin}");
 
-    let metrics = admin_get(&edge, "/metrics").await.body;
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     for line in [
         format!("rain_circuit_open{{origin=\"app\",server=\"{dead}\"}} 1"),
         format!("rain_server_up{{origin=\"app\",server=\"{dead}\"}} 0"),
@@ -230,7 +221,7 @@ async fn health_checks_take_a_server_out_and_put_it_back() {
         }
     }
     assert_eq!(on_a, 4, "round robin after a came back");
-    let metrics = admin_get(&edge, "/metrics").await.body;
+    let metrics = admin_request(&edge, "GET", "/metrics", None).await.body;
     assert!(metrics.contains(&format!(
         "rain_server_up{{origin=\"app\",server=\"{}\"}} 1",
         a.addr
@@ -252,7 +243,7 @@ async fn an_origin_whose_servers_are_all_out_fails_its_fragments_at_once() {
     .await;
     let start = Instant::now();
     loop {
-        let v = json(&admin_get(&edge, "/origins/app").await);
+        let v = json(&admin_request(&edge, "GET", "/origins/app", None).await);
         if v["health"] == "down" {
             break;
         }

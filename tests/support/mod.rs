@@ -517,6 +517,34 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A call to an instance's admin API (`admin_listen`), with a JSON body.
+pub async fn admin_request(edge: &Edge, method: &str, path: &str, body: Option<&str>) -> Response {
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(edge.admin, req.as_bytes()).await
+}
+
+/// An answer's body as JSON.
+pub fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
+}
+
+/// Waits up to `limit` for `f` to hold, polling.
+pub async fn within<F, Fut>(limit: Duration, what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A config with one listener and the given origins (name, url, extra lines).
 pub fn config(origins: &[(&str, String, &str)], routes: &str, extra: &str) -> String {
     let mut c = String::from("[server]\nlisten = [\"{listen}\"]\nnode_id = \"test-node\"\n");
