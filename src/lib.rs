@@ -17,6 +17,7 @@
 //!   origins.
 //! - `rewrite`: the URL, HTML and CSS rules.
 //! - `config`: the TOML file, validated (a leaf).
+//! - `sync`: locks that outlive a panic (a leaf).
 //!
 //! `demo` (the `demo` feature) holds the demo origins.
 
@@ -33,5 +34,6 @@ pub mod http;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;

@@ -4,6 +4,7 @@
 //! `http::Front`); signals reload (SIGHUP), drain (SIGTERM, SIGINT) or hand
 //! the listeners to a new binary (SIGQUIT, after `--upgrade`).
 
+use crate::sync::lock;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,13 +171,6 @@ pub fn run(path: PathBuf, options: RunOptions) -> Result<(), RunError> {
     drop(background);
     tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; exited with requests in flight");
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// Waits for pingora's shutdown (after SIGTERM, or after the listeners

@@ -8,11 +8,12 @@ use std::path::Path;
 /// Each top-level module and the modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
+    ("sync", &[]),
     ("cluster", &[]),
     ("rewrite", &["config"]),
     ("session", &["config"]),
     ("aggregate", &["config", "rewrite"]),
-    ("telemetry", &["config", "aggregate"]),
+    ("telemetry", &["config", "aggregate", "sync"]),
     ("http", &["config"]),
     (
         "upstream",
@@ -23,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "aggregate",
             "telemetry",
             "http",
+            "sync",
         ],
     ),
     (
@@ -36,11 +38,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
             "upstream",
             "http",
+            "sync",
         ],
     ),
     (
         "admin",
-        &["cluster", "config", "telemetry", "upstream", "http", "edge"],
+        &[
+            "cluster",
+            "config",
+            "telemetry",
+            "upstream",
+            "http",
+            "edge",
+            "sync",
+        ],
     ),
     (
         "server",
@@ -52,9 +63,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "http",
             "edge",
             "admin",
+            "sync",
         ],
     ),
-    ("demo", &["config"]),
+    ("demo", &["config", "sync"]),
     ("fuzzing", &["config", "rewrite", "session", "aggregate"]),
 ];
 

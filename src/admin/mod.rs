@@ -30,10 +30,7 @@ fn rate(key: &str, count: u64) -> f64 {
     /// The last look at each counter: when, its value, the rate then.
     type Looks = Mutex<HashMap<String, (Instant, u64, f64)>>;
     static SEEN: OnceLock<Looks> = OnceLock::new();
-    let mut seen = match SEEN.get_or_init(Default::default).lock() {
-        Ok(s) => s,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut seen = crate::sync::lock(SEEN.get_or_init(Default::default));
     let now = Instant::now();
     let entry = seen.entry(key.to_string()).or_insert((now, count, 0.0));
     let dt = now.duration_since(entry.0).as_secs_f64();

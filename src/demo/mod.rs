@@ -122,10 +122,7 @@ fn live(req: OriginRequest) -> Reply {
                     .find(|(n, _)| *n == "live_sid")
                     .map(|(_, v)| v.to_string())
             });
-            let mut all = match clicks().lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut all = crate::sync::lock(clicks());
             let (sid, fresh) = match sent.filter(|s| all.contains_key(s)) {
                 Some(s) => (s, false),
                 None => (format!("{:016x}", rand::random::<u64>()), true),

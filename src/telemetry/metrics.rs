@@ -208,10 +208,7 @@ impl Metrics {
     /// Records one answered browser request.
     pub fn response(&self, kind: RequestKind, status: u16, elapsed: Duration) {
         self.request_latency.observe(elapsed);
-        let mut map = match self.responses.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::sync::lock(&self.responses);
         *map.entry((kind, status)).or_insert(0) += 1;
     }
 
@@ -240,10 +237,7 @@ impl Metrics {
         out.push_str("# HELP rain_requests_total Browser requests answered, by kind and status.\n");
         out.push_str("# TYPE rain_requests_total counter\n");
         {
-            let map = match self.responses.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let map = crate::sync::lock(&self.responses);
             for ((kind, status), n) in map.iter() {
                 let _ = writeln!(
                     out,
@@ -435,10 +429,7 @@ impl PageLog {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.state)
     }
 
     /// The log of the request being served, if the task has one.
@@ -564,10 +555,7 @@ impl PageRecords {
     pub const KEPT: usize = 1024;
 
     fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arc<PageRecord>>> {
-        match self.0.lock() {
-            Ok(q) => q,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.0)
     }
 
     /// Keeps a page's record.

@@ -6,6 +6,7 @@
 //! closed or going away is never used again; one with no stream for a
 //! minute is closed.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -141,12 +142,5 @@ pub fn allowed(name: &HeaderName, value: &HeaderValue) -> bool {
         | "upgrade" => false,
         "te" => value.as_bytes().eq_ignore_ascii_case(b"trailers"),
         _ => true,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }

@@ -6,6 +6,7 @@
 //! `health_check`; names resolved again every `resolve_interval` (only the
 //! configured names, never one from a request).
 
+use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -652,13 +653,6 @@ impl HealthObserve for Observer {
         } else {
             tracing::warn!(origin = %self.0, server = %target.addr, "server failed its health check: out until it answers");
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
