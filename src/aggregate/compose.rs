@@ -781,15 +781,17 @@ async fn ok_or_failed(
         Ok((nodes, page_read)) => {
             // Only content alone is kept: nested fragments are fetched for
             // each page.
-            let statics: Option<Vec<Bytes>> = nodes
-                .iter()
-                .map(|n| match n {
-                    Node::Static(b) => Some(b.clone()),
-                    _ => None,
-                })
-                .collect();
-            if let (Some(m), Some(content)) = (memo, statics) {
-                m.put(&key, page_read, content);
+            if let Some(m) = memo {
+                let statics: Option<Vec<Bytes>> = nodes
+                    .iter()
+                    .map(|n| match n {
+                        Node::Static(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(content) = statics {
+                    m.put(&key, page_read, content);
+                }
             }
             Resolved {
                 nodes,

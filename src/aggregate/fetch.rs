@@ -71,7 +71,8 @@ pub struct FetchResponse {
 /// read it, the page's path and query. At most `budget` bytes are kept.
 #[derive(Debug)]
 pub struct Rewritten {
-    entries: std::sync::Mutex<Vec<RewrittenEntry>>,
+    /// The entries, oldest first, and the bytes they hold.
+    entries: std::sync::Mutex<(std::collections::VecDeque<RewrittenEntry>, usize)>,
     budget: usize,
 }
 
@@ -84,6 +85,8 @@ struct RewrittenEntry {
     /// The page's path and query, when the rewriting read them.
     page: Option<(String, Vec<String>)>,
     content: Vec<Bytes>,
+    /// The bytes of `content`.
+    size: usize,
 }
 
 /// What a rewriting depends on, to look its result up.
@@ -116,7 +119,7 @@ impl Rewritten {
     /// An empty memo that keeps at most `budget` bytes of rewritten content.
     pub fn new(budget: usize) -> Rewritten {
         Rewritten {
-            entries: std::sync::Mutex::new(Vec::new()),
+            entries: std::sync::Mutex::default(),
             budget,
         }
     }
@@ -125,6 +128,7 @@ impl Rewritten {
     pub fn get(&self, key: &RewriteKey<'_>) -> Option<Vec<Bytes>> {
         let entries = self.entries.lock().ok()?;
         entries
+            .0
             .iter()
             .find(|e| key.matches(e))
             .map(|e| e.content.clone())
@@ -138,25 +142,32 @@ impl Rewritten {
         if size > self.budget {
             return;
         }
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut guard) = self.entries.lock() else {
             return;
         };
-        entries.retain(|e| !key.matches(e));
-        let mut held: usize = entries
-            .iter()
-            .map(|e| e.content.iter().map(Bytes::len).sum::<usize>())
-            .sum();
-        while held + size > self.budget && !entries.is_empty() {
-            let old = entries.remove(0);
-            held -= old.content.iter().map(Bytes::len).sum::<usize>();
+        let (entries, held) = &mut *guard;
+        entries.retain(|e| {
+            let same = key.matches(e);
+            if same {
+                *held -= e.size;
+            }
+            !same
+        });
+        while *held + size > self.budget {
+            let Some(old) = entries.pop_front() else {
+                break;
+            };
+            *held -= old.size;
         }
-        entries.push(RewrittenEntry {
+        *held += size;
+        entries.push_back(RewrittenEntry {
             id: key.id.to_string(),
             origin: key.origin.clone(),
             url: key.url.clone(),
             max_memory: key.max_memory,
             page: page_read.then(|| (key.page.0.to_string(), key.page.1.to_vec())),
             content,
+            size,
         });
     }
 }

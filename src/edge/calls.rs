@@ -189,6 +189,7 @@ pub async fn serve(
         on_head: None,
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
+        keep_fields: false,
     };
     // The origin's timeout bounds the wait for the answer's head.
     let exchange = async {
@@ -466,6 +467,7 @@ async fn relay_websocket(
         on_head: None,
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
+        keep_fields: false,
     };
     let what = (
         "WebSocket",

@@ -351,6 +351,7 @@ pub async fn serve(
         on_head: None,
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
+        keep_fields: false,
     };
     // The body is read whole first (bounded by max_body, within
     // body_timeout): a slow upload holds no origin connection, and a body cut

@@ -196,6 +196,7 @@ pub async fn serve(
         on_head: None,
         affinity: user.as_ref().map(|u| u.id.as_str()),
         deadline: origin.timeout,
+        keep_fields: false,
     };
     let what = (
         "resource",

@@ -416,17 +416,23 @@ impl FragmentCache {
                     policy,
                     fields,
                     FetchResponse {
-                        headers: None,
+                        status: answer.status,
+                        location: answer.location.clone(),
+                        set_cookies: Vec::new(),
+                        body: answer.body.clone(),
                         // A copy served from here is no new fetch:
                         // `stale_if_error` counts from the fetch, so it is
                         // not kept for it again.
                         storable: false,
+                        links: answer.links.clone(),
+                        server: answer.server,
+                        // Its fields live in its policy.
+                        headers: None,
                         // Its rewritten content, kept with it within its
                         // weight.
                         rewritten: Some(Arc::new(Rewritten::new(
                             REWRITTEN_PER_BODY_BYTE * answer.body.len(),
                         ))),
-                        ..answer.clone()
                     },
                     tags(fields),
                     (origin.to_string(), path.to_string()),

@@ -93,6 +93,10 @@ pub struct OriginRequest<'a> {
     /// When the caller gives up on the exchange: dropped unfinished after
     /// it, the exchange counts as a timeout against its server.
     pub deadline: Duration,
+    /// Whether the answer's fields are wanted (`FetchResponse::headers`):
+    /// only for the fragment cache, and then only those of an answer a
+    /// cache might keep (or of a `304`).
+    pub keep_fields: bool,
 }
 
 /// Where one exchange goes and what it costs while it runs.
@@ -565,6 +569,7 @@ impl OriginClient {
         let server = Some(ex.lease.server.server().addr);
         let headers = ex
             .headers()
+            .filter(|_| req.keep_fields)
             // Only an answer a cache might keep (or a 304 for one): most
             // answers say `no-store` or nothing, and pay no copy.
             .filter(|h| {

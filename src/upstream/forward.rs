@@ -331,10 +331,7 @@ impl Coalescer {
         key: String,
         start: impl FnOnce() -> BoxFuture<'static, Answer>,
     ) -> Shared<BoxFuture<'static, Answer>> {
-        let mut map = match self.inflight.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::sync::lock(&self.inflight);
         if let Some(f) = map.get(&key) {
             return f.clone();
         }
@@ -371,10 +368,7 @@ struct Leave {
 
 impl Drop for Leave {
     fn drop(&mut self) {
-        let mut map = match self.table.inflight.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::sync::lock(&self.table.inflight);
         map.remove(&self.key);
     }
 }
@@ -446,11 +440,10 @@ impl RequestSource {
             let (max_bytes, timeout) = (req.max_bytes, req.timeout);
             // A purge after this point makes the answer too old to keep.
             let generation = cached.as_ref().map(|c| c.cache.generation());
+            let keep_fields = cached.is_some();
             async move {
                 let _in_flight = InFlight::enter(&metrics.fetches_in_flight);
-                let send = |conditional: Vec<(HeaderName, HeaderValue)>| {
-                    let mut headers = asked.clone();
-                    headers.extend(conditional);
+                let send = |headers: Vec<(HeaderName, HeaderValue)>| {
                     let send = client.send(OriginRequest {
                         origin: &origin,
                         method: "GET",
@@ -460,6 +453,7 @@ impl RequestSource {
                         on_head: None,
                         affinity: None,
                         deadline: timeout,
+                        keep_fields,
                     });
                     // Nobody drops this exchange at the fragment's deadline:
                     // it keeps one of its own (dropped there, its server's
@@ -473,10 +467,12 @@ impl RequestSource {
                         }
                     }
                 };
-                let mut answer = send(conditional).await?;
                 let (Some(c), Some(generation)) = (cached, generation) else {
-                    return Ok((answer, "none"));
+                    return Ok((send(asked).await?, "none"));
                 };
+                let mut headers = asked.clone();
+                headers.extend(conditional);
+                let mut answer = send(headers).await?;
                 if answer.status == 304 {
                     // The stale copy holds: the origin confirmed it.
                     let kept = c
@@ -488,7 +484,7 @@ impl RequestSource {
                     }
                     // The copy went meanwhile (purged, evicted): ask again
                     // for the whole answer.
-                    answer = send(Vec::new()).await?;
+                    answer = send(asked.clone()).await?;
                 }
                 let path = url
                     .as_str()
@@ -585,6 +581,7 @@ impl FragmentSource for RequestSource {
             on_head: session.map(|_| head_tx),
             affinity: session.map(|s| s.id.as_str()),
             deadline: req.timeout,
+            keep_fields: false,
         });
         let record = async {
             if let (Some(s), Ok(set_cookies)) = (session, head_rx.await) {
