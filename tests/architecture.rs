@@ -46,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "cluster",
             "config",
+            "rewrite",
             "telemetry",
             "upstream",
             "http",

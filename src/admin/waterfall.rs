@@ -9,11 +9,7 @@ use crate::telemetry::PageRecord;
 
 /// Escapes text for HTML and SVG.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    crate::rewrite::encode_attr(s).replace('\'', "&#39;")
 }
 
 /// The colour of an outcome's bar.

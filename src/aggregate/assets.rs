@@ -122,7 +122,7 @@ pub fn fragment_assets(values: &[String], ctx: &UrlContext<'_>) -> Vec<Asset> {
                 _ => continue,
             },
         };
-        let attr = escape_attr(&url);
+        let attr = crate::rewrite::encode_attr(&url);
         let html = match kind {
             AssetKind::Stylesheet => format!("<link rel=\"stylesheet\" href=\"{attr}\">"),
             AssetKind::Script => format!("<script src=\"{attr}\"></script>"),
@@ -132,13 +132,6 @@ pub fn fragment_assets(values: &[String], ctx: &UrlContext<'_>) -> Vec<Asset> {
         }
     }
     out
-}
-
-fn escape_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -730,12 +730,7 @@ async fn run_fragment(
 /// Puts the fragment's `Link` assets around its content: stylesheets
 /// before, scripts after.
 fn with_assets(nodes: &mut Vec<Node>, links: &[String], origin: &Origin, url: &Url) {
-    let ctx = crate::rewrite::UrlContext {
-        origin: &origin.name,
-        base: &origin.url,
-        fragment_url: url,
-        kind: origin.kind,
-    };
+    let ctx = crate::rewrite::UrlContext::of(origin, url);
     let assets = fragment_assets(links, &ctx);
     if assets.is_empty() {
         return;

@@ -378,12 +378,7 @@ fn answer_head(
         let Some(loc) = src.get(field).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let ctx = UrlContext {
-            origin: &origin.name,
-            base: &origin.url,
-            fragment_url: url,
-            kind: origin.kind,
-        };
+        let ctx = UrlContext::of(origin, url);
         let mapped = match classify(&ctx, loc) {
             Target::Origin { location, hash } => {
                 Some(format!("{}{location}{hash}", call_base(&origin.name)))

@@ -224,12 +224,7 @@ fn reply(target: &FormTarget, answer: Result<Result<Answer, FetchFailure>, Elaps
     let (origin, url) = (&target.origin, &target.url);
     match answer {
         Ok(Ok((status, Some(loc), _))) if (300..400).contains(&status) => {
-            let ctx = UrlContext {
-                origin: &origin.name,
-                base: &origin.url,
-                fragment_url: url,
-                kind: origin.kind,
-            };
+            let ctx = UrlContext::of(origin, url);
             let (back_path, back_query) = split_back(&target.back);
             let back_page = PageUrl::new(&back_path, back_query.as_deref());
             let to = match classify(&ctx, &loc) {

@@ -272,12 +272,7 @@ fn answer_head(
         let Some(loc) = src.get(header).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let ctx = UrlContext {
-            origin: &origin.name,
-            base: &origin.url,
-            fragment_url: url,
-            kind: origin.kind,
-        };
+        let ctx = UrlContext::of(origin, url);
         let mapped = match classify(&ctx, loc) {
             Target::Origin { location, hash } => {
                 Some(format!("{}{hash}", resource_url(&origin.name, &location)))
@@ -383,12 +378,7 @@ async fn serve_stylesheet(
         }
     };
     let css = String::from_utf8_lossy(&decoded);
-    let ctx = UrlContext {
-        origin: &origin.name,
-        base: &origin.url,
-        fragment_url: url,
-        kind: origin.kind,
-    };
+    let ctx = UrlContext::of(origin, url);
     let prefix = (origin.css_scope == crate::config::CssScope::Rename)
         .then_some(origin.class_prefix.as_str());
     let map = |u: &str| match classify(&ctx, u) {

@@ -81,6 +81,17 @@ fn reference(s: &str) -> Option<(char, usize)> {
     Some((ch, end + 2))
 }
 
+/// `value` made safe inside a double-quoted attribute (or as text): `&`,
+/// `"`, `<` and `>` as character references. The inverse of
+/// [`decode_attr`] for what it escapes.
+pub fn encode_attr(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::decode_attr;

@@ -10,10 +10,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use lol_html::html_content::Element;
-use std::cell::RefCell;
-use std::rc::Rc;
 
-use lol_html::html_content::{ContentType, TextChunk};
+use lol_html::html_content::ContentType;
 use lol_html::{ElementContentHandlers, Selector};
 use url::Url;
 
@@ -22,7 +20,7 @@ use super::entities::decode_attr;
 use super::links::{
     call_base, classify, encode_component, resource_url, PageUrl, Target, UrlContext,
 };
-use super::selectors::{on_element, on_text};
+use super::selectors::{on_element, on_whole_text};
 use crate::config::{CssScope, OriginKind};
 
 /// Everything the rewriting of one fragment body needs.
@@ -113,13 +111,19 @@ impl FragmentRewrite {
         let Target::Origin { location, .. } = classify(&self.ctx(), raw) else {
             return None;
         };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        Some(format!(
-            "{}{location}{sep}rain.f={}&rain.page={}",
-            call_base(&self.origin),
-            encode_component(&self.id),
-            encode_component(&self.page().current())
-        ))
+        Some(self.with_target(format!("{}{location}", call_base(&self.origin))))
+    }
+
+    /// `url` (an origin's location under one of rain-edge's prefixes) with
+    /// the fragment (`rain.f`) and the page (`rain.page`) that an answer to
+    /// it belongs to, as `split_rain_target` in `edge::form` reads them.
+    fn with_target(&self, mut url: String) -> String {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("rain.f=");
+        url.push_str(&encode_component(&self.id));
+        url.push_str("&rain.page=");
+        url.push_str(&encode_component(&self.page().current()));
+        url
     }
 
     /// An inline script of a Wicket page: the `"u"` URL of each
@@ -203,14 +207,7 @@ impl FragmentRewrite {
             return;
         };
         if method == "post" {
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let back = self.page().current();
-            let url = format!(
-                "{}{sep}rain.f={}&rain.page={}",
-                form_url(&self.origin, &location),
-                encode_component(&self.id),
-                encode_component(&back)
-            );
+            let url = self.with_target(form_url(&self.origin, &location));
             let _ = el.set_attribute("action", &url.replace('&', "&amp;"));
             return;
         }
@@ -348,18 +345,11 @@ pub fn form_url(origin: &str, location: &str) -> String {
     format!("/_rain/f/{origin}/{location}")
 }
 
-fn escape_attr(v: &str) -> String {
-    v.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn hidden_input(name: &str, value: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-        escape_attr(name),
-        escape_attr(value)
+        super::entities::encode_attr(name),
+        super::entities::encode_attr(value)
     )
 }
 
@@ -387,38 +377,17 @@ pub fn fragment_handlers(
         elements.element(el);
         Ok(())
     })];
-    // An inline stylesheet arrives in chunks: gather it, then write it once,
-    // rewritten, in place of its last chunk.
-    let sheet = Rc::new(RefCell::new(String::new()));
+    // An inline stylesheet, rewritten.
     let styles = rw.clone();
-    handlers.push(on_text("style", move |t: &mut TextChunk| {
-        let mut buf = sheet.borrow_mut();
-        buf.push_str(t.as_str());
-        if t.last_in_text_node() {
-            let css = std::mem::take(&mut *buf);
-            let out = styles.stylesheet(&css).unwrap_or_default();
-            t.replace(&out, ContentType::Html);
-        } else {
-            t.remove();
-        }
-        Ok(())
+    handlers.push(on_whole_text("style", move |css| {
+        styles.stylesheet(&css).unwrap_or_default()
     }));
-    // Wicket's inline Ajax calls: their URLs go through rain-edge.
+    // Wicket's inline Ajax calls: their URLs go through rain-edge (raw
+    // text: the script as it was, but for the URLs).
     if rw.kind == crate::config::OriginKind::Wicket {
-        let script = Rc::new(RefCell::new(String::new()));
         let wicket = rw.clone();
-        handlers.push(on_text("script", move |t: &mut TextChunk| {
-            let mut buf = script.borrow_mut();
-            buf.push_str(t.as_str());
-            if t.last_in_text_node() {
-                let js = std::mem::take(&mut *buf);
-                let out = wicket.wicket_script(&js).unwrap_or(js);
-                // Raw text: the script as it was, but for the URLs.
-                t.replace(&out, ContentType::Html);
-            } else {
-                t.remove();
-            }
-            Ok(())
+        handlers.push(on_whole_text("script", move |js| {
+            wicket.wicket_script(&js).unwrap_or(js)
         }));
     }
     handlers.into_iter().flatten().collect()

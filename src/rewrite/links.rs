@@ -34,6 +34,18 @@ pub struct UrlContext<'a> {
     pub kind: OriginKind,
 }
 
+impl<'a> UrlContext<'a> {
+    /// The context of a body that `origin` sent from `url`.
+    pub fn of(origin: &'a crate::config::Origin, url: &'a Url) -> UrlContext<'a> {
+        UrlContext {
+            origin: &origin.name,
+            base: &origin.url,
+            fragment_url: url,
+            kind: origin.kind,
+        }
+    }
+}
+
 /// The page a fragment is shown in: its path and its query parameters (raw,
 /// `rain.*` ones included), to build navigation links.
 #[derive(Debug, Clone, Default)]

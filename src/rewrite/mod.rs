@@ -15,7 +15,7 @@ mod url;
 pub use self::ajax::{map_components, AjaxPart};
 pub use self::css::{rewrite_css, scope_class_attr, scoped_class, wrap_css, wrap_open, WRAP_CLOSE};
 pub use self::document::{body_shape, strip_document, BodyShape};
-pub use self::entities::decode_attr;
+pub use self::entities::{decode_attr, encode_attr};
 pub use self::fragment::{form_url, fragment_handlers, FragmentRewrite};
 pub use self::links::{
     call_base, classify, encode_component, nav_value_ok, resource_url, strip_quirks, PageUrl,

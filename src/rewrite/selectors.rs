@@ -46,6 +46,26 @@ pub(crate) fn on_element(
     ))
 }
 
+/// A handler pair that gives the whole text of each element matching
+/// `selector` to `rewrite` (it arrives in chunks: gathered, then written
+/// once, as `rewrite` returns it, in place of the last chunk).
+pub(crate) fn on_whole_text(
+    selector: &'static str,
+    rewrite: impl Fn(String) -> String + 'static,
+) -> Option<(Cow<'static, Selector>, ElementContentHandlers<'static>)> {
+    let mut gathered = String::new();
+    on_text(selector, move |t: &mut TextChunk<'_>| {
+        gathered.push_str(t.as_str());
+        if t.last_in_text_node() {
+            let out = rewrite(std::mem::take(&mut gathered));
+            t.replace(&out, lol_html::html_content::ContentType::Html);
+        } else {
+            t.remove();
+        }
+        Ok(())
+    })
+}
+
 /// A handler pair for the text of elements matching `selector`.
 pub(crate) fn on_text(
     selector: &'static str,
