@@ -15,6 +15,7 @@ use crate::config::{self, ConfigErrors, FailureClass, Origin, RouteTarget};
 use crate::edge::App;
 use crate::http::{BrowserConn, Handler, HeadLimits, ResponseHead, Settings};
 use crate::telemetry::OriginStats;
+use crate::upstream::Purge;
 
 mod waterfall;
 
@@ -312,26 +313,7 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
                     let mut text = app.metrics.render();
                     app.client.render_metrics(&mut text);
                     if let Some(cache) = &app.cache {
-                        use std::fmt::Write as _;
-                        use std::sync::atomic::Ordering::Relaxed;
-                        let _ = write!(
-                        text,
-                        "# HELP rain_cache_hits_total Public fragments served from the cache.\n\
-                         # TYPE rain_cache_hits_total counter\nrain_cache_hits_total {}\n\
-                         # HELP rain_cache_misses_total Cache lookups that found nothing to serve at once.\n\
-                         # TYPE rain_cache_misses_total counter\nrain_cache_misses_total {}\n\
-                         # HELP rain_cache_revalidated_total Stale copies the origin confirmed (304).\n\
-                         # TYPE rain_cache_revalidated_total counter\nrain_cache_revalidated_total {}\n\
-                         # HELP rain_cache_stale_total Stale copies served: within stale-while-revalidate, or in place of a failure.\n\
-                         # TYPE rain_cache_stale_total counter\nrain_cache_stale_total {}\n\
-                         # HELP rain_cache_bytes Bytes the cache holds (bodies, room for their rewritten content, and 256 per entry).\n\
-                         # TYPE rain_cache_bytes gauge\nrain_cache_bytes {}\n",
-                        cache.counts.hits.load(Relaxed),
-                        cache.counts.misses.load(Relaxed),
-                        cache.counts.revalidated.load(Relaxed),
-                        cache.counts.stale.load(Relaxed),
-                        cache_bytes
-                    );
+                        cache.render_metrics(&mut text, cache_bytes);
                     }
                     text
                 }),
@@ -408,20 +390,17 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
                 Ok(v) => v,
                 Err(e) => return error(400, &format!("the body must be JSON: {e}")),
             };
-            let (origin, path, tag) = (v["origin"].as_str(), v["path"].as_str(), v["tag"].as_str());
-            if tag.is_none() && (origin.is_none() || path.is_none()) {
+            let purge = Purge::from_json(&v);
+            if purge.tag.is_none() && (purge.origin.is_none() || purge.path.is_none()) {
                 return error(400, "name an origin and a path, or a tag");
             }
             let dropped = match &app.cache {
-                Some(cache) => cache.purge(origin, path, tag).await,
+                Some(cache) => cache.purge(&purge).await,
                 None => 0,
             };
             // Every instance sharing the store drops them too.
-            if app.cluster.shared() {
-                let body = json!({ "origin": origin, "path": path, "tag": tag }).to_string();
-                if !app.cluster.announce_purge(&body).await {
-                    tracing::warn!("cache purge not announced to the other instances");
-                }
+            if app.cluster.shared() && !app.cluster.announce_purge(&purge.to_json()).await {
+                tracing::warn!("cache purge not announced to the other instances");
             }
             json_answer(200, json!({ "dropped": dropped }))
         }

@@ -14,7 +14,7 @@ use crate::aggregate::{check_templates, Templates};
 use crate::config::{self, Config, ConfigError, ConfigErrors, Origin};
 use crate::session::SessionStore;
 use crate::telemetry::Metrics;
-use crate::upstream::{Coalescer, OriginClient, StaleCache};
+use crate::upstream::{Coalescer, OriginClient, Purge, StaleCache};
 
 /// A configuration and its templates, swapped whole on reload.
 pub struct Snapshot {
@@ -243,9 +243,7 @@ impl App {
                     continue;
                 };
                 if let Some(cache) = &app.cache {
-                    let dropped = cache
-                        .purge(v["origin"].as_str(), v["path"].as_str(), v["tag"].as_str())
-                        .await;
+                    let dropped = cache.purge(&Purge::from_json(&v)).await;
                     tracing::info!(dropped, "cache purge announced by an instance");
                 }
             }

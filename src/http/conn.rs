@@ -116,6 +116,9 @@ pub struct BrowserConn {
     keep_alive: bool,
     phase: Phase,
     head: Option<Box<ResponseHeader>>,
+    /// Whether the held head has a body of a length not known yet (chunked
+    /// over HTTP/1.1): the body's length goes in if it all comes at once.
+    length_open: bool,
     /// The status of the response head written (0 before).
     status: u16,
     /// Whether text answers may be compressed (`[server] compression`).
@@ -148,6 +151,7 @@ impl BrowserConn {
             keep_alive,
             phase: Phase::None,
             head: None,
+            length_open: false,
             status: 0,
             compression: false,
             encoder: None,
@@ -245,7 +249,8 @@ impl BrowserConn {
             self.maybe_compress(&mut head);
         }
         let h2 = self.session.is_http2();
-        if !h2 && !empty && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+        self.length_open = !empty && !head.headers.contains_key(http::header::CONTENT_LENGTH);
+        if !h2 && self.length_open {
             if self.request().version == Version::HTTP_11 {
                 head.headers.insert(
                     http::header::TRANSFER_ENCODING,
@@ -374,23 +379,16 @@ impl BrowserConn {
             Some(enc) => Bytes::from(enc.encode(&data, end)?),
             None => data,
         };
-        if let Some(mut head) = self.head.take() {
+        if let Some(head) = self.head.as_mut().filter(|_| end && self.length_open) {
             // The whole body is here before its head went out: it goes
             // with its length, so no chunked framing and no last-chunk
             // write (one system call and one packet fewer for a page
-            // served from the fragment cache).
-            if end
-                && self.request().method != Method::HEAD
-                && !matches!(head.status.as_u16(), 100..=199 | 204 | 304)
-                && !head.headers.contains_key(http::header::CONTENT_LENGTH)
-            {
-                // `write_head` chose chunked framing, not knowing the length.
-                let _ = head.remove_header(&http::header::TRANSFER_ENCODING);
-                let _ = head.insert_header(http::header::CONTENT_LENGTH, data.len());
-            }
-            self.phase = Phase::Body;
-            timed(self.send_timeout, self.session.write_response_header(head)).await?;
+            // served from the fragment cache). `write_head` chose chunked
+            // framing, not knowing the length.
+            let _ = head.remove_header(&http::header::TRANSFER_ENCODING);
+            let _ = head.insert_header(http::header::CONTENT_LENGTH, data.len());
         }
+        self.send_head().await?;
         if end {
             self.phase = Phase::Ended;
         }

@@ -265,6 +265,26 @@ impl FragmentCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Its metrics, in the Prometheus text format (`bytes`: what
+    /// [`FragmentCache::bytes`] said).
+    pub fn render_metrics(&self, out: &mut String, bytes: u64) {
+        use std::fmt::Write as _;
+        let c = &self.counts;
+        let families: [(&str, &str, &str, u64); 5] = [
+            ("rain_cache_hits_total", "Public fragments served from the cache.", "counter", c.hits.load(Ordering::Relaxed)),
+            ("rain_cache_misses_total", "Cache lookups that found nothing to serve at once.", "counter", c.misses.load(Ordering::Relaxed)),
+            ("rain_cache_revalidated_total", "Stale copies the origin confirmed (304).", "counter", c.revalidated.load(Ordering::Relaxed)),
+            ("rain_cache_stale_total", "Stale copies served: within stale-while-revalidate, or in place of a failure.", "counter", c.stale.load(Ordering::Relaxed)),
+            ("rain_cache_bytes", "Bytes the cache holds (bodies, room for their rewritten content, and 256 per entry).", "gauge", bytes),
+        ];
+        for (name, help, kind, value) in families {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        }
+    }
+
     /// The bytes held (bodies, and a little for each entry), once the
     /// store's pending bookkeeping is done.
     pub async fn bytes(&self) -> u64 {
@@ -469,7 +489,12 @@ impl FragmentCache {
 
     /// Drops the kept answers of `origin` at `path` (every query variant
     /// when `path` has none), or those tagged `tag`. Returns how many.
-    pub async fn purge(&self, origin: Option<&str>, path: Option<&str>, tag: Option<&str>) -> u64 {
+    pub async fn purge(&self, purge: &Purge) -> u64 {
+        let (origin, path, tag) = (
+            purge.origin.as_deref(),
+            purge.path.as_deref(),
+            purge.tag.as_deref(),
+        );
         // Answers in flight were fetched before the purge: not kept.
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut dropped = 0;
@@ -496,6 +521,36 @@ impl FragmentCache {
             dropped += 1;
         }
         dropped
+    }
+}
+
+/// What `POST /purge` drops (docs/configuration.md): by origin and path,
+/// or by tag. The same JSON goes to the other instances.
+#[derive(Debug, Default, PartialEq)]
+pub struct Purge {
+    /// The origin's name.
+    pub origin: Option<String>,
+    /// The path below its base, as a fragment's `src` names it.
+    pub path: Option<String>,
+    /// A `Surrogate-Key` or `Cache-Tag` value.
+    pub tag: Option<String>,
+}
+
+impl Purge {
+    /// The purge a JSON body names (fields that are not strings count as
+    /// absent).
+    pub fn from_json(v: &serde_json::Value) -> Purge {
+        let field = |name: &str| v[name].as_str().map(str::to_string);
+        Purge {
+            origin: field("origin"),
+            path: field("path"),
+            tag: field("tag"),
+        }
+    }
+
+    /// Its JSON body.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "origin": self.origin, "path": self.path, "tag": self.tag }).to_string()
     }
 }
 

@@ -15,7 +15,7 @@ mod servers;
 mod stale;
 
 pub use breaker::{Admit, Breaker};
-pub use cache::FragmentCache;
+pub use cache::{FragmentCache, Purge};
 pub use client::{Exchange, OriginClient, OriginRequest, Upgraded, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{
