@@ -131,13 +131,19 @@ impl Cluster {
     /// Runs `pipe` on the store within the call deadline; `false` without a
     /// store or when it failed.
     async fn run(&self, pipe: &redis::Pipeline) -> bool {
-        let Some(mut c) = self.connection().await else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut c)).await,
-            Ok(Ok(()))
-        )
+        self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+            .is_some()
+    }
+
+    /// One call on the shared connection within the call deadline; `None`
+    /// without a store or when it failed.
+    async fn call<T, Fut>(&self, f: impl FnOnce(ConnectionManager) -> Fut) -> Option<T>
+    where
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let c = self.connection().await?;
+        tokio::time::timeout(CALL_TIMEOUT, f(c)).await.ok()?.ok()
     }
 
     /// This instance as it is now.
@@ -178,37 +184,36 @@ impl Cluster {
     /// (alone: this one).
     pub async fn nodes(&self, pages_per_s: f64) -> Vec<Node> {
         let alone = || vec![self.me(pages_per_s)];
-        let Some(mut c) = self.connection().await else {
-            return alone();
-        };
         let now = unix(SystemTime::now());
         let cutoff = now - GONE_AFTER.as_secs_f64();
-        let seen: Result<Vec<(String, f64)>, _> = match tokio::time::timeout(
-            CALL_TIMEOUT,
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(SEEN)
-                .arg(cutoff)
-                .arg("+inf")
-                .arg("WITHSCORES")
-                .query_async::<Vec<(String, f64)>>(&mut c),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => return alone(),
-        };
-        let Ok(seen) = seen else {
+        let seen: Option<Vec<(String, f64)>> = self
+            .call(|mut c| async move {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(SEEN)
+                    .arg(cutoff)
+                    .arg("+inf")
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        let Some(seen) = seen.filter(|s| !s.is_empty()) else {
             return alone();
         };
-        let mut out = Vec::new();
-        for (id, at) in seen {
-            let json: Option<String> = tokio::time::timeout(
-                CALL_TIMEOUT,
-                redis::cmd("HGET").arg(NODES).arg(&id).query_async(&mut c),
-            )
+        // Every node's entry in one round trip.
+        let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+        let entries: Vec<Option<String>> = self
+            .call(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(NODES)
+                    .arg(&ids)
+                    .query_async(&mut c)
+                    .await
+            })
             .await
-            .ok()
-            .and_then(Result::ok);
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for ((_, at), json) in seen.iter().zip(entries) {
             if let Some(mut node) = json.and_then(|j| serde_json::from_str::<Node>(&j).ok()) {
                 node.stale = now - at > STALE_AFTER.as_secs_f64();
                 out.push(node);
@@ -246,29 +251,24 @@ impl Cluster {
     /// The registry's table of origin `name` (JSON), `Ok(None)` when it
     /// has none.
     pub async fn origin(&self, name: &str) -> Result<Option<String>, ()> {
-        let mut c = self.connection().await.ok_or(())?;
-        tokio::time::timeout(
-            CALL_TIMEOUT,
+        self.call(|mut c| async move {
             redis::cmd("HGET")
                 .arg(ORIGINS)
                 .arg(name)
-                .query_async(&mut c),
-        )
+                .query_async(&mut c)
+                .await
+        })
         .await
-        .map_err(|_| ())?
-        .map_err(|_| ())
+        .ok_or(())
     }
 
     /// Every origin of the registry: (name, table as JSON).
     pub async fn origins(&self) -> Result<Vec<(String, String)>, ()> {
-        let mut c = self.connection().await.ok_or(())?;
-        tokio::time::timeout(
-            CALL_TIMEOUT,
-            redis::cmd("HGETALL").arg(ORIGINS).query_async(&mut c),
+        self.call(
+            |mut c| async move { redis::cmd("HGETALL").arg(ORIGINS).query_async(&mut c).await },
         )
         .await
-        .map_err(|_| ())?
-        .map_err(|_| ())
+        .ok_or(())
     }
 
     /// Announces a cache purge to every instance (its JSON body).
