@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use super::app::App;
 use super::form::{read_whole_body, refuse_body};
 use super::page::{respond_simple, PageRequest};
-use super::resource::{opened_or_answer, pass, relay, Passed};
+use super::resource::{
+    map_locations, opened_or_answer, origin_target, pass, relay, save_cookies, Passed,
+};
 use crate::config::OriginKind;
 use crate::http::{BrowserConn, ResponseHead};
 use crate::rewrite::{
-    call_base, classify, foreign_location, map_components, resolve_src, stays_on_edge, AjaxPart,
-    FragmentRewrite, PageUrl, Target, UrlContext,
+    call_base, map_components, stays_on_edge, AjaxPart, FragmentRewrite, PageUrl,
 };
 use crate::upstream::{Exchange, OriginRequest};
 
@@ -113,23 +114,14 @@ pub async fn serve(
         .await;
         return false;
     }
-    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(origin) = cfg.origins.get(name).cloned() else {
-        return respond_simple(session, 404, "Not Found", "No such origin.").await;
-    };
     // `rain.f` and `rain.page` (Wicket's Ajax calls) are ours; the rest of
     // the query is the origin's.
     let (own, ajax) = split_query(query.as_deref());
-    let wanted = match &own {
-        Some(q) => format!("{location}?{q}"),
-        None => location.to_string(),
-    };
-    let url = match resolve_src(&origin.url, &wanted) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::info!(%client, error = %e, "rejected call path");
-            return respond_simple(session, 400, "Bad Request", "This call's path is invalid.")
-                .await;
+    let invalid = "This call's path is invalid.";
+    let (origin, url) = match origin_target(&cfg, client, rest, own.as_deref(), "call", invalid) {
+        Ok(t) => t,
+        Err((status, title, message)) => {
+            return respond_simple(session, status, title, message).await
         }
     };
     if websocket {
@@ -214,11 +206,14 @@ pub async fn serve(
         Ok(ex) => ex,
         Err(keep) => return keep,
     };
-    if let Some(s) = &user {
-        if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
-            tracing::warn!(error = %e, "call cookies not saved");
-        }
-    }
+    save_cookies(
+        user.as_deref(),
+        &origin.name,
+        &url,
+        &ex.set_cookies(),
+        "call",
+    )
+    .await;
     // Wicket's Ajax answers: their components' markup rewritten like the
     // fragment's, `Ajax-Location` into the page.
     let rewrite = ajax
@@ -374,24 +369,8 @@ fn answer_head(
         }
         let _ = h.append(n, value.clone());
     }
-    for field in ["location", "ajax-location"] {
-        let Some(loc) = src.get(field).and_then(|v| v.to_str().ok()) else {
-            continue;
-        };
-        let ctx = UrlContext::of(origin, url);
-        let mapped = match classify(&ctx, loc) {
-            Target::Origin { location, hash } => {
-                Some(format!("{}{location}{hash}", call_base(&origin.name)))
-                    .filter(|to| stays_on_edge(to))
-            }
-            Target::Foreign => foreign_location(loc),
-        };
-        let Some(v) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) else {
-            tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "call redirect refused");
-            return None;
-        };
-        let _ = h.insert(field, v);
-    }
+    let under = |l: &str, hash: &str| format!("{}{l}{hash}", call_base(&origin.name));
+    map_locations(src, &mut h, origin, url, under, "call redirect refused")?;
     // The origin's answers are served from the edge's own site, where every
     // origin's hidden session is at hand: never sniffed into HTML, and an
     // HTML answer opened as a page runs sandboxed (no scripts, no cookies).
@@ -475,11 +454,14 @@ async fn relay_websocket(
         Ok(Ok(up)) => up,
         Ok(Err(ex)) => {
             // The origin did not switch: its answer, as a call's.
-            if let Some(s) = &user {
-                if let Err(e) = s.record(&origin.name, url, &ex.set_cookies()).await {
-                    tracing::warn!(error = %e, "call cookies not saved");
-                }
-            }
+            save_cookies(
+                user.as_deref(),
+                &origin.name,
+                url,
+                &ex.set_cookies(),
+                "call",
+            )
+            .await;
             let Some(mut h) = answer_head(&ex, origin, url) else {
                 ex.finish();
                 return respond_simple(session, 502, "Bad Gateway", "The WebSocket was refused.")
@@ -491,17 +473,13 @@ async fn relay_websocket(
         }
         Err(keep) => return keep,
     };
-    if let Some(s) = &user {
-        let set: Vec<String> = upgraded
-            .headers
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        if let Err(e) = s.record(&origin.name, url, &set).await {
-            tracing::warn!(error = %e, "WebSocket cookies not saved");
-        }
-    }
+    let set: Vec<String> = upgraded
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    save_cookies(user.as_deref(), &origin.name, url, &set, "WebSocket").await;
     let metrics = &app.metrics;
     metrics
         .websockets
@@ -559,7 +537,7 @@ fn is_ajax_response(ex: &Exchange) -> bool {
 /// there.
 async fn ajax_answer(
     session: &mut BrowserConn,
-    mut ex: Exchange,
+    ex: Exchange,
     origin: &crate::config::Origin,
     rw: std::sync::Arc<FragmentRewrite>,
     cfg: &crate::config::Config,
@@ -569,20 +547,9 @@ async fn ajax_answer(
     let encoding = ex.header_str("content-encoding");
     let content_type = ex.header_str("content-type");
     let ajax_location = ex.header_str("ajax-location");
-    let mut raw = bytes::BytesMut::new();
-    let read = async {
-        while let Some(c) = ex.chunk().await? {
-            if (raw.len() + c.len()) as u64 > max {
-                return Err(crate::aggregate::FetchFailure::Error(
-                    "answer too large".into(),
-                ));
-            }
-            raw.extend_from_slice(&c);
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(origin.timeout, read).await {
-        Ok(Ok(())) => ex.finish(),
+    let raw = match tokio::time::timeout(origin.timeout, crate::upstream::read_whole(ex, max)).await
+    {
+        Ok(Ok(raw)) => raw,
         _ => {
             tracing::warn!(origin = %origin.name, "Ajax answer broken off, too large or late");
             return respond_simple(
@@ -593,8 +560,8 @@ async fn ajax_answer(
             )
             .await;
         }
-    }
-    let xml = match crate::upstream::decode_content(raw.freeze(), encoding.as_deref(), max) {
+    };
+    let xml = match crate::upstream::decode_content(raw, encoding.as_deref(), max) {
         Ok(d) => crate::upstream::to_utf8(d, content_type.as_deref()),
         Err(e) => {
             tracing::warn!(origin = %origin.name, error = %e, "Ajax answer could not be decoded");

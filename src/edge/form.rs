@@ -16,13 +16,11 @@ use super::app::App;
 use super::page::{
     render, respond_bytes, respond_simple, session_or_503, unless_gone, PageRequest,
 };
+use super::resource::{origin_target, save_cookies};
 use crate::aggregate::{valid_id, FetchFailure, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
 use crate::http::{BodyError, BrowserConn};
-use crate::rewrite::{
-    classify, foreign_location, is_rain_param, resolve_src, stays_on_edge, PageUrl, Target,
-    UrlContext,
-};
+use crate::rewrite::{is_rain_param, map_location, stays_on_edge, PageUrl, UrlContext};
 use crate::upstream::{decode_content, to_utf8, BrowserContext, OriginRequest};
 use tokio::time::error::Elapsed;
 
@@ -126,7 +124,7 @@ struct FormTarget {
 
 /// Why a submission is answered before anything is sent: status, title,
 /// message.
-type Refusal = (u16, &'static str, &'static str);
+pub(super) type Refusal = (u16, &'static str, &'static str);
 
 /// Reads the form's target from the path below `/_rain/f/` and the query:
 /// `rain.f` (the fragment) and `rain.page` (where to come back) are ours,
@@ -146,19 +144,9 @@ fn form_target(
     if !stays_on_edge(&back) {
         return Err((400, "Bad Request", "This form submission is invalid."));
     }
-    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(origin) = cfg.origins.get(name).cloned() else {
-        return Err((404, "Not Found", "No such origin."));
-    };
-    let wanted = if own.is_empty() {
-        location.to_string()
-    } else {
-        format!("{location}?{}", own.join("&"))
-    };
-    let url = resolve_src(&origin.url, &wanted).map_err(|e| {
-        tracing::info!(%client, error = %e, "rejected form path");
-        (400, "Bad Request", "This form path is invalid.")
-    })?;
+    let query = (!own.is_empty()).then(|| own.join("&"));
+    let invalid = "This form path is invalid.";
+    let (origin, url) = origin_target(cfg, client, rest, query.as_deref(), "form", invalid)?;
     Ok(FormTarget {
         id,
         back,
@@ -187,25 +175,14 @@ async fn post(
         .open_upload(&request, Some(body.len() as u64))
         .await?;
     upload.write(&body).await?;
-    let mut ex = upload.finish().await?;
-    if let Some(s) = user {
-        if let Err(e) = s.record(&origin.name, url, &ex.set_cookies()).await {
-            tracing::warn!(error = %e, "form cookies not saved");
-        }
-    }
+    let ex = upload.finish().await?;
+    save_cookies(user, &origin.name, url, &ex.set_cookies(), "form").await;
     let status = ex.status();
     let location = ex.header_str("location");
     let content_type = ex.header_str("content-type");
     let encoding = ex.header_str("content-encoding");
-    let mut raw = BytesMut::new();
-    while let Some(c) = ex.chunk().await? {
-        if (raw.len() + c.len()) as u64 > max_bytes {
-            return Err(FetchFailure::Error("answer too large".into()));
-        }
-        raw.extend_from_slice(&c);
-    }
-    ex.finish();
-    let body = decode_content(raw.freeze(), encoding.as_deref(), max_bytes)
+    let raw = crate::upstream::read_whole(ex, max_bytes).await?;
+    let body = decode_content(raw, encoding.as_deref(), max_bytes)
         .map_err(|e| FetchFailure::Error(e.to_string()))?;
     Ok((status, location, to_utf8(body, content_type.as_deref())))
 }
@@ -224,19 +201,13 @@ fn reply(target: &FormTarget, answer: Result<Result<Answer, FetchFailure>, Elaps
     let (origin, url) = (&target.origin, &target.url);
     match answer {
         Ok(Ok((status, Some(loc), _))) if (300..400).contains(&status) => {
-            let ctx = UrlContext::of(origin, url);
             let (back_path, back_query) = split_back(&target.back);
             let back_page = PageUrl::new(&back_path, back_query.as_deref());
-            let to = match classify(&ctx, &loc) {
-                Target::Origin { location, hash } => Some(format!(
-                    "{}{hash}",
-                    back_page.with_nav(&target.id, &location)
-                ))
-                .filter(|to| stays_on_edge(to)),
-                // The origin sends the user elsewhere on purpose: passed on
-                // as the URL it parses to (no raw bytes of the origin's).
-                Target::Foreign => foreign_location(&loc),
-            };
+            // Elsewhere: the origin sends the user there on purpose (passed
+            // on as the URL it parses to, no raw bytes of the origin's).
+            let to = map_location(&UrlContext::of(origin, url), &loc, |l, hash| {
+                format!("{}{hash}", back_page.with_nav(&target.id, l))
+            });
             match to {
                 Some(to) => Reply::SeeOther(to),
                 None => {

@@ -12,9 +12,7 @@ use http::{HeaderName, HeaderValue};
 use super::app::App;
 use super::page::{respond_simple, session_or_503, unless_gone, PageRequest};
 use crate::http::{BrowserConn, ResponseHead};
-use crate::rewrite::{
-    classify, foreign_location, resolve_src, resource_url, stays_on_edge, Target, UrlContext,
-};
+use crate::rewrite::{classify, map_location, resolve_src, resource_url, Target, UrlContext};
 use crate::upstream::{BrowserContext, Exchange, OriginRequest};
 
 /// Response headers of a resource passed on to the browser.
@@ -145,25 +143,12 @@ pub async fn serve(
         .await;
         return false;
     }
-    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(origin) = cfg.origins.get(name).cloned() else {
-        return respond_simple(session, 404, "Not Found", "No such origin.").await;
-    };
-    let wanted = match &query {
-        Some(q) => format!("{location}?{q}"),
-        None => location.to_string(),
-    };
-    let url = match resolve_src(&origin.url, &wanted) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::info!(%client, error = %e, "rejected resource path");
-            return respond_simple(
-                session,
-                400,
-                "Bad Request",
-                "This resource path is invalid.",
-            )
-            .await;
+    let invalid = "This resource path is invalid.";
+    let target = origin_target(&cfg, client, rest, query.as_deref(), "resource", invalid);
+    let (origin, url) = match target {
+        Ok(t) => t,
+        Err((status, title, message)) => {
+            return respond_simple(session, status, title, message).await
         }
     };
     let passed = pass(
@@ -207,11 +192,14 @@ pub async fn serve(
         Ok(ex) => ex,
         Err(keep) => return keep,
     };
-    if let Some(s) = &user {
-        if let Err(e) = s.record(&origin.name, &url, &ex.set_cookies()).await {
-            tracing::warn!(error = %e, "resource cookies not saved");
-        }
-    }
+    save_cookies(
+        user.as_deref(),
+        &origin.name,
+        &url,
+        &ex.set_cookies(),
+        "resource",
+    )
+    .await;
     let status = ex.status();
     let is_css = ex
         .header_str("content-type")
@@ -268,25 +256,79 @@ fn answer_head(
             let _ = h.append(name, v.clone());
         }
     }
-    for header in ["location", "ajax-location"] {
-        let Some(loc) = src.get(header).and_then(|v| v.to_str().ok()) else {
+    let under = |l: &str, hash: &str| format!("{}{hash}", resource_url(&origin.name, l));
+    map_locations(src, &mut h, origin, url, under, "redirect refused")?;
+    Some(h)
+}
+
+/// Puts the origin's `Location` and `Ajax-Location` into `h`, mapped
+/// ([`map_location`]: under the origin, `under` says where). `None`, noted
+/// as `refused`, when one leads nowhere valid.
+pub(super) fn map_locations(
+    src: &http::HeaderMap,
+    h: &mut ResponseHead,
+    origin: &crate::config::Origin,
+    url: &url::Url,
+    under: impl Fn(&str, &str) -> String,
+    refused: &'static str,
+) -> Option<()> {
+    for field in ["location", "ajax-location"] {
+        let Some(loc) = src.get(field).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let ctx = UrlContext::of(origin, url);
-        let mapped = match classify(&ctx, loc) {
-            Target::Origin { location, hash } => {
-                Some(format!("{}{hash}", resource_url(&origin.name, &location)))
-                    .filter(|to| stays_on_edge(to))
-            }
-            Target::Foreign => foreign_location(loc),
-        };
+        let mapped = map_location(&UrlContext::of(origin, url), loc, &under);
         let Some(v) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) else {
-            tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "redirect refused");
+            tracing::warn!(origin = %origin.name, location = %loc.escape_debug(), "{refused}");
             return None;
         };
-        let _ = h.insert(header, v);
+        let _ = h.insert(field, v);
     }
-    Some(h)
+    Some(())
+}
+
+/// The origin that `rest` (`{origin}/{location}`) names and the URL of
+/// its location with `query`, below the origin's base; or the refusal: 404
+/// for an origin that is not configured, 400 with `invalid` for a location
+/// outside its base (logged as a rejected `what` path).
+pub(super) fn origin_target(
+    cfg: &crate::config::Config,
+    client: SocketAddr,
+    rest: &str,
+    query: Option<&str>,
+    what: &str,
+    invalid: &'static str,
+) -> Result<(std::sync::Arc<crate::config::Origin>, url::Url), super::form::Refusal> {
+    let (name, location) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(origin) = cfg.origins.get(name).cloned() else {
+        return Err((404, "Not Found", "No such origin."));
+    };
+    let wanted = match query {
+        Some(q) => format!("{location}?{q}"),
+        None => location.to_string(),
+    };
+    match resolve_src(&origin.url, &wanted) {
+        Ok(url) => Ok((origin, url)),
+        Err(e) => {
+            tracing::info!(%client, error = %e, "rejected {what} path");
+            Err((400, "Bad Request", invalid))
+        }
+    }
+}
+
+/// Keeps the `Set-Cookie`s of an origin's answer in the user's jar (none
+/// without a user); a store that fails is logged, `what` naming the answer.
+pub(super) async fn save_cookies(
+    user: Option<&crate::session::PageSession>,
+    origin: &str,
+    url: &url::Url,
+    set: &[String],
+    what: &str,
+) {
+    if let Some(s) = user {
+        if let Err(e) = s.record(origin, url, set).await {
+            tracing::warn!(error = %e, "{what} cookies not saved");
+        }
+    }
 }
 
 /// Streams the origin's body to the browser, each piece written as it

@@ -34,6 +34,23 @@ pub struct UrlContext<'a> {
     pub kind: OriginKind,
 }
 
+/// Where a redirect's `loc` (sent by the origin of `ctx`) leads the
+/// browser: a location under the origin becomes `under(location, hash)`,
+/// kept only if it stays on this host; another site's is passed on as the
+/// URL it parses to. `None` when it leads nowhere valid.
+pub fn map_location(
+    ctx: &UrlContext<'_>,
+    loc: &str,
+    under: impl FnOnce(&str, &str) -> String,
+) -> Option<String> {
+    match classify(ctx, loc) {
+        Target::Origin { location, hash } => {
+            Some(under(&location, &hash)).filter(|to| super::url::stays_on_edge(to))
+        }
+        Target::Foreign => super::url::foreign_location(loc),
+    }
+}
+
 impl<'a> UrlContext<'a> {
     /// The context of a body that `origin` sent from `url`.
     pub fn of(origin: &'a crate::config::Origin, url: &'a Url) -> UrlContext<'a> {

@@ -627,10 +627,10 @@ fn spawn_every<F, Fut>(
     });
 }
 
-/// Reads an answer's body whole, at most `max` bytes, and gives the
-/// connection back. Most answers arrive in one piece: it is kept as it is,
-/// not copied.
-async fn read_whole(mut ex: Exchange, max: u64) -> Result<Bytes, FetchFailure> {
+/// Reads an answer's body whole, raw (not decoded), at most `max` bytes (a
+/// declared length over it is refused at once), and gives the connection
+/// back. Most answers arrive in one piece: it is kept as it is, not copied.
+pub async fn read_whole(mut ex: Exchange, max: u64) -> Result<Bytes, FetchFailure> {
     let too_large = || FetchFailure::Error(format!("body over the {max} byte limit"));
     if ex.declared_length().is_some_and(|len| len > max) {
         return Err(too_large());

@@ -16,7 +16,7 @@ mod stale;
 
 pub use breaker::{Admit, Breaker};
 pub use cache::{FragmentCache, Purge};
-pub use client::{Exchange, OriginClient, OriginRequest, Upgraded, Upload};
+pub use client::{read_whole, Exchange, OriginClient, OriginRequest, Upgraded, Upload};
 pub use decode::{decode_content, to_utf8, DecodeError};
 pub use forward::{
     new_request_id, trusted, BrowserContext, Coalescer, RequestSource, SessionState,
