@@ -172,17 +172,14 @@ pub async fn serve(
             HeaderValue::from_static("gzip, br"),
         ));
     }
-    let request = OriginRequest {
-        origin: &origin,
-        method: method.as_str(),
-        path_and_query: &path_and_query,
-        headers: out,
-        max_bytes: cfg.fragments.max_bytes,
-        on_head: None,
-        affinity: user.as_ref().map(|u| u.id.as_str()),
-        deadline: origin.timeout,
-        keep_fields: false,
-    };
+    let request = OriginRequest::passed(
+        &origin,
+        method.as_str(),
+        &path_and_query,
+        out,
+        cfg.fragments.max_bytes,
+        user.as_ref().map(|u| u.id.as_str()),
+    );
     // The origin's timeout bounds the wait for the answer's head.
     let exchange = async {
         match &body {
@@ -432,17 +429,14 @@ async fn relay_websocket(
         Ok(p) => p,
         Err(keep) => return keep,
     };
-    let request = OriginRequest {
+    let request = OriginRequest::passed(
         origin,
-        method: "GET",
-        path_and_query: &path_and_query,
-        headers: out,
-        max_bytes: cfg.fragments.max_bytes,
-        on_head: None,
-        affinity: user.as_ref().map(|u| u.id.as_str()),
-        deadline: origin.timeout,
-        keep_fields: false,
-    };
+        "GET",
+        &path_and_query,
+        out,
+        cfg.fragments.max_bytes,
+        user.as_ref().map(|u| u.id.as_str()),
+    );
     let what = (
         "WebSocket",
         "The WebSocket could not be opened.",

@@ -308,17 +308,14 @@ pub async fn serve(
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
-    let request = OriginRequest {
+    let request = OriginRequest::passed(
         origin,
-        method: "POST",
-        path_and_query: &path_and_query,
+        "POST",
+        &path_and_query,
         headers,
-        max_bytes: cfg.fragments.max_bytes,
-        on_head: None,
-        affinity: user.as_ref().map(|u| u.id.as_str()),
-        deadline: origin.timeout,
-        keep_fields: false,
-    };
+        cfg.fragments.max_bytes,
+        user.as_ref().map(|u| u.id.as_str()),
+    );
     // The body is read whole first (bounded by max_body, within
     // body_timeout): a slow upload holds no origin connection, and a body cut
     // off never reaches the origin.

@@ -172,17 +172,14 @@ pub async fn serve(
         Ok(p) => p,
         Err(keep) => return keep,
     };
-    let origin_req = OriginRequest {
-        origin: &origin,
-        method: method.as_str(),
-        path_and_query: &path_and_query,
-        headers: out,
-        max_bytes: cfg.fragments.max_bytes,
-        on_head: None,
-        affinity: user.as_ref().map(|u| u.id.as_str()),
-        deadline: origin.timeout,
-        keep_fields: false,
-    };
+    let origin_req = OriginRequest::passed(
+        &origin,
+        method.as_str(),
+        &path_and_query,
+        out,
+        cfg.fragments.max_bytes,
+        user.as_ref().map(|u| u.id.as_str()),
+    );
     let what = (
         "resource",
         "The resource could not be fetched.",

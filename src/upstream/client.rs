@@ -99,6 +99,32 @@ pub struct OriginRequest<'a> {
     pub keep_fields: bool,
 }
 
+impl<'a> OriginRequest<'a> {
+    /// A browser's request passed on to `origin` (a resource, a call, a
+    /// form, a WebSocket): to the user's server (`affinity`), within the
+    /// origin's timeout, its answer's fields not kept for a cache.
+    pub fn passed(
+        origin: &'a Origin,
+        method: &'a str,
+        path_and_query: &'a str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        max_bytes: u64,
+        affinity: Option<&'a str>,
+    ) -> OriginRequest<'a> {
+        OriginRequest {
+            origin,
+            method,
+            path_and_query,
+            headers,
+            max_bytes,
+            on_head: None,
+            affinity,
+            deadline: origin.timeout,
+            keep_fields: false,
+        }
+    }
+}
+
 /// Where one exchange goes and what it costs while it runs.
 struct Lease {
     server: InUse,
