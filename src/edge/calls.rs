@@ -99,10 +99,13 @@ pub async fn serve(
     let secure = session.secure();
     let websocket = session.is_websocket_upgrade();
     // Behind a trusted proxy (TLS ended there), the site the browser sees
-    // is the one the proxy says.
-    let from_proxy = crate::upstream::trusted(&cfg, client.ip());
-    let own = own_origin(&headers, secure, from_proxy);
-    if let Err(why) = same_site(&method, &headers, own.as_ref(), websocket) {
+    // is the one the proxy says. Worked out only for a call that has to
+    // show its `Origin`.
+    let own = || {
+        let from_proxy = crate::upstream::trusted(&cfg, client.ip());
+        own_origin(&headers, secure, from_proxy)
+    };
+    if let Err(why) = same_site(&method, &headers, own, websocket) {
         tracing::info!(%client, %method, why, "cross-site call refused");
         session.close_after();
         respond_simple(
@@ -281,7 +284,7 @@ pub async fn serve(
 fn same_site(
     method: &Method,
     headers: &http::HeaderMap,
-    own: Option<&url::Origin>,
+    own: impl FnOnce() -> Option<url::Origin>,
     websocket: bool,
 ) -> Result<(), &'static str> {
     if !websocket && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -294,14 +297,14 @@ fn same_site(
         }
     }
     if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let own = own.ok_or("no Host to compare the Origin with")?;
+        let own = own().ok_or("no Host to compare the Origin with")?;
         let theirs = origin
             .to_str()
             .ok()
             .and_then(|o| url::Url::parse(o).ok())
             .map(|u| u.origin())
             .ok_or("the Origin is not a URL (or is null)")?;
-        if &theirs != own {
+        if theirs != own {
             return Err("the Origin is another site");
         }
     }
@@ -375,7 +378,7 @@ fn answer_head(
     let html = src
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/html"));
+        .is_some_and(|t| crate::rewrite::starts_with_ci(t.trim(), "text/html"));
     if html {
         let _ = h.insert("content-security-policy", "sandbox");
     }

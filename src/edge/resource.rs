@@ -198,9 +198,11 @@ pub async fn serve(
     )
     .await;
     let status = ex.status();
-    let is_css = ex
-        .header_str("content-type")
-        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/css"));
+    let is_css = ex.headers().is_some_and(|h| {
+        h.get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| crate::rewrite::starts_with_ci(t.trim(), "text/css"))
+    });
     if status == 200 && is_css && method == http::Method::GET {
         return serve_stylesheet(
             session,
