@@ -35,3 +35,11 @@ pub fn content_length(value: &[u8], prior: Option<u64>) -> Result<u64, LengthErr
         _ => Err(LengthError::Invalid),
     }
 }
+/// The directives of a `Cache-Control` value, in order: each name and its
+/// argument (if any), trimmed, the argument's quotes removed.
+pub fn cache_directives(value: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    value.split(',').map(|d| match d.split_once('=') {
+        Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
+        None => (d.trim(), None),
+    })
+}

@@ -12,7 +12,7 @@ mod front;
 pub use conn::{
     check_head, check_host, BodyError, BrowserConn, HeadError, HeadLimits, ResponseHead,
 };
-pub use fields::{content_length, LengthError};
+pub use fields::{cache_directives, content_length, LengthError};
 pub use front::{
     plain_listener, tls_listener, Front, Handler, HelloDeadline, Settings, TrackGuard, Tracker,
 };

@@ -93,11 +93,7 @@ fn stale_windows(fields: &HeaderMap) -> (Duration, Duration) {
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
-        for directive in value.split(',') {
-            let (name, arg) = match directive.split_once('=') {
-                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (directive.trim(), None),
-            };
+        for (name, arg) in crate::http::cache_directives(value) {
             let secs = || {
                 arg.and_then(|a| a.parse::<u64>().ok())
                     .map(Duration::from_secs)

@@ -386,8 +386,7 @@ impl OriginClient {
     /// server's breaker counts the exchange by its status.
     pub async fn open(&self, req: &OriginRequest<'_>) -> Result<Exchange, FetchFailure> {
         let mut ex = self.open_head(req).await?;
-        let healthy = ex.status < 500;
-        ex.lease.settle(healthy);
+        ex.settle_by_status();
         Ok(ex)
     }
 
@@ -545,8 +544,7 @@ impl OriginClient {
                 }
                 Ok(Err(answer)) => {
                     let mut ex = Exchange::h1(conn, answer, lease);
-                    let healthy = ex.status < 500;
-                    ex.lease.settle(healthy);
+                    ex.settle_by_status();
                     return Ok(Err(ex));
                 }
                 Err(WireError::Io(e)) if reused && conn.nothing_read => {
@@ -583,8 +581,7 @@ impl OriginClient {
             })
             .unwrap_or_default();
         let storable = !ex.header_str("cache-control").is_some_and(|cc| {
-            cc.split(',').any(|d| {
-                let d = d.trim().split('=').next().unwrap_or("").trim();
+            crate::http::cache_directives(&cc).any(|(d, _)| {
                 d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
             })
         });
@@ -1055,8 +1052,7 @@ impl Upload {
             }
         };
         let mut ex = ex;
-        let healthy = ex.status < 500;
-        ex.lease.settle(healthy);
+        ex.settle_by_status();
         Ok(ex)
     }
 }
@@ -1080,6 +1076,13 @@ enum Reader {
 }
 
 impl Exchange {
+    /// Counts the exchange with its server's breaker by its status: a 5xx
+    /// is a failure, any other answer a success.
+    fn settle_by_status(&mut self) {
+        let healthy = self.status < 500;
+        self.lease.settle(healthy);
+    }
+
     fn h1(conn: Conn, head: ResponseHead, lease: Lease) -> Exchange {
         Exchange {
             status: head.status,
