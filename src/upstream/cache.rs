@@ -152,29 +152,33 @@ pub struct CacheCounts {
     /// Stale copies served: within `stale-while-revalidate`, or in place of
     /// a failure (`stale-if-error`, `[fragments] stale_if_error`).
     pub stale: AtomicU64,
-    /// Hits and lookups by origin (the map's hit ratio).
-    by_origin: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Hits and lookups by origin (the map's hit ratio): read-locked on
+    /// every lookup, written once per origin.
+    by_origin: std::sync::RwLock<std::collections::HashMap<String, [AtomicU64; 2]>>,
 }
 
 impl CacheCounts {
     /// The share of lookups of origin `name`'s fragments served from the
     /// cache, if there was any.
     pub fn hit_ratio(&self, name: &str) -> Option<f64> {
-        let map = self.by_origin.lock().ok()?;
-        let (hits, lookups) = map.get(name).copied()?;
+        let map = self.by_origin.read().ok()?;
+        let [hits, lookups] = map.get(name)?;
+        let (hits, lookups) = (hits.load(Ordering::Relaxed), lookups.load(Ordering::Relaxed));
         (lookups > 0).then(|| hits as f64 / lookups as f64)
     }
 
     fn count(&self, key: &str, hit: bool) {
         let origin = key.split('\n').next().unwrap_or_default();
-        if let Ok(mut map) = self.by_origin.lock() {
-            // The name is copied once, not on every lookup.
-            let e = match map.get_mut(origin) {
-                Some(e) => e,
-                None => map.entry(origin.to_string()).or_insert((0, 0)),
-            };
-            e.0 += u64::from(hit);
-            e.1 += 1;
+        let add = |c: &[AtomicU64; 2]| {
+            c[0].fetch_add(u64::from(hit), Ordering::Relaxed);
+            c[1].fetch_add(1, Ordering::Relaxed);
+        };
+        if let Some(c) = self.by_origin.read().ok().as_ref().and_then(|m| m.get(origin)) {
+            add(c);
+            return;
+        }
+        if let Ok(mut m) = self.by_origin.write() {
+            add(m.entry(origin.to_string()).or_default());
         }
     }
 }
