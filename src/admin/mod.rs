@@ -43,12 +43,11 @@ fn rate(key: &str, count: u64) -> f64 {
     (entry.2 * 10.0).round() / 10.0
 }
 
-/// What the map draws: this instance, every origin with its servers,
+/// What the map draws: the instances, every origin with its servers,
 /// rates, errors and latency, and the slowest recent pages.
-fn map_json(app: &App) -> Value {
+async fn map_json(app: &App) -> Value {
     let snap = app.snapshot();
     let cfg = &snap.cfg;
-    let pages = app.pages.1.load(std::sync::atomic::Ordering::Relaxed);
     let origins: Vec<Value> = cfg
         .origins
         .values()
@@ -86,15 +85,18 @@ fn map_json(app: &App) -> Value {
         .collect();
     json!({
         "node_id": cfg.server.node_id,
-        "nodes": [{
-            "node_id": cfg.server.node_id,
-            "version": env!("CARGO_PKG_VERSION"),
-            "pages_per_s": rate("pages", pages),
-            "stale": false,
-        }],
+        "nodes": app.cluster.nodes(pages_per_s(app)).await,
         "origins": origins,
         "slowest": slowest,
     })
+}
+
+/// This instance's pages per second since the last look.
+fn pages_per_s(app: &App) -> f64 {
+    rate(
+        "pages",
+        app.pages.1.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 /// The admin cookie that carries the token for the HTML pages.
@@ -210,11 +212,7 @@ fn same(a: &str, b: &str) -> bool {
 fn query_token(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == "token").then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        (k == "token").then(|| crate::rewrite::decode_component(v))
     })
 }
 
@@ -268,15 +266,9 @@ async fn answer(app: &App, conn: &mut BrowserConn) -> (u16, &'static str, Bytes)
             "text/html; charset=utf-8",
             Bytes::from_static(MAP.as_bytes()),
         ),
-        (&Method::GET, ["map.json"]) => {
-            let mut v = map_json(app);
-            let rate = v["nodes"][0]["pages_per_s"].as_f64().unwrap_or(0.0);
-            v["nodes"] = json!(app.cluster.nodes(rate).await);
-            json_answer(200, v)
-        }
+        (&Method::GET, ["map.json"]) => json_answer(200, map_json(app).await),
         (&Method::GET, ["cluster"]) => {
-            let pages = app.pages.1.load(std::sync::atomic::Ordering::Relaxed);
-            let nodes = app.cluster.nodes(rate("pages", pages)).await;
+            let nodes = app.cluster.nodes(pages_per_s(app)).await;
             json_answer(200, json!({ "nodes": nodes }))
         }
         (&Method::GET, ["pages"]) => {

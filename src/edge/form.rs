@@ -20,15 +20,11 @@ use super::resource::{origin_target, save_cookies};
 use crate::aggregate::{valid_id, FetchFailure, Submitted, SubmittedOutcome};
 use crate::config::FailureClass;
 use crate::http::{BodyError, BrowserConn};
-use crate::rewrite::{is_rain_param, map_location, stays_on_edge, PageUrl, UrlContext};
+use crate::rewrite::{
+    decode_component, is_rain_param, map_location, stays_on_edge, PageUrl, UrlContext,
+};
 use crate::upstream::{decode_content, to_utf8, BrowserContext, OriginRequest};
 use tokio::time::error::Elapsed;
-
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
-}
 
 /// A query that names its fragment and page (`rain.f`, `rain.page`: a
 /// form's action, a Wicket Ajax call): the origin's own parameters, the
@@ -41,9 +37,9 @@ pub(super) fn split_rain_target(
     let mut own = Vec::new();
     for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match decode(k).as_str() {
-            "rain.f" => id = Some(decode(v)),
-            "rain.page" => back = Some(decode(v)),
+        match decode_component(k).as_str() {
+            "rain.f" => id = Some(decode_component(v)),
+            "rain.page" => back = Some(decode_component(v)),
             _ if is_rain_param(k) => {}
             _ => own.push(kv),
         }

@@ -90,9 +90,9 @@ impl PageUrl {
             .iter()
             .filter_map(|kv: &String| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                let k = decode(k);
+                let k = decode_component(k);
                 let id = k.strip_prefix("rain.")?;
-                Some((id.to_string(), decode(v)))
+                Some((id.to_string(), decode_component(v)))
             })
             .collect();
         PageUrl {
@@ -132,7 +132,7 @@ impl PageUrl {
         let mut sep = '?';
         for kv in &self.params {
             let k = kv.split('=').next().unwrap_or_default();
-            if decode(k) == key {
+            if decode_component(k) == key {
                 continue;
             }
             out.push(sep);
@@ -147,7 +147,9 @@ impl PageUrl {
     }
 }
 
-fn decode(s: &str) -> String {
+/// A query component decoded as a form would send it (`+` a space,
+/// percent escapes, invalid UTF-8 replaced).
+pub fn decode_component(s: &str) -> String {
     let plus = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus)
         .decode_utf8_lossy()

@@ -18,8 +18,8 @@ pub use self::document::{body_shape, strip_document, BodyShape};
 pub use self::entities::{decode_attr, encode_attr};
 pub use self::fragment::{form_url, fragment_handlers, FragmentRewrite};
 pub use self::links::{
-    call_base, classify, encode_component, map_location, nav_value_ok, resource_url, strip_quirks,
-    PageUrl, Target, UrlContext, RAIN_PREFIX,
+    call_base, classify, decode_component, encode_component, map_location, nav_value_ok,
+    resource_url, strip_quirks, PageUrl, Target, UrlContext, RAIN_PREFIX,
 };
 pub(crate) use self::selectors::on_element;
 pub use self::url::{

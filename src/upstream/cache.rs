@@ -163,7 +163,10 @@ impl CacheCounts {
     pub fn hit_ratio(&self, name: &str) -> Option<f64> {
         let map = self.by_origin.read().ok()?;
         let [hits, lookups] = map.get(name)?;
-        let (hits, lookups) = (hits.load(Ordering::Relaxed), lookups.load(Ordering::Relaxed));
+        let (hits, lookups) = (
+            hits.load(Ordering::Relaxed),
+            lookups.load(Ordering::Relaxed),
+        );
         (lookups > 0).then(|| hits as f64 / lookups as f64)
     }
 
@@ -173,7 +176,13 @@ impl CacheCounts {
             c[0].fetch_add(u64::from(hit), Ordering::Relaxed);
             c[1].fetch_add(1, Ordering::Relaxed);
         };
-        if let Some(c) = self.by_origin.read().ok().as_ref().and_then(|m| m.get(origin)) {
+        if let Some(c) = self
+            .by_origin
+            .read()
+            .ok()
+            .as_ref()
+            .and_then(|m| m.get(origin))
+        {
             add(c);
             return;
         }
