@@ -544,24 +544,17 @@ async fn ajax_answer(
     let encoding = ex.header_str("content-encoding");
     let content_type = ex.header_str("content-type");
     let ajax_location = ex.header_str("ajax-location");
-    let raw = match tokio::time::timeout(origin.timeout, crate::upstream::read_whole(ex, max)).await
-    {
-        Ok(Ok(raw)) => raw,
-        _ => {
-            tracing::warn!(origin = %origin.name, "Ajax answer broken off, too large or late");
-            return respond_simple(
-                session,
-                502,
-                "Bad Gateway",
-                "The Ajax answer could not be read.",
-            )
-            .await;
-        }
+    let read = tokio::time::timeout(origin.timeout, crate::upstream::read_whole(ex, max)).await;
+    let decoded = match read {
+        Ok(Ok(raw)) => crate::upstream::decode_content(raw, encoding.as_deref(), max)
+            .map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no whole answer within {:?}", origin.timeout)),
     };
-    let xml = match crate::upstream::decode_content(raw, encoding.as_deref(), max) {
+    let xml = match decoded {
         Ok(d) => crate::upstream::to_utf8(d, content_type.as_deref()),
-        Err(e) => {
-            tracing::warn!(origin = %origin.name, error = %e, "Ajax answer could not be decoded");
+        Err(error) => {
+            tracing::warn!(origin = %origin.name, %error, "Ajax answer broken off, too large, late or undecodable");
             return respond_simple(
                 session,
                 502,
