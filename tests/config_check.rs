@@ -3,6 +3,21 @@
 
 use crate::support::*;
 
+/// Checks `path`: refused, naming `file: expected` for each of `expected`,
+/// with `errors` errors in all.
+fn check_fails_with(path: &std::path::Path, expected: &[&str], errors: usize) {
+    let (ok, out) = run_check(path);
+    assert!(!ok, "--check accepted a bad config:\n{out}");
+    let file = path.display().to_string();
+    for expected in expected {
+        assert!(
+            out.contains(&format!("{file}: {expected}")),
+            "missing `{expected}` in:\n{out}"
+        );
+    }
+    assert!(out.contains(&format!("{errors} error(s)")), "{out}");
+}
+
 #[test]
 fn check_reports_every_config_error_with_file_and_key() {
     let dir = TempDir::new();
@@ -31,26 +46,21 @@ path = "/"
 layout = "missing.html"
 "#,
     );
-    let (ok, out) = run_check(&path);
-    assert!(!ok, "--check accepted a bad config:\n{out}");
-    let file = path.display().to_string();
-    for expected in [
-        "server.listen[0]: `not-an-address` is not an address",
-        "server.header_timeout: `ten seconds`",
-        "server.colour: unknown key",
-        "fragments.max_bytes: `lots` is not a size",
-        "origins.shop.url: `ftp://example/`",
-        "origins.shop.kind: `cobol` is not a kind",
-        "origins.shop.timeout: must be a string",
-        "origins.nourl.url: is required",
-        "routes[0].layout:",
-    ] {
-        assert!(
-            out.contains(&format!("{file}: {expected}")),
-            "missing `{expected}` in:\n{out}"
-        );
-    }
-    assert!(out.contains("9 error(s)"), "{out}");
+    check_fails_with(
+        &path,
+        &[
+            "server.listen[0]: `not-an-address` is not an address",
+            "server.header_timeout: `ten seconds`",
+            "server.colour: unknown key",
+            "fragments.max_bytes: `lots` is not a size",
+            "origins.shop.url: `ftp://example/`",
+            "origins.shop.kind: `cobol` is not a kind",
+            "origins.shop.timeout: must be a string",
+            "origins.nourl.url: is required",
+            "routes[0].layout:",
+        ],
+        9,
+    );
 }
 
 #[test]
@@ -80,26 +90,21 @@ path = "/"
 layout = "home.html"
 "#,
     );
-    let (ok, out) = run_check(&path);
-    assert!(!ok, "--check accepted a bad config:\n{out}");
-    let file = path.display().to_string();
-    for expected in [
-        "server.resolve_interval: `soon`",
-        "origins.shop.servers[1]: `http://10.0.0.8/` is not a server address",
-        "origins.shop.servers[2]: `10.0.0.7:8080` is listed twice",
-        "origins.shop.servers[3]: must be a string",
-        "origins.shop.balance: `sticky` is not a balance; use session or round_robin",
-        "origins.shop.health_check: `../admin` is not a path below the origin's url",
-        "origins.shop.health_interval: must be more than 0",
-        "origins.app.servers: must be a list of strings",
-        "origins.app.health_check: must be a path",
-    ] {
-        assert!(
-            out.contains(&format!("{file}: {expected}")),
-            "missing `{expected}` in:\n{out}"
-        );
-    }
-    assert!(out.contains("9 error(s)"), "{out}");
+    check_fails_with(
+        &path,
+        &[
+            "server.resolve_interval: `soon`",
+            "origins.shop.servers[1]: `http://10.0.0.8/` is not a server address",
+            "origins.shop.servers[2]: `10.0.0.7:8080` is listed twice",
+            "origins.shop.servers[3]: must be a string",
+            "origins.shop.balance: `sticky` is not a balance; use session or round_robin",
+            "origins.shop.health_check: `../admin` is not a path below the origin's url",
+            "origins.shop.health_interval: must be more than 0",
+            "origins.app.servers: must be a list of strings",
+            "origins.app.health_check: must be a path",
+        ],
+        9,
+    );
 
     // The same keys, written well, check OK.
     let good = dir.write(

@@ -340,18 +340,9 @@ async fn an_http2_connection_going_away_is_not_used_again() {
 #[tokio::test]
 async fn a_stream_past_its_deadline_is_reset_and_the_connection_kept() {
     let (server, seen) = h2_origin(None).await;
-    let url = format!("http://127.0.0.1:{}/", server.addr.port());
     let page = "<fragment origin=\"o\" src=\"/stall\"><i>LATE</i></fragment>\
                 <fragment origin=\"o\" src=\"/quick\"><i>FALLBACK</i></fragment>";
-    let edge = Edge::start(
-        &config(
-            &[("o", url, "http2 = \"always\"\ntimeout = \"300ms\"")],
-            HOME,
-            "",
-        ),
-        &[("page.html", &layout(page))],
-    )
-    .await;
+    let edge = h2c_edge(&server, "timeout = \"300ms\"", page).await;
     for _ in 0..3 {
         let r = edge.get("/").await;
         assert!(r.body.contains("<i>LATE</i>"), "{}", r.body);
@@ -375,17 +366,8 @@ async fn an_origin_that_answers_http2_with_garbage_fails_its_fragments_not_the_p
         tokio::time::sleep(Duration::from_millis(200)).await;
     })
     .await;
-    let url = format!("http://127.0.0.1:{}/", junk.addr.port());
     let page = "<fragment origin=\"o\" src=\"/f\"><i>FALLBACK</i></fragment><p>REST</p>";
-    let edge = Edge::start(
-        &config(
-            &[("o", url, "http2 = \"always\"\ntimeout = \"2s\"")],
-            HOME,
-            "",
-        ),
-        &[("page.html", &layout(page))],
-    )
-    .await;
+    let edge = h2c_edge(&junk, "timeout = \"2s\"", page).await;
     for _ in 0..2 {
         let r = edge.get("/").await;
         assert_eq!(r.status, 200);
