@@ -32,11 +32,7 @@ pub fn map_components(xml: &str, f: impl Fn(AjaxPart, &str) -> String) -> Option
     let mut rest = xml;
     loop {
         // The next section, of any of the kinds.
-        let next = SECTIONS
-            .iter()
-            .filter_map(|(tag, part)| find_open(rest, tag).map(|at| (at, *tag, *part)))
-            .min_by_key(|(at, _, _)| *at);
-        let Some((open, tag, part)) = next else {
+        let Some((open, tag, part)) = next_section(rest) else {
             break;
         };
         let Some(tag_end) = rest[open..].find('>').map(|i| open + i + 1) else {
@@ -65,17 +61,25 @@ pub fn map_components(xml: &str, f: impl Fn(AjaxPart, &str) -> String) -> Option
     Some(out)
 }
 
-/// Where `<{tag}` starts as an element name (followed by a space, `>` or
-/// `/`), if it does.
-fn find_open(s: &str, tag: &str) -> Option<usize> {
-    let needle = format!("<{tag}");
+/// Where the next section's start tag (`<component`, `<evaluate`,
+/// `<priority-evaluate` as an element name: followed by a space, `>` or
+/// `/`) begins in `s`, and its kind: one pass over the `<`s, whichever
+/// kinds the answer holds.
+fn next_section(s: &str) -> Option<(usize, &'static str, AjaxPart)> {
     let mut from = 0;
-    while let Some(i) = s[from..].find(&needle) {
+    while let Some(i) = s[from..].find('<') {
         let at = from + i;
-        match s.as_bytes().get(at + needle.len()) {
-            Some(b' ' | b'>' | b'/' | b'\t' | b'\r' | b'\n') => return Some(at),
-            _ => from = at + needle.len(),
+        let name = &s[at + 1..];
+        for (tag, part) in SECTIONS {
+            let ends_name = matches!(
+                name.as_bytes().get(tag.len()),
+                Some(b' ' | b'>' | b'/' | b'\t' | b'\r' | b'\n')
+            );
+            if name.starts_with(tag) && ends_name {
+                return Some((at, tag, part));
+            }
         }
+        from = at + 1;
     }
     None
 }
