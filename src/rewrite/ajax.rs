@@ -30,11 +30,8 @@ pub fn map_components(xml: &str, f: impl Fn(AjaxPart, &str) -> String) -> Option
     }
     let mut out = String::with_capacity(xml.len() + 256);
     let mut rest = xml;
-    loop {
-        // The next section, of any of the kinds.
-        let Some((open, tag, part)) = next_section(rest) else {
-            break;
-        };
+    // The next section, of any of the kinds.
+    while let Some((open, tag, part)) = next_section(rest) {
         let Some(tag_end) = rest[open..].find('>').map(|i| open + i + 1) else {
             break;
         };
